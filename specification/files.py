@@ -1,0 +1,150 @@
+"""Reading and writing RKME spec files in the reference's JSON format.
+
+    {"z": [[...], ...], "beta": [...], "gamma": 0.1, "num_points": 1257,
+     "type": "RKMETableSpecification"}
+
+Floats are written with Python's shortest round-trip repr, so write → read is exact. Files of
+the legacy ``RKMEStatSpecification`` type, with no ``type``, or with extra keys (``cuda_idx``,
+``device``, …) are read too. Anything that cannot be a spec is refused with a
+:class:`SpecificationError` that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SpecificationError
+from .rkme import RKME, TABLE_SPEC_TYPE
+
+#: Spec types read as a table RKME; the first is the one written.
+TABLE_TYPES = (TABLE_SPEC_TYPE, "RKMEStatSpecification")
+#: Refuse files and arrays beyond these sizes before parsing them.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+MAX_POINTS = 1_000_000
+MAX_NUMBERS = 50_000_000
+
+
+def spec_to_dict(spec: RKME) -> dict[str, Any]:
+    return {
+        "z": spec.z_.tolist(),
+        "beta": spec.beta_.tolist(),
+        "gamma": float(spec.gamma),
+        "num_points": int(spec.num_points_),
+        "type": TABLE_SPEC_TYPE,
+    }
+
+
+def dumps_spec(spec: RKME) -> str:
+    return json.dumps(spec_to_dict(spec), separators=(",", ":"), allow_nan=False)
+
+
+def save_spec(spec: RKME, path: str | os.PathLike) -> None:
+    """Write ``spec`` to ``path`` atomically (a reader never sees a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dumps_spec(spec), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_spec(path: str | os.PathLike) -> RKME:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SpecificationError(f"spec file {str(path)!r} does not exist") from None
+    if size > MAX_FILE_BYTES:
+        raise SpecificationError(f"spec file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
+    return loads_spec(path.read_bytes())
+
+
+def _refuse_constant(name: str) -> float:
+    raise SpecificationError(f"spec contains {name}; every number must be finite")
+
+
+def loads_spec(text: str | bytes) -> RKME:
+    """Parse a spec file's content."""
+    if len(text) > MAX_FILE_BYTES:
+        raise SpecificationError(f"spec is over the {MAX_FILE_BYTES}-byte limit")
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise SpecificationError(
+            f"spec is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except UnicodeDecodeError:
+        raise SpecificationError("spec is not UTF-8 text") from None
+    return spec_from_dict(data)
+
+
+def spec_from_dict(data: Any) -> RKME:
+    if not isinstance(data, dict):
+        raise SpecificationError(f"spec must be a JSON object, got {type(data).__name__}")
+    spec_type = data.get("type", TABLE_SPEC_TYPE)
+    if spec_type not in TABLE_TYPES:
+        raise SpecificationError(
+            f"type: unsupported spec type {spec_type!r}; supported: {', '.join(TABLE_TYPES)}"
+        )
+    missing = [k for k in ("z", "beta", "gamma") if k not in data]
+    if missing:
+        raise SpecificationError(f"spec is missing required key(s): {', '.join(missing)}")
+    gamma = data["gamma"]
+    if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not math.isfinite(gamma):
+        raise SpecificationError(f"gamma must be a finite number, got {gamma!r}")
+    if gamma <= 0:
+        raise SpecificationError(f"gamma must be > 0, got {gamma!r}")
+    z = _array(data["z"], "z")
+    if z.ndim < 2:
+        raise SpecificationError(
+            f"z must be a list of points (K rows of features), got shape {z.shape}"
+        )
+    beta = _array(data["beta"], "beta")
+    if beta.ndim != 1:
+        raise SpecificationError(f"beta must be a flat list of K numbers, got shape {beta.shape}")
+    if beta.shape[0] != z.shape[0]:
+        raise SpecificationError(
+            f"beta has {beta.shape[0]} weights but z has {z.shape[0]} points; they must match"
+        )
+    num_points = data.get("num_points", 0)
+    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 0:
+        raise SpecificationError(f"num_points must be a non-negative integer, got {num_points!r}")
+    return RKME.from_arrays(z, beta, float(gamma), num_points)
+
+
+def _array(value: Any, name: str) -> np.ndarray:
+    if not isinstance(value, list):
+        raise SpecificationError(f"{name} must be a JSON list, got {type(value).__name__}")
+    if not value:
+        raise SpecificationError(f"{name} is empty")
+    _check_size(value, name)
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except ValueError:
+        raise SpecificationError(
+            f"{name} is ragged or holds non-numbers: every point must be a list of "
+            "numbers of the same shape"
+        ) from None
+    except TypeError:
+        raise SpecificationError(f"{name} must hold only numbers") from None
+    if arr.size == 0:
+        raise SpecificationError(f"{name} has no numbers (shape {arr.shape})")
+    if not np.isfinite(arr).all():
+        raise SpecificationError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _check_size(value: list, name: str) -> None:
+    """Refuse absurd sizes from the outer shape before numpy materialises anything."""
+    if len(value) > MAX_POINTS:
+        raise SpecificationError(f"{name} has {len(value)} entries, over the limit of {MAX_POINTS}")
+    total, level = len(value), value
+    while isinstance(level, list) and level and isinstance(level[0], list):
+        level = level[0]
+        total *= max(1, len(level))
+        if total > MAX_NUMBERS:
+            raise SpecificationError(f"{name} holds over {MAX_NUMBERS} numbers")

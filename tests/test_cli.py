@@ -1,0 +1,141 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli.main import main
+from specification import load_spec, mmd2
+from specification.package import write_package
+from tests.oracles import gaussian_mixture
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    X = gaussian_mixture(300, 4, seed=0)
+    path = tmp_path / "data.csv"
+    np.savetxt(path, X, delimiter=",", header="a,b,c,d", comments="")
+    return path
+
+
+def test_fit_csv_with_header_and_npy(tmp_path, csv_file, capsys):
+    out = tmp_path / "a.json"
+    assert (
+        main(["spec", "fit", str(csv_file), "-o", str(out), "--points", "12", "--seed", "3"]) == 0
+    )
+    spec = load_spec(out)
+    assert spec.z_.shape == (12, 4) and spec.num_points_ == 300
+    assert "K=12" in capsys.readouterr().out
+    npy = tmp_path / "data.npy"
+    np.save(npy, np.loadtxt(csv_file, delimiter=",", skiprows=1))
+    out2 = tmp_path / "b.json"
+    assert (
+        main(
+            [
+                "spec",
+                "fit",
+                str(npy),
+                "-o",
+                str(out2),
+                "--points",
+                "12",
+                "--seed",
+                "3",
+                "--gamma",
+                "0.1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(load_spec(out2).z_, spec.z_)
+
+
+def test_dist_prints_one_number(tmp_path, csv_file, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    main(["spec", "fit", str(csv_file), "-o", str(a), "--seed", "1"])
+    main(["spec", "fit", str(csv_file), "-o", str(b), "--seed", "2"])
+    capsys.readouterr()
+    assert main(["spec", "dist", str(a), str(b)]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert float(printed) == mmd2(load_spec(a), load_spec(b))
+
+
+def test_bad_inputs_give_a_message_and_exit_1(tmp_path, capsys):
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("a,b\n1,2\n3,x\n")
+    assert main(["spec", "fit", str(bad_csv), "-o", str(tmp_path / "o.json")]) == 1
+    assert "bad.csv:3: 'x' is not a number" in capsys.readouterr().err
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("1,2\n3\n")
+    assert main(["spec", "fit", str(ragged), "-o", str(tmp_path / "o.json")]) == 1
+    assert "1 columns, but the first data row has 2" in capsys.readouterr().err
+    assert main(["spec", "fit", str(tmp_path / "none.csv"), "-o", "x.json"]) == 1
+    assert "no such file" in capsys.readouterr().err
+    spec = tmp_path / "s.json"
+    spec.write_text('{"z": [[1, 2]], "beta": [1, 2], "gamma": 0.1}')
+    assert main(["spec", "check", str(spec)]) == 1
+    assert "beta has 2 weights but z has 1 points" in capsys.readouterr().err
+
+
+def test_check_spec_semantic_and_package(tmp_path, csv_file, capsys):
+    spec_path = tmp_path / "stat.json"
+    main(["spec", "fit", str(csv_file), "-o", str(spec_path), "--points", "5"])
+    assert main(["spec", "check", str(spec_path)]) == 0
+    assert "valid RKME table specification" in capsys.readouterr().out
+
+    semantic = {
+        "Data": {"Type": "Class", "Values": ["Table"]},
+        "Task": {"Type": "Class", "Values": ["Regression"]},
+        "Library": {"Type": "Class", "Values": ["Scikit-learn"]},
+        "Scenario": {"Type": "Tag", "Values": ["Business"]},
+        "License": {"Type": "Class", "Values": ["MIT"]},
+        "Name": {"Type": "String", "Values": "demo"},
+        "Description": {"Type": "String", "Values": "a demo"},
+        "Input": {"Dimension": 4, "Description": {"0": "a"}},
+        "Output": {"Dimension": 1, "Description": {}},
+    }
+    sem_path = tmp_path / "semantic.json"
+    sem_path.write_text(json.dumps(semantic))
+    assert main(["spec", "check", str(sem_path)]) == 0
+    semantic["Task"]["Values"] = ["Cooking"]
+    sem_path.write_text(json.dumps(semantic))
+    assert main(["spec", "check", str(sem_path)]) == 1
+    assert "Task" in capsys.readouterr().err
+
+    files = {
+        "learnware.yaml": b"model:\n  class_name: Model\nstat_specifications:\n"
+        b"  - module_path: learnware.specification\n    class_name: RKMETableSpecification\n"
+        b"    file_name: stat.json\n",
+        "__init__.py": b"class Model: ...\n",
+        "stat.json": spec_path.read_bytes(),
+        "requirements.txt": b"numpy\n",
+    }
+    pkg = tmp_path / "pkg.zip"
+    write_package(pkg, files)
+    assert main(["spec", "check", str(pkg)]) == 0
+    assert "valid learnware package" in capsys.readouterr().out
+    files["stat.json"] = b'{"z": "oops"}'
+    write_package(pkg, files)
+    assert main(["spec", "check", str(pkg)]) == 1
+    assert "stat.json" in capsys.readouterr().err
+
+
+def test_demo_runs(capsys):
+    assert main(["demo", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "digits 5-9" in out and "squared MMD" in out
+
+
+def test_console_entry_point(tmp_path, csv_file):
+    exe = Path(sys.executable).parent / "wharf"
+    if not exe.exists():
+        pytest.skip("the project is not installed in this interpreter's environment")
+    out = tmp_path / "e.json"
+    res = subprocess.run([exe, "spec", "fit", csv_file, "-o", out], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([exe, "spec", "dist", out, out], capture_output=True, text=True)
+    assert abs(float(res.stdout)) < 1e-12

@@ -1,0 +1,135 @@
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from specification import (
+    RKME,
+    SpecificationError,
+    dumps_spec,
+    files,
+    load_spec,
+    loads_spec,
+    save_spec,
+)
+
+# Written by hand from the documented reference format (compact separators, key order).
+REFERENCE_FILE = (
+    '{"z":[[0.5,-1.25,3.0],[1e-05,2.5,-0.125]],"beta":[0.75,0.25],"gamma":0.1,'
+    '"num_points":1257,"type":"RKMETableSpecification"}'
+)
+
+
+def test_reads_the_reference_format():
+    spec = loads_spec(REFERENCE_FILE)
+    np.testing.assert_array_equal(spec.z_, [[0.5, -1.25, 3.0], [1e-05, 2.5, -0.125]])
+    np.testing.assert_array_equal(spec.beta_, [0.75, 0.25])
+    assert spec.gamma == 0.1 and spec.num_points_ == 1257
+
+
+def test_writes_the_reference_format_byte_for_byte():
+    assert dumps_spec(loads_spec(REFERENCE_FILE)) == REFERENCE_FILE
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"type": "RKMEStatSpecification"},
+        {"type": None},
+        {"cuda_idx": 0, "device": "cuda:0"},
+    ],
+)
+def test_reads_legacy_files(extra):
+    data = json.loads(REFERENCE_FILE)
+    if extra.get("type", "") is None:
+        del data["type"]
+        extra = {}
+    data.update(extra)
+    spec = loads_spec(json.dumps(data))
+    assert spec.num_points_ == 1257
+    assert json.loads(dumps_spec(spec))["type"] == "RKMETableSpecification"
+
+
+def _with(**changes):
+    data = json.loads(REFERENCE_FILE)
+    for k, v in changes.items():
+        if v is ...:
+            del data[k]
+        else:
+            data[k] = v
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not valid JSON: .* line 1 column 2"),
+        ("[1, 2]", "must be a JSON object"),
+        (_with(z=...), "missing required key.*z"),
+        (_with(beta=..., gamma=...), "missing required key.*beta, gamma"),
+        (_with(z=[[1.0, 2.0, 3.0], [1.0]]), "ragged"),
+        (_with(z=[]), "z is empty"),
+        (_with(z=[[]] * 2), "no numbers"),
+        (_with(z=[1.0, 2.0]), "list of points"),
+        (_with(z=[[1.0, "a", 3.0], [1.0, 2.0, 3.0]]), "ragged or holds non-numbers"),
+        (REFERENCE_FILE.replace("0.5,", "NaN,"), "NaN"),
+        (REFERENCE_FILE.replace("0.5,", "Infinity,"), "Infinity"),
+        (_with(gamma=0), "gamma must be > 0"),
+        (_with(gamma=-0.1), "gamma must be > 0"),
+        (_with(gamma="0.1"), "gamma must be a finite number"),
+        (_with(beta=[1.0]), "beta has 1 weights but z has 2 points"),
+        (_with(beta=[[0.5], [0.5]]), "flat list"),
+        (_with(num_points=-3), "num_points"),
+        (_with(type="RKMEImageSpecification"), "unsupported spec type"),
+        (b"\xff\xfe", "UTF-8|not valid JSON"),
+    ],
+)
+def test_malformed_files_are_refused_with_the_reason(text, message):
+    with pytest.raises(SpecificationError, match=message):
+        loads_spec(text)
+
+
+def test_absurd_sizes_are_refused_before_parsing(monkeypatch):
+    monkeypatch.setattr(files, "MAX_POINTS", 10)
+    with pytest.raises(SpecificationError, match="over the limit of 10"):
+        loads_spec(_with(z=[[0.0]] * 11, beta=[0.1] * 11))
+    monkeypatch.setattr(files, "MAX_NUMBERS", 100)
+    with pytest.raises(SpecificationError, match="over 100 numbers"):
+        loads_spec(_with(z=[[0.0] * 20] * 6, beta=[0.1] * 6))
+
+
+def test_save_and_load_file(tmp_path):
+    spec = RKME(n_points=5, device="cpu").fit(np.random.default_rng(0).normal(size=(50, 3)))
+    path = tmp_path / "spec.json"
+    save_spec(spec, path)
+    back = load_spec(path)
+    np.testing.assert_array_equal(back.z_, spec.z_)
+    np.testing.assert_array_equal(back.beta_, spec.beta_)
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(SpecificationError, match="does not exist"):
+        load_spec(tmp_path / "missing.json")
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.integers(1, 5).flatmap(
+        lambda k: st.tuples(
+            arrays(
+                np.float64, (k, 2, 2), elements=st.floats(allow_nan=False, allow_infinity=False)
+            ),
+            arrays(np.float64, (k,), elements=st.floats(allow_nan=False, allow_infinity=False)),
+        )
+    ),
+    st.floats(min_value=1e-6, max_value=1e6),
+    st.integers(0, 10**9),
+)
+def test_round_trip_is_lossless(arrays_, gamma, n):
+    z, beta = arrays_
+    spec = RKME.from_arrays(z, beta, gamma, n)
+    back = loads_spec(dumps_spec(spec))
+    np.testing.assert_array_equal(back.z_, z)
+    np.testing.assert_array_equal(back.beta_, beta)
+    assert back.gamma == gamma and back.num_points_ == n
