@@ -2,34 +2,45 @@
 spec files, semantic specifications and learnware packages.
 
 Pure math and formats: nothing here starts a service or touches the network, so a user can
-compute a spec on a laptop with nothing running.
+compute a spec on a laptop with nothing running. Names are imported on first use, so a process
+that only reads spec files, semantic specs or packages (the API) never loads torch.
 """
 
-from .embedding import IndexEmbedding
-from .errors import PackageError, SemanticSpecError, SpecificationError
-from .files import dumps_spec, load_spec, loads_spec, save_spec, spec_from_dict, spec_to_dict
-from .herding import herd
-from .mmd import SpecBank, inner_product, mmd2
-from .qp import QPResult, solve_simplex_qp
-from .rkme import RKME, effective_n_points
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "RKME",
-    "IndexEmbedding",
-    "PackageError",
-    "QPResult",
-    "SemanticSpecError",
-    "SpecBank",
-    "SpecificationError",
-    "dumps_spec",
-    "effective_n_points",
-    "herd",
-    "inner_product",
-    "load_spec",
-    "loads_spec",
-    "mmd2",
-    "save_spec",
-    "solve_simplex_qp",
-    "spec_from_dict",
-    "spec_to_dict",
-]
+_EXPORTS = {
+    "RKME": "rkme",
+    "effective_n_points": "rkme",
+    "IndexEmbedding": "embedding",
+    "PackageError": "errors",
+    "SemanticSpecError": "errors",
+    "SpecificationError": "errors",
+    "dumps_spec": "files",
+    "load_spec": "files",
+    "loads_spec": "files",
+    "save_spec": "files",
+    "spec_from_dict": "files",
+    "spec_to_dict": "files",
+    "herd": "herding",
+    "SpecBank": "mmd",
+    "inner_product": "mmd",
+    "mmd2": "mmd",
+    "QPResult": "qp",
+    "solve_simplex_qp": "qp",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'specification' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -133,3 +133,19 @@ def test_round_trip_is_lossless(arrays_, gamma, n):
     np.testing.assert_array_equal(back.z_, z)
     np.testing.assert_array_equal(back.beta_, beta)
     assert back.gamma == gamma and back.num_points_ == n
+
+
+def test_reading_specs_semantics_and_packages_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from specification import loads_spec, SpecificationError\n"
+        "from specification.semantic import SemanticSpec\n"
+        "from specification.package import read_package\n"
+        f"loads_spec({REFERENCE_FILE!r})\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from specification import RKME, SpecificationError, effective_n_points
+from specification._fit import _beta_step, _z_step
 from specification.kernel import augment_points, kernel_row_sums
-from specification.rkme import _beta_step, _z_step
 from tests.oracles import gaussian_mixture, mmd2_to_data
 
 
