@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from client import WharfError
 from specification import SpecificationError
 
-from . import demo, spec
+from . import demo, market, serve, spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     spec.add_parser(sub)
     demo.add_parser(sub)
+    serve.add_parsers(sub)
+    market.add_parsers(sub)
     return parser
 
 
@@ -24,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SpecificationError as exc:
+    except (SpecificationError, WharfError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

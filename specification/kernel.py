@@ -75,7 +75,7 @@ def map_blocks(
     """``[fn(start, stop) for each block of rows]``, in parallel on the CPU (see module doc)."""
     rows = max(1, rows_per_block)
     ranges = [(s, min(s + rows, n_rows)) for s in range(0, n_rows, rows)]
-    if device.type != "cpu" or len(ranges) <= 1:
+    if device.type != "cpu" or len(ranges) <= 2:  # small work: threads cost more than they save
         return [fn(s, e) for s, e in ranges]
     pool, blas = _cpu_pool()
     with blas.limit(limits=1, user_api="blas"):

@@ -212,17 +212,22 @@ class SpecBank:
         qb, bqb = as_backend(qa), as_backend(bq)
         points, beta = as_backend(points_t), as_backend(beta_t)
 
+        owners = as_backend(owner)
+
         def block(start: int, stop: int):
+            # Reduce to per-spec sums inside the block, so memory stays O(block + specs).
             v = bqb @ kernel_block(qb, points[start:stop])
             v *= beta[start:stop]
-            return v
+            first = int(owners[start])
+            local = owners[start:stop] - first
+            if isinstance(v, np.ndarray):
+                return first, np.bincount(local, weights=v)
+            return first, torch.zeros(
+                int(local[-1]) + 1, dtype=v.dtype, device=v.device
+            ).index_add_(0, local, v)
 
         rows = max(256, self.block_entries // zq.shape[0])
-        parts = map_blocks(block, points.shape[0], rows, self.device)
-        if isinstance(parts[0], np.ndarray):
-            v = torch.from_numpy(np.concatenate(parts))
-        else:
-            v = torch.cat(parts)
         cross = torch.zeros(len(self_terms), dtype=torch.float64, device=self.device)
-        cross.index_add_(0, owner, v)
+        for first, sums in map_blocks(block, points.shape[0], rows, self.device):
+            cross[first : first + len(sums)] += torch.as_tensor(sums, device=self.device)
         return (self_q + self_terms - 2.0 * cross).cpu().numpy()

@@ -1,0 +1,39 @@
+"""The FastAPI application: thin — authenticate, validate, enqueue, read the catalog.
+
+It never imports torch, faiss or submitted code, and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from market.catalog import Catalog
+from market.settings import Settings, get_settings
+from market.store import make_store
+from workers.app import make_celery
+
+from . import problems
+from .deps import Services
+from .limits import BodySizeLimit
+from .routes import health, jobs, learnwares, searches, tokens
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Wharf",
+        version="1",
+        description="A learnware market: submit models with specifications, find and reuse them.",
+    )
+    app.state.services = Services(
+        settings=settings,
+        catalog=Catalog.create(settings.catalog_url),
+        store=make_store(settings),
+        celery=make_celery(settings),
+    )
+    problems.install(app)
+    # Multipart overhead on top of the package itself.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 1024 * 1024)
+    for module in (learnwares, jobs, searches, tokens, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,41 @@
+"""Handing work to the Celery workers; a broker that is down becomes a clear 503."""
+
+from __future__ import annotations
+
+from kombu.exceptions import OperationalError
+from sqlalchemy.orm import Session
+
+from market.catalog import Job, repo
+from workers.app import CHECK_QUEUE, CHECK_TASK, SEARCH_QUEUE, SEARCH_TASK
+
+from .deps import Services
+from .problems import Problem
+
+
+def _send(services: Services, session: Session, job: Job, name: str, queue: str, args: list):
+    try:
+        services.celery.send_task(
+            name,
+            args=args,
+            queue=queue,
+            task_id=job.id,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    except OperationalError:
+        repo.fail_job(session, job.id, "the job queue was unreachable; submit again")
+        session.commit()
+        raise Problem(
+            503,
+            "the job queue (broker) is unreachable right now; nothing was lost — "
+            "retry in a little while",
+            headers={"Retry-After": "5"},
+        ) from None
+
+
+def enqueue_check(services: Services, session: Session, job: Job, learnware_id: int) -> None:
+    _send(services, session, job, CHECK_TASK, CHECK_QUEUE, [job.id, learnware_id])
+
+
+def enqueue_search(services: Services, session: Session, job: Job) -> None:
+    _send(services, session, job, SEARCH_TASK, SEARCH_QUEUE, [job.id])

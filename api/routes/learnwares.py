@@ -1,0 +1,297 @@
+"""``/v1/learnwares``: submit, list, read, download, edit and delete learnwares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Annotated, Any, BinaryIO
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from sqlalchemy.orm import Session
+
+from market.catalog import DuplicateContent, JobKind, Learnware, LearnwareStatus, Role, User, repo
+from market.store import ObjectNotFound, ObjectTooLarge
+from specification.errors import SemanticSpecError
+from specification.semantic import check_semantic_spec
+
+from ..deps import CurrentUser, Reader, Services, ServicesDep, SessionDep
+from ..enqueue import enqueue_check
+from ..problems import Problem
+from ..schemas import LearnwareOut, LearnwarePage, SpecSummary, Submission
+
+router = APIRouter(prefix="/v1/learnwares", tags=["learnwares"])
+
+
+@router.post("", status_code=202, response_model=Submission)
+def submit(
+    services: ServicesDep,
+    session: SessionDep,
+    user: CurrentUser,
+    package: Annotated[UploadFile, File(description="the learnware zip")],
+    semantic_spec: Annotated[str, Form(description="semantic specification (JSON)")],
+) -> Submission:
+    """Store the package and queue its check; poll the returned job for the outcome."""
+    semantic = _parse_semantic(semantic_spec)
+    sha256, size = _hash(package.file)
+    _refuse_duplicate(session, sha256)
+    key = _store_package(services, session, package.file)
+    try:
+        lw = repo.create_learnware(session, user.id, semantic, sha256, key, size)
+    except DuplicateContent as exc:
+        services.store.delete(key)
+        raise _conflict(exc) from None
+    job = repo.create_job(session, JobKind.check, owner_id=user.id, learnware_id=lw.id)
+    session.commit()
+    enqueue_check(services, session, job, lw.id)
+    return Submission(learnware_id=repo.format_id(lw.id), job_id=job.id, status=lw.status)
+
+
+@router.get("", response_model=LearnwarePage)
+def list_learnwares(
+    session: SessionDep,
+    user: Reader,
+    status: LearnwareStatus | None = None,
+    data_type: str | None = None,
+    task_type: str | None = None,
+    library: str | None = None,
+    license: str | None = None,
+    scenario: Annotated[list[str] | None, Query()] = None,
+    name: str | None = Query(default=None, description="substring of name or description"),
+    mine: bool = Query(default=False, description="only the caller's learnwares"),
+    limit: int = Query(default=50, ge=1, le=500),
+    offset: int = Query(default=0, ge=0),
+) -> LearnwarePage:
+    if mine and user is None:
+        raise Problem(401, "'mine' needs an API token")
+    items, total = repo.list_learnwares(
+        session,
+        status=status,
+        data_type=data_type,
+        task_type=task_type,
+        library=library,
+        license=license,
+        scenario=scenario,
+        name=name,
+        owner_id=user.id if mine else None,
+        # Learnwares that are not accepted are visible to their owners and admins only.
+        restricted=not _is_admin(user),
+        viewer_id=user.id if user else None,
+        limit=limit,
+        offset=offset,
+    )
+    return LearnwarePage(
+        items=[to_out(session, lw) for lw in items], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{learnware_id}", response_model=LearnwareOut)
+def get_learnware(session: SessionDep, user: Reader, learnware_id: str) -> LearnwareOut:
+    return to_out(session, _visible(session, learnware_id, user))
+
+
+@router.get("/{learnware_id}/log", response_class=PlainTextResponse)
+def get_log(session: SessionDep, user: CurrentUser, learnware_id: str) -> str:
+    """The check log, for the owner (and admins)."""
+    lw = _owned(session, learnware_id, user)
+    return lw.check_log or f"no check has finished yet (status: {lw.status})\n"
+
+
+@router.get("/{learnware_id}/package", responses={200: {"content": {"application/zip": {}}}})
+def download(
+    services: ServicesDep,
+    session: SessionDep,
+    user: Reader,
+    learnware_id: str,
+    redirect: bool = Query(default=True, description="S3: answer with a presigned URL"),
+) -> Response:
+    lw = _visible(session, learnware_id, user)
+    filename = f"learnware-{repo.format_id(lw.id)}.zip"
+    if redirect:
+        url = services.store.presigned_url(lw.package_key, services.settings.s3_presign_seconds)
+        if url:
+            return RedirectResponse(url, status_code=307)
+    try:
+        stream = services.store.open(lw.package_key)
+    except ObjectNotFound:
+        raise Problem(404, "the package is missing from the object store") from None
+    return StreamingResponse(
+        _chunks(stream),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Length": str(lw.package_size),
+        },
+    )
+
+
+@router.patch("/{learnware_id}", response_model=Submission)
+def edit(
+    services: ServicesDep,
+    session: SessionDep,
+    user: CurrentUser,
+    learnware_id: str,
+    semantic_spec: Annotated[str | None, Form()] = None,
+    package: Annotated[UploadFile | None, File()] = None,
+) -> Submission:
+    """Metadata-only edits keep the status; a new package is checked again."""
+    lw = _owned(session, learnware_id, user)
+    if semantic_spec is None and package is None:
+        raise Problem(400, "send 'semantic_spec', 'package' or both")
+    if semantic_spec is not None:
+        repo.update_semantic(session, lw.id, _parse_semantic(semantic_spec))
+    job_id = ""
+    old_key = None
+    if package is not None:
+        sha256, size = _hash(package.file)
+        if sha256 != lw.content_sha256:
+            _refuse_duplicate(session, sha256)
+            key = _store_package(services, session, package.file)
+            try:
+                _, old_key = repo.replace_package(session, lw.id, sha256, key, size)
+            except DuplicateContent as exc:
+                services.store.delete(key)
+                raise _conflict(exc) from None
+            job = repo.create_job(session, JobKind.check, owner_id=user.id, learnware_id=lw.id)
+            job_id = job.id
+    session.commit()
+    if old_key:
+        services.store.delete(old_key)
+    if job_id:
+        enqueue_check(services, session, repo.get_job(session, job_id), lw.id)
+    session.refresh(lw)
+    return Submission(learnware_id=repo.format_id(lw.id), job_id=job_id, status=lw.status)
+
+
+@router.delete("/{learnware_id}", status_code=204)
+def delete(services: ServicesDep, session: SessionDep, user: CurrentUser, learnware_id: str):
+    lw = _owned(session, learnware_id, user)
+    key = lw.package_key
+    repo.delete_learnware(session, lw.id)
+    session.commit()
+    services.store.delete(key)
+    return Response(status_code=204)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def to_out(session: Session, lw: Learnware) -> LearnwareOut:
+    spec = None
+    if lw.spec_type:
+        spec = SpecSummary(
+            type=lw.spec_type,
+            shape=list(lw.spec_shape or []),
+            gamma=lw.spec_gamma,
+            points=lw.spec_points,
+            num_points=lw.num_points,
+        )
+    owner = session.get(User, lw.owner_id)
+    return LearnwareOut(
+        id=repo.format_id(lw.id),
+        owner=owner.name if owner else "",
+        status=lw.status,
+        name=lw.name or "",
+        description=lw.description or "",
+        semantic_spec=lw.semantic_spec,
+        spec=spec,
+        content_sha256=lw.content_sha256,
+        package_size=lw.package_size,
+        created_at=lw.created_at,
+        updated_at=lw.updated_at,
+        checked_at=lw.checked_at,
+    )
+
+
+def _is_admin(user: User | None) -> bool:
+    return user is not None and user.role == Role.admin
+
+
+def _find(session: Session, learnware_id: str) -> Learnware:
+    try:
+        pk = repo.parse_id(learnware_id)
+    except ValueError:
+        raise Problem(
+            404, f"no learnware {learnware_id!r}: ids are digits, e.g. 00000042"
+        ) from None
+    lw = repo.get_learnware(session, pk)
+    if lw is None:
+        raise Problem(404, f"no learnware {learnware_id}")
+    return lw
+
+
+def _visible(session: Session, learnware_id: str, user: User | None) -> Learnware:
+    lw = _find(session, learnware_id)
+    if lw.status != LearnwareStatus.accepted and not (
+        _is_admin(user) or (user is not None and user.id == lw.owner_id)
+    ):
+        raise Problem(404, f"no learnware {learnware_id}")  # not accepted: private to its owner
+    return lw
+
+
+def _owned(session: Session, learnware_id: str, user: User) -> Learnware:
+    lw = _visible(session, learnware_id, user)
+    if lw.owner_id != user.id and not _is_admin(user):
+        raise Problem(403, f"learnware {learnware_id} belongs to another user")
+    return lw
+
+
+def _parse_semantic(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Problem(
+            422,
+            f"semantic_spec is not valid JSON: {exc.msg} at column {exc.colno}",
+            field="semantic_spec",
+        ) from None
+    try:
+        check_semantic_spec(data)
+    except SemanticSpecError as exc:
+        raise Problem(422, f"semantic_spec.{exc}", field=f"semantic_spec.{exc.field}") from None
+    return data
+
+
+def _hash(f: BinaryIO) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    f.seek(0)
+    while chunk := f.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    f.seek(0)
+    if size == 0:
+        raise Problem(422, "the package is empty", field="package")
+    return digest.hexdigest(), size
+
+
+def _refuse_duplicate(session: Session, sha256: str) -> None:
+    existing = repo.find_by_sha256(session, sha256)
+    if existing is not None:
+        raise _conflict(DuplicateContent(existing.id))
+
+
+def _conflict(exc: DuplicateContent) -> Problem:
+    lid = repo.format_id(exc.existing_id)
+    return Problem(
+        409, f"this package was already submitted as learnware {lid}", existing_learnware=lid
+    )
+
+
+def _store_package(services: Services, session: Session, f: BinaryIO) -> str:
+    """Stream the package to the object store under a fresh key (outside any transaction)."""
+    session.commit()
+    key = f"packages/{uuid.uuid4().hex}.zip"
+    try:
+        services.store.put(key, f, max_bytes=services.settings.max_upload_bytes)
+    except ObjectTooLarge as exc:
+        raise Problem(413, str(exc)) from None
+    return key
+
+
+def _chunks(stream: Any):
+    try:
+        while chunk := stream.read(1 << 20):
+            yield chunk
+    finally:
+        stream.close()

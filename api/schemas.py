@@ -1,0 +1,81 @@
+"""Request and response shapes: the OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class SpecSummary(BaseModel):
+    type: str
+    shape: list[int]
+    gamma: float
+    points: int = Field(description="reduced-set size K")
+    num_points: int = Field(description="rows of the data the spec was fitted on")
+
+
+class LearnwareOut(BaseModel):
+    id: str
+    owner: str
+    status: str = Field(description="pending | checking | accepted | rejected")
+    name: str
+    description: str
+    semantic_spec: dict[str, Any]
+    spec: SpecSummary | None
+    content_sha256: str
+    package_size: int
+    created_at: datetime
+    updated_at: datetime
+    checked_at: datetime | None
+
+
+class LearnwarePage(BaseModel):
+    items: list[LearnwareOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class Submission(BaseModel):
+    learnware_id: str
+    job_id: str
+    status: str
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    state: str = Field(description="queued | running | succeeded | failed")
+    stage: str | None
+    progress: float
+    learnware_id: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class SearchAccepted(BaseModel):
+    job_id: str
+    status_url: str
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    user: str | None = Field(default=None, description="admin only: create for this user")
+    role: str | None = Field(default=None, description="admin only: role of a new user")
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    user: str
+    token: str | None = Field(default=None, description="shown once, at creation")
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None

@@ -1,0 +1,204 @@
+"""``wharf up`` and ``wharf worker``: run a market's processes on this machine.
+
+:class:`LocalMarket` starts the API (uvicorn) and Celery worker processes with one shared set of
+``WHARF_*`` settings — by default the embedded market: SQLite, a local object store and a
+broker that needs no server, all in one data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from market.catalog import Catalog, Role, repo
+from workers.app import QUEUES
+
+TOKEN_FILE = "admin-token"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start a whole market on this machine (embedded by default)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--data-dir", default=os.environ.get("WHARF_DATA_DIR", "wharf-data"))
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("worker", help="run one Celery worker process")
+    p.add_argument("--queues", default=",".join(QUEUES), help="comma-separated: check,search,index")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--name", default=None, help="worker node name")
+    p.set_defaults(func=cmd_worker)
+
+
+def worker_command(queues: str, concurrency: int, name: str | None) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.tasks",
+        "worker",
+        "-Q",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    return cmd + (["-n", name] if name else [])
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    os.execv(sys.executable, worker_command(args.queues, args.concurrency, args.name))
+    return 0  # not reached
+
+
+def ensure_admin(catalog: Catalog, data_dir: Path) -> str:
+    """The admin token of this data directory: reused if still valid, else created."""
+    path = data_dir / TOKEN_FILE
+    with catalog.session() as s:
+        if path.exists():
+            token = path.read_text().strip()
+            if repo.authenticate(s, token) is not None:
+                return token
+        admin = repo.get_user_by_name(s, "admin") or repo.create_user(s, "admin", Role.admin)
+        token, _ = repo.create_token(s, admin.id, "wharf up")
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalMarket:
+    """API + workers as child processes; use as a context manager."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        port: int | None = None,
+        workers: int = 2,
+        host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+    ):
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self.host = host
+        self.n_workers = workers
+        self.env = {**os.environ, **(env or {}), "WHARF_DATA_DIR": str(self.data_dir)}
+        self.procs: list[subprocess.Popen] = []
+        self.token = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> LocalMarket:
+        from market.settings import Settings
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        logs = self.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        settings = Settings(_env_file=None, **{"data_dir": self.data_dir})
+        if "WHARF_DATABASE_URL" in self.env:
+            settings.database_url = self.env["WHARF_DATABASE_URL"]
+        catalog = Catalog.create(settings.catalog_url)
+        self.token = ensure_admin(catalog, self.data_dir)
+        for i in range(self.n_workers):
+            self._spawn(
+                worker_command(",".join(QUEUES), 1, f"worker{i}@%h"), logs / f"worker{i}.log"
+            )
+        self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            logs / "api.log",
+        )
+        self._wait_ready()
+        return self
+
+    def _spawn(self, cmd: list[str], log: Path) -> None:
+        with log.open("ab") as fh:
+            self.procs.append(
+                subprocess.Popen(
+                    cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for p in self.procs:
+                if p.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(
+                        f"a market process exited early; see {self.data_dir / 'logs'}"
+                    )
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the market did not become ready in {timeout} s")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> LocalMarket:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    market = LocalMarket(args.data_dir, port=args.port, workers=args.workers, host=args.host)
+    with market:
+        print(f"Wharf is up at {market.url}  (API docs: {market.url}/docs)")
+        print(f"admin token: {market.token}  (also in {market.data_dir / TOKEN_FILE})")
+        print(f"export WHARF_URL={market.url} WHARF_TOKEN={market.token}")
+        print("press Ctrl-C to stop", flush=True)
+        try:
+            while all(p.poll() is None for p in market.procs):
+                time.sleep(0.5)
+            print("a market process stopped; shutting down", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nstopping…", file=sys.stderr)
+    return 0

@@ -1,0 +1,188 @@
+"""A small synchronous client for the ``/v1`` API.
+
+client = WharfClient("http://127.0.0.1:8000", token="wharf_…")
+sub = client.submit("model.zip", semantic_spec)
+job = client.wait(sub["job_id"])
+results = client.search(spec=my_rkme, semantic={...}, top=5)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class WharfError(Exception):
+    """An error answer from the market; ``status`` and ``problem`` hold the details."""
+
+    def __init__(self, status: int, problem: dict[str, Any]):
+        detail = problem.get("detail") or problem.get("title") or "request failed"
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.problem = problem
+
+
+class JobFailed(WharfError):
+    pass
+
+
+class WharfClient:
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> WharfClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- learnwares --------------------------------------------------------------------
+    def submit(self, package: str | Path, semantic_spec: dict[str, Any]) -> dict[str, Any]:
+        with open(package, "rb") as fh:
+            files = {"package": (Path(package).name, fh, "application/zip")}
+            data = {"semantic_spec": json.dumps(semantic_spec)}
+            return self._json(self.http.post("/v1/learnwares", files=files, data=data))
+
+    def learnware(self, learnware_id: str) -> dict[str, Any]:
+        return self._json(self.http.get(f"/v1/learnwares/{learnware_id}"))
+
+    def learnwares(self, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._json(self.http.get("/v1/learnwares", params=params))
+
+    def log(self, learnware_id: str) -> str:
+        response = self.http.get(f"/v1/learnwares/{learnware_id}/log")
+        self._raise(response)
+        return response.text
+
+    def update(
+        self,
+        learnware_id: str,
+        *,
+        semantic_spec: dict[str, Any] | None = None,
+        package: str | Path | None = None,
+    ) -> dict[str, Any]:
+        data = {"semantic_spec": json.dumps(semantic_spec)} if semantic_spec is not None else {}
+        if package is None:
+            return self._json(self.http.patch(f"/v1/learnwares/{learnware_id}", data=data))
+        with open(package, "rb") as fh:
+            files = {"package": (Path(package).name, fh, "application/zip")}
+            return self._json(
+                self.http.patch(f"/v1/learnwares/{learnware_id}", data=data, files=files)
+            )
+
+    def delete(self, learnware_id: str) -> None:
+        self._raise(self.http.delete(f"/v1/learnwares/{learnware_id}"))
+
+    def download(self, learnware_id: str, path: str | Path) -> Path:
+        """Stream the package to ``path`` (following a presigned-URL redirect)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".part")
+        with self.http.stream(
+            "GET", f"/v1/learnwares/{learnware_id}/package", follow_redirects=True
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._raise(response)
+            with tmp.open("wb") as fh:
+                for chunk in response.iter_bytes(1 << 20):
+                    fh.write(chunk)
+        tmp.replace(path)
+        return path
+
+    # -- jobs and searches ----------------------------------------------------------------
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._json(self.http.get(f"/v1/jobs/{job_id}"))
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 600.0,
+        poll: float = 0.25,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll a job until it finishes; raises :class:`JobFailed` if it failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_progress:
+                on_progress(job)
+            if job["state"] == "succeeded":
+                return job
+            if job["state"] == "failed":
+                raise JobFailed(200, {"detail": f"job {job_id} failed: {job.get('error')}"})
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s")
+            time.sleep(poll)
+            poll = min(poll * 1.5, 2.0)
+
+    def start_search(
+        self,
+        *,
+        spec: Any = None,
+        semantic: dict[str, Any] | None = None,
+        top: int | None = None,
+        max_search_num: int = 5,
+    ) -> str:
+        """Queue a search; ``spec`` is an RKME, a spec file path, or spec JSON text/bytes."""
+        from specification.files import dumps_spec
+
+        data: dict[str, Any] = {"max_search_num": str(max_search_num)}
+        if semantic is not None:
+            data["semantic_spec"] = json.dumps(semantic)
+        if top is not None:
+            data["top"] = str(top)
+        files = None
+        if spec is not None:
+            if isinstance(spec, str | Path) and Path(spec).is_file():
+                body = Path(spec).read_bytes()
+            elif isinstance(spec, bytes | str):
+                body = spec.encode() if isinstance(spec, str) else spec
+            else:
+                body = dumps_spec(spec).encode()
+            files = {"stat_spec": ("spec.json", body, "application/json")}
+        return self._json(self.http.post("/v1/searches", data=data, files=files))["job_id"]
+
+    def search(self, *, timeout: float = 300.0, **kwargs: Any) -> dict[str, Any]:
+        """Search and wait for the result."""
+        return self.wait(self.start_search(**kwargs), timeout=timeout)["result"]
+
+    # -- tokens -------------------------------------------------------------------------
+    def create_token(
+        self,
+        name: str,
+        *,
+        user: str | None = None,
+        role: str | None = None,
+        expires_in_days: int | None = None,
+    ) -> dict[str, Any]:
+        body = {"name": name, "user": user, "role": role, "expires_in_days": expires_in_days}
+        return self._json(self.http.post("/v1/tokens", json=body))
+
+    def revoke_token(self, token_id: int) -> None:
+        self._raise(self.http.delete(f"/v1/tokens/{token_id}"))
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _json(self, response: httpx.Response) -> Any:
+        self._raise(response)
+        return response.json()
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {"detail": response.text[:500]}
+        raise WharfError(response.status_code, problem if isinstance(problem, dict) else {})

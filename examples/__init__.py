@@ -1,0 +1,1 @@
+"""Example learnwares and users built from datasets that ship with scikit-learn (offline)."""

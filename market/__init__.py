@@ -1,0 +1,4 @@
+"""The market's domain core: settings, catalog, object store, submission checker and search.
+
+Imports point down: ``api`` and ``workers`` use this package; it uses ``specification``.
+"""

@@ -1,0 +1,58 @@
+"""The market catalog: users, API tokens, learnwares and jobs in SQL (SQLite or PostgreSQL).
+
+``Catalog.create(url)`` opens (and migrates) a database; the operations are plain functions
+in :mod:`market.catalog.repo` that take a session::
+
+    catalog = Catalog.create(settings.catalog_url)
+    with catalog.session() as s:
+        lw = repo.create_learnware(s, owner.id, semantic_spec, sha256, key, size)
+"""
+
+from . import repo
+from .db import Catalog, make_engine, make_sessionmaker
+from .errors import (
+    CatalogError,
+    CatalogUnavailable,
+    DuplicateContent,
+    LearnwareNotFound,
+    NameTaken,
+)
+from .migrations import upgrade
+from .models import (
+    ApiToken,
+    Base,
+    Job,
+    JobKind,
+    JobState,
+    Learnware,
+    LearnwareScenario,
+    LearnwareStatus,
+    Role,
+    User,
+)
+from .repo import format_id, parse_id
+
+__all__ = [
+    "ApiToken",
+    "Base",
+    "Catalog",
+    "CatalogError",
+    "CatalogUnavailable",
+    "DuplicateContent",
+    "Job",
+    "JobKind",
+    "JobState",
+    "Learnware",
+    "LearnwareNotFound",
+    "LearnwareScenario",
+    "LearnwareStatus",
+    "NameTaken",
+    "Role",
+    "User",
+    "format_id",
+    "make_engine",
+    "make_sessionmaker",
+    "parse_id",
+    "repo",
+    "upgrade",
+]

@@ -1,0 +1,584 @@
+"""Search over accepted learnwares by an exact scan: the reference implementation of Wharf's
+scoring. The indexed search must return what :func:`search` returns.
+
+Pipeline (reference §3.3 and §4, with the differences listed at the end):
+
+1. **Semantic stage** (:func:`semantic_matches`, the reference's fuzzy searcher): the tag filter
+   :func:`~specification.semantic.tags_match`; then, if the requirement has a non-empty
+   ``Name``, the learnwares whose Name or Description contains it (case-insensitive); if none
+   does, those whose ``rapidfuzz.fuzz.partial_ratio`` against the lower-cased Name or
+   Description is at least 75, best first. The requirement's Description is ignored.
+2. Without a user spec the semantic matches are the answer, without scores.
+3. **Statistical stage**: candidates whose spec has another spec type, feature shape or γ
+   (relative difference above 1e-12) are dropped, each reason counted in ``stats``; exact
+   squared MMD to every survivor in one :class:`~specification.mmd.SpecBank` pass; non-finite
+   values dropped; ascending order (ties keep the candidate order).
+4. **Greedy mixture** (:func:`greedy_mixture`, §4.3) over the ``max_search_num²`` best singles,
+   at most ``max_search_num`` members, when the best single's MMD² is above 0.
+5. **Scores**, two of them:
+
+   - ``reference_score``: the reference's relative score, :func:`convert_dist_to_score` of the
+     single distances with the mixture's appended, the mixture dropped when its score equals
+     the best single's to two decimals (truncated), singles kept while they score ≥ 0.6 (at
+     least one), and a lone single below 0.6 raised to 0.6 with the mixture score scaled alike.
+     It depends on the other candidates: a lone candidate scores 1 however far it is.
+   - ``similarity``: an absolute score that depends on the user and the one learnware only,
+
+         s(u, l) = 2⟨Φ_u, Φ_l⟩ / (‖Φ_u‖² + ‖Φ_l‖²) = 1 − MMD²(u, l) / (‖Φ_u‖² + ‖Φ_l‖²).
+
+     Since ‖Φ_u − Φ_l‖² ≥ 0 gives 2⟨Φ_u, Φ_l⟩ ≤ ‖Φ_u‖² + ‖Φ_l‖², s ≤ 1, with equality only
+     when the embeddings are equal. With non-negative weights β (every RKME Wharf fits) each
+     kernel value is positive, so ⟨Φ_u, Φ_l⟩ ≥ 0 and s ≥ 0, near 0 when the two data sets lie
+     far apart at the kernel's scale. A spec with negative weights can make the inner product
+     negative; Cauchy–Schwarz still bounds |s| ≤ 2‖Φ_u‖‖Φ_l‖ / (‖Φ_u‖² + ‖Φ_l‖²) ≤ 1, so s lies
+     in [−1, 1], and −1 means Φ_l = −Φ_u. Rounding is clipped to that range. The mixture
+     uses its embedding Σ w_i Φ_i in the same formula: ‖Σ w_i Φ_i‖² = wᵀKw and
+     ⟨Φ_u, Σ w_i Φ_i⟩ = Cᵀw. The score depends on γ, like the MMD it is built from.
+
+6. ``top`` truncates the kept singles (after the reference's filtering).
+
+Differences from the reference, all deliberate: γ must match (the reference compares specs
+of different γ); the Gram matrix of the mixture pool and the user's inner products are
+computed once per search, from direct differences (no GEMM cancellation), and each QP is
+warm-started from the previous round's weights; ``learnware_id`` filtering and the image
+distance squashing are not implemented (only table RKMEs exist in Wharf so far).
+
+A search worker keeps one :class:`SpecPartition` per (spec type, feature shape, γ) and passes
+it to :func:`search`, so learnwares' self inner products and stacked points are computed once,
+not per query.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+from rapidfuzz import fuzz
+from scipy.spatial.distance import cdist
+
+from specification.errors import SpecificationError
+from specification.mmd import SpecBank
+from specification.qp import solve_simplex_qp
+from specification.rkme import RKME
+from specification.semantic import SemanticSpec, tags_match
+
+#: Fuzzy name matches need at least this ``partial_ratio`` (0–100), as in the reference.
+FUZZY_MIN_SCORE = 75.0
+#: The reference truncates fuzzy matches to this many.
+FUZZY_MAX_RESULTS = 50_000
+#: Greedy mixture: a new member must lower the mixture MMD² to at most this fraction.
+DECAY_RATE = 0.95
+#: Singles are kept while their reference score is at least this (and at least one is kept).
+SINGLE_MIN_SCORE = 0.6
+#: Two γ are the same kernel when they differ by at most this, relative to the user's γ.
+GAMMA_RTOL = 1e-12
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One accepted learnware as the search sees it."""
+
+    id: str
+    semantic: SemanticSpec
+    spec: RKME | None
+
+
+@dataclass(frozen=True)
+class SingleMatch:
+    """One learnware in the answer; the scores are ``None`` in a semantic-only search."""
+
+    id: str
+    mmd2: float | None = None
+    reference_score: float | None = None
+    similarity: float | None = None
+
+
+@dataclass(frozen=True)
+class MixtureMatch:
+    """The greedy mixture: members in the order they were chosen, and their weights."""
+
+    ids: tuple[str, ...]
+    weights: tuple[float, ...]
+    mmd2: float
+    reference_score: float
+    similarity: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search returns; :meth:`to_dict` is its JSON form.
+
+    ``stats`` holds the counts ``candidates``, ``semantic_matches``, ``dropped_no_spec``,
+    ``dropped_type``, ``dropped_shape``, ``dropped_gamma``, ``dropped_nonfinite``, ``scored``,
+    ``mixture_pool``, ``qp_solves`` and ``timings_ms`` (``semantic``, ``mmd``, ``mixture``,
+    ``total``).
+    """
+
+    singles: list[SingleMatch]
+    mixture: MixtureMatch | None
+    semantic_only: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (str, float, int, bool, None, lists, dicts) for JSON."""
+        mixture = None
+        if self.mixture is not None:
+            mixture = asdict(self.mixture)
+            mixture["ids"] = list(self.mixture.ids)
+            mixture["weights"] = [float(w) for w in self.mixture.weights]
+        return {
+            "singles": [asdict(s) for s in self.singles],
+            "mixture": mixture,
+            "semantic_only": self.semantic_only,
+            "stats": self.stats,
+        }
+
+
+class PartitionKey(NamedTuple):
+    """What two specs must share to be compared: spec type, feature shape and γ."""
+
+    spec_type: str
+    feature_shape: tuple[int, ...]
+    gamma: float
+
+
+def partition_key(spec: RKME) -> PartitionKey:
+    return PartitionKey(spec.spec_type, tuple(spec.feature_shape), float(spec.gamma))
+
+
+def _same_gamma(gamma: float, reference: float) -> bool:
+    return abs(float(gamma) - reference) <= GAMMA_RTOL * abs(reference)
+
+
+class SpecPartition:
+    """The specs of one :class:`PartitionKey` in a :class:`SpecBank`, by learnware id.
+
+    A search worker keeps one per partition across searches and updates it as learnwares are
+    accepted or withdrawn. :meth:`add` appends to the bank (an id already present is replaced).
+    :meth:`remove` only masks the id's position; once masked positions outnumber live ones the
+    bank is rebuilt from the live specs, so memory stays within twice the live size and a
+    removal costs amortised O(1) rebuilds. Results equal a fresh bank's up to rounding.
+
+    The partition trusts that the spec it holds under an id is the spec of that learnware.
+
+    Parameters
+    ----------
+    key : PartitionKey
+        The spec type, feature shape and γ every member must have.
+    device : str, default="cpu"
+        Where the bank keeps its points (see :class:`SpecBank`).
+    """
+
+    def __init__(self, key: PartitionKey, *, device: str = "cpu"):
+        self.key = PartitionKey(key.spec_type, tuple(key.feature_shape), float(key.gamma))
+        self.device = device
+        self._bank = self._new_bank()
+        self._specs: list[RKME | None] = []  # by bank position; None once removed
+        self._pos: dict[str, int] = {}
+
+    @classmethod
+    def for_spec(cls, spec: RKME, *, device: str = "cpu") -> SpecPartition:
+        """An empty partition for the specs comparable with ``spec``."""
+        return cls(partition_key(spec), device=device)
+
+    def _new_bank(self) -> SpecBank:
+        return SpecBank(self.key.gamma, math.prod(self.key.feature_shape), device=self.device)
+
+    def accepts(self, spec: RKME | None) -> bool:
+        """Whether ``spec`` belongs in this partition."""
+        return (
+            spec is not None
+            and spec.spec_type == self.key.spec_type
+            and tuple(spec.feature_shape) == self.key.feature_shape
+            and _same_gamma(spec.gamma, self.key.gamma)
+        )
+
+    def __len__(self) -> int:
+        return len(self._pos)
+
+    def __contains__(self, learnware_id: object) -> bool:
+        return learnware_id in self._pos
+
+    @property
+    def ids(self) -> list[str]:
+        """Member ids in bank order."""
+        return sorted(self._pos, key=self._pos.__getitem__)
+
+    def add(self, candidates: Iterable[Candidate]) -> None:
+        """Add (or replace) these learnwares; each must have a spec this partition accepts."""
+        batch = list(candidates)
+        ids = [c.id for c in batch]
+        if len(set(ids)) != len(ids):
+            raise ValueError("add: duplicate learnware ids in one batch")
+        for c in batch:
+            if not self.accepts(c.spec):
+                raise SpecificationError(
+                    f"learnware {c.id!r}: its spec does not belong in partition {self.key}"
+                )
+        self._mask(i for i in ids if i in self._pos)
+        positions = self._bank.add(c.spec for c in batch)
+        self._specs.extend(c.spec for c in batch)
+        self._pos.update(zip(ids, positions, strict=True))
+        self._compact_if_sparse()
+
+    def remove(self, ids: Iterable[str]) -> None:
+        """Remove these learnwares; ids not present are ignored."""
+        self._mask(i for i in ids if i in self._pos)
+        self._compact_if_sparse()
+
+    def _mask(self, ids: Iterable[str]) -> None:
+        for learnware_id in list(ids):
+            self._specs[self._pos.pop(learnware_id)] = None
+
+    def _compact_if_sparse(self) -> None:
+        dead = len(self._specs) - len(self._pos)
+        if dead <= len(self._pos):
+            return
+        live = self.ids
+        specs = [self._specs[self._pos[i]] for i in live]
+        self._bank = self._new_bank()
+        self._specs = specs
+        self._pos = dict(zip(live, self._bank.add(specs), strict=True))
+
+    def _positions(self, ids: Sequence[str]) -> list[int]:
+        missing = [i for i in ids if i not in self._pos]
+        if missing:
+            raise LookupError(
+                f"partition {self.key} lacks learnwares {missing[:5]}"
+                f"{' …' if len(missing) > 5 else ''}; add them before searching"
+            )
+        return [self._pos[i] for i in ids]
+
+    def mmd2(self, query: RKME, ids: Sequence[str]) -> np.ndarray:
+        """Squared MMD from ``query`` to the learnwares ``ids``, in that order."""
+        return self._bank.mmd2(query, self._positions(ids))
+
+    def self_terms(self, ids: Sequence[str]) -> np.ndarray:
+        """‖Φ_l‖² of the learnwares ``ids``, in that order."""
+        return self._bank.self_terms[self._positions(ids)]
+
+
+# -- semantic stage ------------------------------------------------------------------------
+def semantic_matches(
+    candidates: Sequence[Candidate], requirement: SemanticSpec | None
+) -> list[Candidate]:
+    """The candidates a requirement's semantic spec selects (module docstring, step 1)."""
+    if requirement is None:
+        return list(candidates)
+    tagged = [c for c in candidates if tags_match(requirement, c.semantic)]
+    name = (requirement.name or "").lower()
+    if not name:
+        return tagged
+    texts = [
+        ((c.semantic.name or "").lower(), (c.semantic.description or "").lower()) for c in tagged
+    ]
+    exact = [c for c, (n, d) in zip(tagged, texts, strict=True) if name in n or name in d]
+    if exact:
+        return exact
+    scored = []
+    for c, (n, d) in zip(tagged, texts, strict=True):
+        score = max(fuzz.partial_ratio(name, n), fuzz.partial_ratio(name, d))
+        if score >= FUZZY_MIN_SCORE:
+            scored.append((score, c))
+    scored.sort(key=lambda sc: sc[0], reverse=True)  # stable: ties keep the candidate order
+    return [c for _, c in scored[:FUZZY_MAX_RESULTS]]
+
+
+# -- scores --------------------------------------------------------------------------------
+def convert_dist_to_score(
+    dists: Sequence[float],
+    dist_ratio: float = 0.1,
+    min_score: float = 0.92,
+    improve_score: float = 0.7,
+) -> list[float]:
+    """The reference's relative score of each distance (reference §4.2).
+
+    The largest distance scores 0 and the smallest 1 (when it is below ``dist_ratio`` times
+    the mean) or ``min_score`` at least; scores below ``improve_score`` are lifted to their
+    square root, capped at ``improve_score``. Equal distances all score 1.
+
+    >>> [round(s, 3) for s in convert_dist_to_score([0.01, 0.5, 0.6, 0.9])]
+    [1.0, 0.67, 0.581, 0.0]
+    """
+    if len(dists) == 0:
+        return []
+    lo, hi = min(dists), max(dists)
+    if lo == hi:
+        return [1.0] * len(dists)
+    eps = dist_ratio * (sum(dists) / len(dists))
+    best = (hi - lo) / (hi - eps)
+    if lo < eps:
+        eps = lo
+    elif best < min_score:
+        eps = hi - (hi - lo) / min_score
+    scores = []
+    for d in dists:
+        s = (hi - d) / (hi - eps)
+        scores.append(min(math.sqrt(s), improve_score) if s < improve_score else s)
+    return scores
+
+
+def reference_scores(
+    dists: list[float], mixture_dist: float | None
+) -> tuple[list[float], float | None]:
+    """Scores of the kept singles and of the mixture (``None`` when dropped), §4.1 steps 7–9."""
+    if mixture_dist is None:
+        scores, mixture = convert_dist_to_score(dists), None
+    else:
+        merged = convert_dist_to_score([*dists, mixture_dist])
+        scores, mixture = merged[:-1], merged[-1]
+        if int(100 * mixture) == int(100 * scores[0]):
+            mixture = None
+    kept = 1
+    while kept < len(scores) and scores[kept] >= SINGLE_MIN_SCORE:
+        kept += 1
+    scores = scores[:kept]
+    if kept == 1 and scores[0] < SINGLE_MIN_SCORE:
+        ratio = 100.0 if abs(scores[0]) < 1e-5 else SINGLE_MIN_SCORE / scores[0]
+        scores[0] = SINGLE_MIN_SCORE
+        if mixture is not None:
+            mixture = min(1.0, mixture * ratio)
+    return scores, mixture
+
+
+def _similarity(mmd2: Any, user_self: float, other_self: Any) -> np.ndarray:
+    """1 − MMD² / (‖Φ_u‖² + ‖Φ_l‖²), clipped to [−1, 1]; 0 for two zero embeddings."""
+    denom = user_self + np.asarray(other_self, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(denom > 0, 1.0 - np.asarray(mmd2, dtype=np.float64) / denom, 0.0)
+    return np.clip(s, -1.0, 1.0)
+
+
+# -- mixture -------------------------------------------------------------------------------
+def inner_product_matrix(specs: Sequence[RKME], gamma: float) -> np.ndarray:
+    """G_ij = ⟨Φ_i, Φ_j⟩ for every pair, each kernel value from the direct difference z − z'.
+
+    One kernel block per spec against the stacked points of itself and the specs after it;
+    the lower triangle is the mirror of the upper.
+    """
+    z = [np.asarray(s.z_, dtype=np.float64).reshape(len(s.beta_), -1) for s in specs]
+    beta = [np.asarray(s.beta_, dtype=np.float64).reshape(-1) for s in specs]
+    stacked_z, stacked_beta = np.concatenate(z), np.concatenate(beta)
+    offsets = np.cumsum([0] + [len(b) for b in beta])
+    m = len(specs)
+    gram = np.empty((m, m))
+    for i in range(m):
+        tail = slice(offsets[i], None)
+        kern = np.exp(-gamma * cdist(z[i], stacked_z[tail], "sqeuclidean"))
+        v = (beta[i] @ kern) * stacked_beta[tail]
+        gram[i, i:] = gram[i:, i] = np.add.reduceat(v, offsets[i:-1] - offsets[i])
+    return gram
+
+
+@dataclass(frozen=True)
+class GreedyMixture:
+    """The outcome of :func:`greedy_mixture`."""
+
+    members: list[int]  # positions in the pool, in the order chosen
+    weights: np.ndarray
+    mmd2: float
+    qp_solves: int
+
+
+def greedy_mixture(
+    gram: np.ndarray,
+    cross: np.ndarray,
+    user_self: float,
+    max_members: int,
+    decay_rate: float = DECAY_RATE,
+) -> GreedyMixture:
+    """Greedy mixture search of the reference (§4.3) on a precomputed pool.
+
+    ``gram`` is ⟨Φ_i, Φ_j⟩ over the pool, ``cross`` ⟨Φ_u, Φ_i⟩, ``user_self`` ‖Φ_u‖². Each
+    round tries every unused pool member next to the chosen ones, solving the simplex QP
+    min ½wᵀKw − Cᵀw (warm-started from the chosen weights), and keeps the one whose mixture
+    MMD² = ‖Φ_u‖² + 2·obj* is least; a round that does not reach ``decay_rate`` times the
+    previous MMD² ends the search (the first round always succeeds).
+    """
+    chosen: list[int] = []
+    weights = np.empty(0)
+    current = math.inf
+    solves = 0
+    for _ in range(min(max_members, len(cross))):
+        best: tuple[float, int, np.ndarray] | None = None
+        w0 = np.append(weights, 0.0) if chosen else None
+        for j in range(len(cross)):
+            if j in chosen:
+                continue
+            idx = [*chosen, j]
+            qp = solve_simplex_qp(gram[np.ix_(idx, idx)], cross[idx], w0=w0)
+            solves += 1
+            d = user_self + 2.0 * qp.objective
+            if best is None or d < best[0]:
+                best = (d, j, qp.w)
+        assert best is not None
+        if chosen and not best[0] <= decay_rate * current:
+            break
+        current, j, weights = best
+        chosen.append(j)
+    return GreedyMixture(chosen, weights, current, solves)
+
+
+# -- search --------------------------------------------------------------------------------
+def search(
+    candidates: Sequence[Candidate],
+    *,
+    semantic: SemanticSpec | None = None,
+    spec: RKME | None = None,
+    max_search_num: int = 5,
+    top: int | None = None,
+    partition: SpecPartition | None = None,
+) -> SearchResult:
+    """Search ``candidates`` (the accepted learnwares) for a user's requirement.
+
+    Parameters
+    ----------
+    candidates : sequence of Candidate
+        The learnwares to search, with unique ids.
+    semantic : SemanticSpec, optional
+        The user's semantic requirement (``SemanticSpec.from_dict(d, requirement=True)``);
+        ``None`` selects every candidate.
+    spec : RKME, optional
+        The user's statistical spec; ``None`` gives a semantic-only answer.
+    max_search_num : int, default=5
+        At most this many mixture members, chosen among the ``max_search_num²`` best singles.
+    top : int, optional
+        Return at most this many singles (after the reference's ≥ 0.6 filter).
+    partition : SpecPartition, optional
+        A cached bank for ``spec``'s partition holding every candidate that passes the
+        filters; without it a bank of the survivors is built for this search.
+
+    Raises
+    ------
+    SpecificationError
+        If ``spec`` is unfitted or its self inner product is not finite.
+    LookupError
+        If ``partition`` lacks a surviving candidate.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(max_search_num, int) or max_search_num < 1:
+        raise ValueError(f"max_search_num must be an int ≥ 1, got {max_search_num!r}")
+    if top is not None and (not isinstance(top, int) or top < 1):
+        raise ValueError(f"top must be None or an int ≥ 1, got {top!r}")
+    ids = [c.id for c in candidates]
+    if len(set(ids)) != len(ids):
+        raise ValueError("candidates must have unique ids")
+
+    stats: dict[str, Any] = dict.fromkeys(
+        (
+            "candidates",
+            "semantic_matches",
+            "dropped_no_spec",
+            "dropped_type",
+            "dropped_shape",
+            "dropped_gamma",
+            "dropped_nonfinite",
+            "scored",
+            "mixture_pool",
+            "qp_solves",
+        ),
+        0,
+    )
+    timings = {"semantic": 0.0, "mmd": 0.0, "mixture": 0.0, "total": 0.0}
+    stats["timings_ms"] = timings
+    stats["candidates"] = len(candidates)
+
+    matches = semantic_matches(candidates, semantic)
+    stats["semantic_matches"] = len(matches)
+    t1 = time.perf_counter()
+    timings["semantic"] = 1e3 * (t1 - t0)
+
+    def done(singles: list[SingleMatch], mixture: MixtureMatch | None) -> SearchResult:
+        timings["total"] = 1e3 * (time.perf_counter() - t0)
+        return SearchResult(singles[:top], mixture, spec is None, stats)
+
+    if spec is None:
+        return done([SingleMatch(c.id) for c in matches], None)
+
+    user_self = _user_self_term(spec)
+    key = partition_key(spec)
+    survivors = []
+    for c in matches:
+        if c.spec is None:
+            stats["dropped_no_spec"] += 1
+        elif c.spec.spec_type != key.spec_type:
+            stats["dropped_type"] += 1
+        elif tuple(c.spec.feature_shape) != key.feature_shape:
+            stats["dropped_shape"] += 1
+        elif not _same_gamma(c.spec.gamma, key.gamma):
+            stats["dropped_gamma"] += 1
+        else:
+            survivors.append(c)
+    if not survivors:
+        return done([], None)
+
+    if partition is None:
+        partition = SpecPartition(key)
+        partition.add(survivors)
+    elif not (
+        partition.key.spec_type == key.spec_type
+        and partition.key.feature_shape == key.feature_shape
+        and _same_gamma(partition.key.gamma, key.gamma)
+    ):
+        raise ValueError(f"partition {partition.key} does not match the user spec's {key}")
+    survivor_ids = [c.id for c in survivors]
+    dist = partition.mmd2(spec, survivor_ids)
+    self_terms = partition.self_terms(survivor_ids)
+    finite = np.flatnonzero(np.isfinite(dist))
+    stats["dropped_nonfinite"] = len(survivors) - len(finite)
+    stats["scored"] = len(finite)
+    order = finite[np.argsort(dist[finite], kind="stable")]
+    t2 = time.perf_counter()
+    timings["mmd"] = 1e3 * (t2 - t1)
+    if len(order) == 0:
+        return done([], None)
+
+    ranked = [survivors[i] for i in order]
+    dists = [float(dist[i]) for i in order]
+    similarity = _similarity(dist[order], user_self, self_terms[order])
+
+    mix: GreedyMixture | None = None
+    mix_similarity = 0.0
+    if dists[0] > 0:
+        pool = ranked[: max_search_num**2]
+        stats["mixture_pool"] = len(pool)
+        gram = inner_product_matrix([spec, *(c.spec for c in pool)], key.gamma)
+        mix = greedy_mixture(gram[1:, 1:], gram[0, 1:], user_self, max_search_num)
+        stats["qp_solves"] = mix.qp_solves
+        if len(mix.members) < 2:
+            mix = None
+        else:
+            k = gram[1:, 1:][np.ix_(mix.members, mix.members)]
+            mix_similarity = float(_similarity(mix.mmd2, user_self, mix.weights @ k @ mix.weights))
+    timings["mixture"] = 1e3 * (time.perf_counter() - t2)
+
+    scores, mix_score = reference_scores(dists, None if mix is None else mix.mmd2)
+    singles = [
+        SingleMatch(c.id, d, float(s), float(sim))
+        for c, d, s, sim in zip(ranked, dists, scores, similarity, strict=False)
+    ]
+    mixture = None
+    if mix is not None and mix_score is not None:
+        mixture = MixtureMatch(
+            ids=tuple(pool[j].id for j in mix.members),
+            weights=tuple(float(w) for w in mix.weights),
+            mmd2=float(mix.mmd2),
+            reference_score=float(mix_score),
+            similarity=mix_similarity,
+        )
+    return done(singles, mixture)
+
+
+def _user_self_term(spec: RKME) -> float:
+    if not hasattr(spec, "z_") or not hasattr(spec, "beta_"):
+        raise SpecificationError("the user spec is not fitted (no z_/beta_)")
+    value = float(inner_product_matrix([spec], float(spec.gamma))[0, 0])
+    if not math.isfinite(value):
+        raise SpecificationError(
+            f"the user spec's self inner product is not finite ({value}); check its z_ and beta_"
+        )
+    return value

@@ -1,0 +1,98 @@
+"""All configuration, read once from ``WHARF_*`` environment variables (and nothing else reads
+the environment).
+
+The defaults are the *embedded* market: a data directory holding a SQLite catalog, a local
+object store and a broker that needs no server. Production sets the database, broker and S3
+variables instead.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WHARF_", extra="ignore")
+
+    data_dir: Path = Path("wharf-data")
+
+    # Catalog: SQLite in the data directory unless a URL is given (postgresql+psycopg://…).
+    database_url: str | None = None
+
+    # Celery: a broker that needs no server (kombu's filesystem transport in the data
+    # directory) unless a URL is given (redis://…).
+    broker_url: str | None = None
+    result_backend: str | None = None
+
+    # Object store for packages: a local directory, or S3 (MinIO, AWS, Ceph).
+    store: Literal["local", "s3"] = "local"
+    store_dir: Path | None = None
+    s3_bucket: str = "wharf"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_presign_seconds: int = 900
+
+    # API behaviour.
+    public_read: bool = True
+    max_upload_bytes: int = 256 * MiB
+    max_spec_bytes: int = 64 * MiB
+
+    # Submission checks.
+    check_soft_time_limit_s: int = 600
+    check_time_limit_s: int = 660
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    allow_unsandboxed: bool = Field(
+        default=False,
+        description="development only: run submitted code without bubblewrap when it is missing",
+    )
+    model_time_limit_s: int = 60
+    model_memory_bytes: int = 2048 * MiB
+    model_max_processes: int = 64
+    model_max_file_bytes: int = 64 * MiB
+    install_timeout_s: int = 300
+    env_cache_dir: Path | None = None
+
+    # Search.
+    search_time_limit_s: int = 120
+
+    @property
+    def catalog_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def results(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return f"file://{(self.data_dir / 'results').resolve()}"
+
+    @property
+    def objects_dir(self) -> Path:
+        return (self.store_dir or self.data_dir / "objects").resolve()
+
+    @property
+    def envs_dir(self) -> Path:
+        return (self.env_cache_dir or self.data_dir / "envs").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,206 @@
+"""The API on its own (FastAPI TestClient, real SQLite catalog and local store; the broker is
+the embedded one, so queued tasks just wait): validation, auth, limits and error shapes."""
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from fastapi.testclient import TestClient
+
+from market.catalog import Catalog, Role, repo
+from market.settings import Settings
+
+SEMANTIC = {
+    "Data": {"Type": "Class", "Values": ["Table"]},
+    "Task": {"Type": "Class", "Values": ["Regression"]},
+    "Library": {"Type": "Class", "Values": ["Scikit-learn"]},
+    "Scenario": {"Type": "Tag", "Values": ["Business"]},
+    "License": {"Type": "Class", "Values": ["MIT"]},
+    "Name": {"Type": "String", "Values": "sales model"},
+    "Description": {"Type": "String", "Values": "predicts weekly sales"},
+    "Input": {"Dimension": 3, "Description": {"0": "price"}},
+    "Output": {"Dimension": 1, "Description": {}},
+}
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def api(tmp_path):
+    from api.app import create_app
+
+    settings = Settings(data_dir=tmp_path, max_upload_bytes=200_000, public_read=True)
+    catalog = Catalog.create(settings.catalog_url)
+    with catalog.session() as s:
+        admin = repo.create_user(s, "admin", Role.admin)
+        alice = repo.create_user(s, "alice", Role.user)
+        bob = repo.create_user(s, "bob", Role.user)
+        tokens = {
+            name: repo.create_token(s, user.id, "test")[0]
+            for name, user in (("admin", admin), ("alice", alice), ("bob", bob))
+        }
+    client = TestClient(create_app(settings))
+    client.tokens = tokens
+    client.catalog = catalog
+    return client
+
+
+def auth(api, who):
+    return {"Authorization": f"Bearer {api.tokens[who]}"}
+
+
+def submit(api, who="alice", package=None, semantic=None):
+    package = package or zip_bytes({"learnware.yaml": b"model: {}\n", "__init__.py": b""})
+    return api.post(
+        "/v1/learnwares",
+        headers=auth(api, who) if who else {},
+        files={"package": ("m.zip", package, "application/zip")},
+        data={"semantic_spec": json.dumps(semantic or SEMANTIC)},
+    )
+
+
+def test_submission_is_accepted_for_checking(api):
+    r = submit(api)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "pending" and len(body["learnware_id"]) == 8
+    job = api.get(f"/v1/jobs/{body['job_id']}", headers=auth(api, "alice")).json()
+    assert job["kind"] == "check" and job["state"] == "queued"
+    lw = api.get(f"/v1/learnwares/{body['learnware_id']}", headers=auth(api, "alice")).json()
+    assert lw["status"] == "pending" and lw["owner"] == "alice"
+
+
+def test_problem_json_shape_and_auth(api):
+    r = submit(api, who=None)
+    assert r.status_code == 401
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert set(r.json()) >= {"type", "title", "status", "detail"}
+    r = api.post("/v1/learnwares", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and "unknown, revoked or expired" in r.json()["detail"]
+
+
+def test_semantic_errors_are_422_naming_the_field(api):
+    bad = json.loads(json.dumps(SEMANTIC))
+    bad["Task"]["Values"] = ["Cooking"]
+    r = submit(api, semantic=bad)
+    assert r.status_code == 422
+    assert r.json()["field"].startswith("semantic_spec.Task")
+    r = api.post(
+        "/v1/learnwares",
+        headers=auth(api, "alice"),
+        files={"package": ("m.zip", b"PK..", "application/zip")},
+        data={"semantic_spec": "{not json"},
+    )
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+
+
+def test_duplicate_content_is_409_naming_the_existing_learnware(api):
+    first = submit(api).json()["learnware_id"]
+    r = submit(api, who="bob")
+    assert r.status_code == 409
+    assert r.json()["existing_learnware"] == first
+
+
+def test_oversized_upload_is_413(api):
+    big = zip_bytes({"learnware.yaml": b"x" * 10, "blob.bin": bytes(400_000)})
+    r = submit(api, package=big)
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    with api.catalog.session() as s:
+        assert repo.list_learnwares(s)[1] == 0  # nothing was stored
+
+
+def test_ownership_on_writes_and_privacy_before_acceptance(api):
+    lid = submit(api).json()["learnware_id"]
+    assert api.get(f"/v1/learnwares/{lid}").status_code == 404  # pending: private
+    assert api.get(f"/v1/learnwares/{lid}", headers=auth(api, "bob")).status_code == 404
+    assert api.delete(f"/v1/learnwares/{lid}", headers=auth(api, "bob")).status_code in (403, 404)
+    assert api.get(f"/v1/learnwares/{lid}/log", headers=auth(api, "alice")).status_code == 200
+    r = api.patch(
+        f"/v1/learnwares/{lid}",
+        headers=auth(api, "alice"),
+        data={
+            "semantic_spec": json.dumps(
+                {**SEMANTIC, "Name": {"Type": "String", "Values": "renamed"}}
+            )
+        },
+    )
+    assert r.status_code == 200 and r.json()["status"] == "pending"
+    assert api.get(f"/v1/learnwares/{lid}", headers=auth(api, "alice")).json()["name"] == "renamed"
+    assert api.delete(f"/v1/learnwares/{lid}", headers=auth(api, "admin")).status_code == 204
+    assert api.get(f"/v1/learnwares/{lid}", headers=auth(api, "alice")).status_code == 404
+
+
+def test_listing_shows_only_what_the_caller_may_see(api):
+    submit(api)
+    assert api.get("/v1/learnwares").json()["total"] == 0  # anonymous: accepted only
+    assert api.get("/v1/learnwares", headers=auth(api, "alice")).json()["total"] == 1
+    assert api.get("/v1/learnwares", headers=auth(api, "bob")).json()["total"] == 0
+    assert api.get("/v1/learnwares", headers=auth(api, "admin")).json()["total"] == 1
+    assert api.get("/v1/learnwares?limit=0").status_code == 422
+
+
+def test_unknown_ids(api):
+    assert api.get("/v1/learnwares/99999999").status_code == 404
+    assert api.get("/v1/learnwares/../etc").status_code == 404
+    assert api.get("/v1/learnwares/abc").status_code == 404
+    assert api.get("/v1/jobs/0123").status_code == 404
+
+
+def test_search_request_validation(api):
+    r = api.post(
+        "/v1/searches",
+        files={"stat_spec": ("u.json", b'{"z": [[1,2]], "beta": [1,2], "gamma": 0.1}')},
+    )
+    assert r.status_code == 422 and "beta has 2 weights" in r.json()["detail"]
+    r = api.post(
+        "/v1/searches",
+        data={"semantic_spec": json.dumps({"Task": {"Type": "Class", "Values": ["Nope"]}})},
+    )
+    assert r.status_code == 422 and r.json()["field"].startswith("semantic_spec.Task")
+    spec = {"z": [[0.0, 1.0, 2.0]], "beta": [1.0], "gamma": 0.1, "num_points": 5}
+    r = api.post("/v1/searches", files={"stat_spec": ("u.json", json.dumps(spec).encode())})
+    assert r.status_code == 202 and "status_url" in r.json()
+
+
+def test_tokens_create_list_revoke(api):
+    r = api.post("/v1/tokens", headers=auth(api, "alice"), json={"name": "laptop"})
+    assert r.status_code == 201 and r.json()["token"].startswith("wharf_")
+    new = r.json()
+    headers = {"Authorization": f"Bearer {new['token']}"}
+    assert api.get("/v1/tokens", headers=headers).status_code == 200
+    assert api.delete(f"/v1/tokens/{new['id']}", headers=auth(api, "bob")).status_code == 404
+    assert api.delete(f"/v1/tokens/{new['id']}", headers=auth(api, "alice")).status_code == 204
+    assert api.get("/v1/tokens", headers=headers).status_code == 401
+    r = api.post("/v1/tokens", headers=auth(api, "alice"), json={"name": "x", "user": "carol"})
+    assert r.status_code == 403
+    r = api.post("/v1/tokens", headers=auth(api, "admin"), json={"name": "x", "user": "carol"})
+    assert r.status_code == 201 and r.json()["user"] == "carol"
+
+
+def test_health_vocabulary_and_openapi(api):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert "Classification" in api.get("/v1/vocabulary").json()["Task"]
+    paths = api.get("/openapi.json").json()["paths"]
+    assert {"/v1/learnwares", "/v1/jobs/{job_id}", "/v1/searches"} <= set(paths)
+
+
+def test_api_process_never_imports_torch():
+    code = "import sys, api.app; api.app.create_app(); assert 'torch' not in sys.modules, 'torch'"
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"WHARF_DATA_DIR": "/tmp/wharf-import-check", "PATH": "/usr/bin"},
+    )
+    assert res.returncode == 0, res.stderr

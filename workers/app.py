@@ -1,0 +1,61 @@
+"""The Celery application: one queue per kind of work, settings from ``market.settings``.
+
+Importing this module is cheap (no torch, no task code), so the API uses it to send tasks by
+name. Workers import :mod:`workers.tasks`, which registers the task bodies.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from market.settings import Settings, get_settings
+
+CHECK_QUEUE, SEARCH_QUEUE, INDEX_QUEUE = "check", "search", "index"
+QUEUES = (CHECK_QUEUE, SEARCH_QUEUE, INDEX_QUEUE)
+
+CHECK_TASK = "wharf.check"
+SEARCH_TASK = "wharf.search"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("wharf", broker=settings.broker, backend=settings.results)
+    app.conf.update(
+        task_queues=[Queue(q, routing_key=q) for q in QUEUES],
+        task_default_queue=CHECK_QUEUE,
+        task_routes={CHECK_TASK: {"queue": CHECK_QUEUE}, SEARCH_TASK: {"queue": SEARCH_QUEUE}},
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # A task is acknowledged only when it is done, and handed to another worker if the
+        # process running it dies: every task is idempotent, so running twice is harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        result_expires=24 * 3600,
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_max_tasks_per_child=200,
+    )
+    if settings.broker.startswith("filesystem"):
+        queue_dir = settings.broker_folder / "queue"
+        control_dir = settings.broker_folder / "control"
+        for path in (queue_dir, control_dir, settings.data_dir / "results"):
+            path.mkdir(parents=True, exist_ok=True)
+        app.conf.broker_transport_options = {
+            "data_folder_in": str(queue_dir),
+            "data_folder_out": str(queue_dir),
+            "control_folder": str(control_dir),
+        }
+    elif settings.broker.startswith(("redis://", "rediss://")):
+        # Redis re-delivers a message not acknowledged within this time: it must exceed the
+        # longest task, or a slow check would run twice at once.
+        app.conf.broker_transport_options = {
+            "visibility_timeout": settings.check_time_limit_s + 600
+        }
+    return app
+
+
+app = make_celery(get_settings())

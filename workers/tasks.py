@@ -1,0 +1,142 @@
+"""Task bodies. Each takes a job id (and a learnware id), never large objects, and is
+idempotent: a task that runs again after its worker died finds the catalog's state and either
+finishes the work or does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from functools import cache
+from pathlib import Path
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
+
+from market.catalog import Catalog, LearnwareStatus, repo
+from market.settings import get_settings
+from market.store import StoreUnavailable, make_store
+
+from .app import CHECK_TASK, SEARCH_TASK, app
+
+log = logging.getLogger("wharf.worker")
+settings = get_settings()
+
+TRANSIENT = (StoreUnavailable, OperationalError)
+
+
+@cache
+def catalog() -> Catalog:
+    return Catalog(settings.catalog_url)
+
+
+@cache
+def store():
+    return make_store(settings)
+
+
+class JobTask(Task):
+    """Marks the job failed (a terminal state) when the task gives up."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        job_id = args[0] if args else task_id
+        learnware_id = args[1] if len(args) > 1 else None
+        with catalog().session() as s:
+            repo.fail_job(s, job_id, f"{type(exc).__name__}: {exc}")
+            if learnware_id is not None:
+                repo.reset_to_pending(s, learnware_id)
+
+
+RETRY = dict(
+    autoretry_for=TRANSIENT,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=5,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+
+
+@app.task(
+    name=CHECK_TASK,
+    base=JobTask,
+    soft_time_limit=settings.check_soft_time_limit_s,
+    time_limit=settings.check_time_limit_s,
+    **RETRY,
+)
+def check(job_id: str, learnware_id: int) -> str:
+    with catalog().session() as s:
+        job = repo.start_job(s, job_id)
+        if job is None:
+            return "already finished"
+        lw = repo.get_learnware(s, learnware_id)
+        if lw is None:
+            repo.fail_job(s, job_id, "the learnware was deleted before its check ran")
+            return "deleted"
+        if lw.status in (LearnwareStatus.accepted, LearnwareStatus.rejected):
+            repo.finish_job(s, job_id, {"status": lw.status, "learnware_id": repo.format_id(lw.id)})
+            return lw.status
+        if not repo.claim_for_check(s, learnware_id) and lw.status != LearnwareStatus.checking:
+            return "not claimable"
+        # A learnware already 'checking' here means an earlier run of this job died mid-check.
+        key, semantic, sha256 = lw.package_key, lw.semantic_spec, lw.content_sha256
+        repo.set_progress(s, job_id, 0.05, "downloading")
+
+    from market.checker import check_submission  # heavy (torch): only in check workers
+    from specification.files import dumps_spec
+
+    with tempfile.TemporaryDirectory(prefix="wharf-check-") as tmp:
+        package = Path(tmp) / "package.zip"
+        store().download_to(key, package)
+        with catalog().session() as s:
+            repo.set_progress(s, job_id, 0.2, "checking")
+        try:
+            report = check_submission(
+                package, semantic, settings=settings, work_dir=Path(tmp) / "work"
+            )
+            accepted, text = report.accepted, report.log
+        except SoftTimeLimitExceeded:
+            accepted, text = (
+                False,
+                f"rejected: the check exceeded {settings.check_soft_time_limit_s} s\n",
+            )
+            report = None
+    status = LearnwareStatus.accepted if accepted else LearnwareStatus.rejected
+    with catalog().session() as s:
+        repo.finish_check(
+            s,
+            learnware_id,
+            accepted=accepted,
+            log=text,
+            spec_meta=report.spec_meta if accepted else None,
+            stat_spec_json=dumps_spec(report.stat_spec) if accepted else None,
+            sha256=sha256,  # a package replaced meanwhile is not overwritten by this result
+        )
+        repo.finish_job(s, job_id, {"status": status, "learnware_id": repo.format_id(learnware_id)})
+    log.info("learnware %s %s", repo.format_id(learnware_id), status)
+    return status
+
+
+@app.task(
+    name=SEARCH_TASK,
+    base=JobTask,
+    soft_time_limit=settings.search_time_limit_s,
+    time_limit=settings.search_time_limit_s + 30,
+    **RETRY,
+)
+def search(job_id: str) -> str:
+    from .searching import run_search  # heavy (torch): only in search workers
+
+    with catalog().session() as s:
+        job = repo.start_job(s, job_id)
+        if job is None:
+            return "already finished"
+        request = dict(job.request or {})
+    result = run_search(catalog(), store(), request)
+    with catalog().session() as s:
+        repo.finish_job(s, job_id, result)
+    if request.get("spec_key"):
+        store().delete(request["spec_key"])
+    return "done"
