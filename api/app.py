@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = Services(
         settings=settings,
         catalog=Catalog.create(settings.catalog_url),
-        store=make_store(settings),
+        store=make_store(settings, create_bucket=settings.s3_create_bucket),
         celery=make_celery(settings),
     )
     problems.install(app)

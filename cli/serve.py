@@ -86,7 +86,11 @@ def free_port() -> int:
 
 
 class LocalMarket:
-    """API + workers as child processes; use as a context manager."""
+    """API + workers as child processes; use as a context manager.
+
+    Every ``WHARF_*`` variable of this process applies to them (database, broker, store…);
+    ``data_dir`` is where the embedded defaults and the logs live.
+    """
 
     def __init__(
         self,
@@ -95,13 +99,12 @@ class LocalMarket:
         port: int | None = None,
         workers: int = 2,
         host: str = "127.0.0.1",
-        env: dict[str, str] | None = None,
     ):
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.host = host
         self.n_workers = workers
-        self.env = {**os.environ, **(env or {}), "WHARF_DATA_DIR": str(self.data_dir)}
+        self.env = {**os.environ, "WHARF_DATA_DIR": str(self.data_dir)}
         self.procs: list[subprocess.Popen] = []
         self.token = ""
 
@@ -115,9 +118,7 @@ class LocalMarket:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
-        settings = Settings(_env_file=None, **{"data_dir": self.data_dir})
-        if "WHARF_DATABASE_URL" in self.env:
-            settings.database_url = self.env["WHARF_DATABASE_URL"]
+        settings = Settings(data_dir=self.data_dir)
         catalog = Catalog.create(settings.catalog_url)
         self.token = ensure_admin(catalog, self.data_dir)
         for i in range(self.n_workers):

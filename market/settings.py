@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
     s3_presign_seconds: int = 900
+    s3_create_bucket: bool = False
 
     # API behaviour.
     public_read: bool = True

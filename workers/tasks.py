@@ -110,13 +110,23 @@ def check(job_id: str, learnware_id: int) -> str:
             learnware_id,
             accepted=accepted,
             log=text,
-            spec_meta=report.spec_meta if accepted else None,
+            spec_meta=_catalog_spec_meta(report.spec_meta) if accepted else None,
             stat_spec_json=dumps_spec(report.stat_spec) if accepted else None,
             sha256=sha256,  # a package replaced meanwhile is not overwritten by this result
         )
         repo.finish_job(s, job_id, {"status": status, "learnware_id": repo.format_id(learnware_id)})
     log.info("learnware %s %s", repo.format_id(learnware_id), status)
     return status
+
+
+def _catalog_spec_meta(meta: dict) -> dict:
+    return {
+        "type": meta["spec_type"],
+        "shape": list(meta["spec_shape"]),
+        "gamma": meta["spec_gamma"],
+        "points": meta["spec_points"],
+        "num_points": meta["num_points"],
+    }
 
 
 @app.task(

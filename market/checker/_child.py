@@ -1,0 +1,149 @@
+"""The program that runs a submitted model; it runs inside the sandbox, never in a worker.
+
+Usage: ``python child.py JOB_JSON``. The job (written by the host) names the extracted
+package directory, the model's file (already resolved by the host from ``learnware.yaml``),
+its class and keyword arguments, the input file, the output directory, extra site
+directories (a cached requirements environment) and an output size cap.
+
+It imports the model file as part of a package named ``_learnware_pkg`` rooted at the
+package directory, so relative imports between the learnware's modules work; builds the
+model; records ``input_shape``/``output_shape``; calls ``predict`` on the inputs; and writes
+
+- ``outputs.npy``: the predictions as a numeric array (``allow_pickle=False``), and
+- ``result.json``: ``status`` ("ok" or "error"), the stage reached, the shapes, the output
+  dtype and shape, and on failure the error type, message and traceback tail.
+
+Nothing is pickled either way. Only the standard library and numpy are used here, and the
+process ends with ``os._exit`` so threads a model started cannot keep it alive.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import operator
+import os
+import site
+import sys
+import traceback
+
+PACKAGE_NAME = "_learnware_pkg"
+MAX_TEXT = 4000
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[1], encoding="utf-8") as f:
+        job = json.load(f)
+    result: dict = {"status": "error", "stage": "setup"}
+    try:
+        _add_site_dirs(job.get("site_dirs", []))
+        import numpy as np
+
+        result["stage"] = "import"
+        cls = _load_class(job["package_dir"], job["module_file"], job["class_name"])
+        result["stage"] = "init"
+        model = cls(**job["kwargs"])
+        result["input_shape"] = _shape(getattr(model, "input_shape", None))
+        result["output_shape"] = _shape(getattr(model, "output_shape", None))
+        inputs = np.load(job["inputs"], allow_pickle=False)
+        result["stage"] = "predict"
+        raw = model.predict(inputs)
+        result["stage"] = "outputs"
+        _save_outputs(raw, job, result)
+        result["status"] = "ok"
+    except BaseException as exc:  # the model may raise anything, SystemExit included
+        result["error"] = {
+            "type": type(exc).__qualname__,
+            "builtin": next(c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"),
+            "errno": getattr(exc, "errno", None),
+            "message": str(exc)[:MAX_TEXT],
+            "traceback": "".join(traceback.format_exception(exc))[-MAX_TEXT:],
+        }
+    with open(os.path.join(job["out_dir"], "result.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, default=repr)
+    return 0 if result["status"] == "ok" else 1
+
+
+def _add_site_dirs(dirs: list[str]) -> None:
+    """Put each directory first on ``sys.path``, processing its ``.pth`` files."""
+    for directory in reversed(dirs):
+        before = list(sys.path)
+        site.addsitedir(directory)
+        added = [p for p in sys.path if p not in before]
+        sys.path[:] = [directory, *added, *(p for p in before if p != directory)]
+
+
+def _load_class(package_dir: str, module_file: str, class_name: str) -> type:
+    init = os.path.join(package_dir, "__init__.py")
+    spec = importlib.util.spec_from_file_location(
+        PACKAGE_NAME, init, submodule_search_locations=[package_dir]
+    )
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE_NAME] = package
+    spec.loader.exec_module(package)
+    if module_file == "__init__.py":
+        module = package
+    else:
+        parts = module_file[: -len(".py")].split("/")
+        if parts[-1] == "__init__":
+            parts.pop()
+        if all(part.isidentifier() for part in parts):
+            module = importlib.import_module(".".join([PACKAGE_NAME, *parts]))
+        else:  # a file name that is no module name (my-model.py): load it by path
+            name = f"{PACKAGE_NAME}._model"
+            spec = importlib.util.spec_from_file_location(
+                name, os.path.join(package_dir, module_file)
+            )
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise AttributeError(f"{module_file} defines no {class_name!r}") from None
+
+
+def _shape(value: object) -> list[int] | str | None:
+    """A shape as a list of ints, ``None`` when absent, or its repr when it is no shape."""
+    if value is None:
+        return None
+    try:
+        return [operator.index(v) for v in value]
+    except TypeError:
+        return repr(value)[:200]
+
+
+def _save_outputs(raw: object, job: dict, result: dict) -> None:
+    import numpy as np
+
+    if hasattr(raw, "detach") and hasattr(raw, "cpu"):  # a torch tensor
+        raw = raw.detach().cpu().numpy()
+    result["output_type"] = type(raw).__qualname__
+    try:
+        result["output_len"] = len(raw)
+    except TypeError:
+        pass
+    try:
+        outputs = np.asarray(raw)
+    except ValueError as exc:  # ragged lists
+        result["output_problem"] = f"not convertible to an array: {exc}"[:MAX_TEXT]
+        return
+    result["dtype"] = str(outputs.dtype)
+    result["shape"] = list(outputs.shape)
+    if outputs.dtype.kind not in "biuf":
+        result["output_problem"] = f"not a numeric array (dtype {outputs.dtype})"
+        return
+    if outputs.nbytes > job["max_output_bytes"]:
+        result["output_problem"] = (
+            f"{outputs.nbytes} bytes of outputs, over the {job['max_output_bytes']}-byte cap"
+        )
+        return
+    np.save(os.path.join(job["out_dir"], "outputs.npy"), outputs, allow_pickle=False)
+
+
+if __name__ == "__main__":
+    code = main(sys.argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
