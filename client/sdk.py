@@ -108,7 +108,7 @@ class WharfClient:
         job_id: str,
         *,
         timeout: float = 600.0,
-        poll: float = 0.25,
+        poll: float = 0.05,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Poll a job until it finishes; raises :class:`JobFailed` if it failed."""
@@ -124,7 +124,7 @@ class WharfClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s")
             time.sleep(poll)
-            poll = min(poll * 1.5, 2.0)
+            poll = min(poll * 1.5, 1.0)
 
     def start_search(
         self,

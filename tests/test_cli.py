@@ -124,12 +124,6 @@ def test_check_spec_semantic_and_package(tmp_path, csv_file, capsys):
     assert "stat.json" in capsys.readouterr().err
 
 
-def test_demo_runs(capsys):
-    assert main(["demo", "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
-    assert "digits 5-9" in out and "squared MMD" in out
-
-
 def test_console_entry_point(tmp_path, csv_file):
     exe = Path(sys.executable).parent / "wharf"
     if not exe.exists():
