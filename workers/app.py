@@ -35,8 +35,9 @@ def make_celery(settings: Settings) -> Celery:
         task_track_started=True,
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=True,  # for Flower; a 'sent' event per task would double
+        # the broker traffic of every enqueue, so the API does not send one.
+        broker_pool_limit=64,  # the API's thread pool shares these broker connections
         worker_max_tasks_per_child=200,
     )
     if settings.broker.startswith("filesystem"):

@@ -123,12 +123,11 @@ def create_token(
     return plaintext, token
 
 
-def authenticate(s: Session, plaintext: str) -> User | None:
-    """The user a token belongs to, or ``None`` if it is unknown, revoked or expired.
+def lookup_token(s: Session, plaintext: str) -> tuple[User, ApiToken] | None:
+    """The user and token for a secret, or ``None`` if unknown, revoked or expired.
 
-    The lookup is by hash, so no comparison of secrets happens here. Records the use in
-    ``last_used_at`` (at most once per :data:`LAST_USED_RESOLUTION`); needs a read-write
-    session.
+    Read-only (works in a read-only session). The lookup is by hash, so no comparison of
+    secrets happens here.
     """
     if not isinstance(plaintext, str) or not plaintext or len(plaintext) > 256:
         return None
@@ -143,8 +142,27 @@ def authenticate(s: Session, plaintext: str) -> User | None:
     now = utcnow()
     if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
         return None
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        token.last_used_at = now
+    return user, token
+
+
+def token_use_is_stale(token: ApiToken) -> bool:
+    """Whether ``last_used_at`` is older than :data:`LAST_USED_RESOLUTION` (worth a write)."""
+    return token.last_used_at is None or utcnow() - token.last_used_at >= LAST_USED_RESOLUTION
+
+
+def record_token_use(s: Session, token_id: int) -> None:
+    s.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
+
+
+def authenticate(s: Session, plaintext: str) -> User | None:
+    """:func:`lookup_token`, recording the use (at most once per
+    :data:`LAST_USED_RESOLUTION`); needs a read-write session."""
+    found = lookup_token(s, plaintext)
+    if found is None:
+        return None
+    user, token = found
+    if token_use_is_stale(token):
+        token.last_used_at = utcnow()
     return user
 
 
