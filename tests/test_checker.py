@@ -15,6 +15,7 @@ import socket
 import textwrap
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -829,3 +830,57 @@ def test_log_lines_cannot_be_forged() -> None:
     text = log.text()
     assert "\x1b" not in text and "\r" not in text
     assert all(line.startswith(" " * 30 + "| ") for line in text.splitlines()[1:]), text
+
+
+# --- unsafe archives: refused by the reader, so nothing is unpacked or run ---
+
+
+def _zip_with(entries: list[tuple[zipfile.ZipInfo | str, bytes]], compression=None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression or zipfile.ZIP_STORED) as zf:
+        for info, data in entries:
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def _link(name: str, target: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = 0o120777 << 16
+    return info
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("truncated", "zip"),
+        ("not a zip", "zip"),
+        ("path traversal", ".."),
+        ("absolute path", "absolute"),
+        ("symbolic link", "link"),
+        ("zip bomb", "zip bomb"),
+    ],
+)
+def test_unsafe_archives_are_rejected_before_anything_runs(
+    market: Market, spec_json: bytes, case: str, reason: str
+) -> None:
+    valid = market.package(REGRESSION_MODEL, files={"w.npy": npy(np.ones(DIM))}).read_bytes()
+    base = [
+        ("learnware.yaml", b"model: {class_name: Model}\n"),
+        ("__init__.py", b""),
+        ("stat_spec.json", spec_json),
+        ("requirements.txt", b"numpy\n"),
+    ]
+    archives = {
+        "truncated": valid[: len(valid) // 2],
+        "not a zip": b"this is not a zip file at all",
+        "path traversal": _zip_with([*base, ("../../evil.py", b"print('x')")]),
+        "absolute path": _zip_with([*base, ("/etc/evil.py", b"print('x')")]),
+        "symbolic link": _zip_with([*base, (_link("secrets", "/etc/shadow"), b"/etc/shadow")]),
+        "zip bomb": _zip_with([*base, ("zeros.bin", bytes(100 * MiB))], zipfile.ZIP_DEFLATED),
+    }
+    path = market.tmp / f"{case.replace(' ', '-')}.zip"
+    path.write_bytes(archives[case])
+    report = market.check(path)
+    assert not report.accepted
+    assert "package:" in report.log and reason in report.log.lower()
+    assert "sandbox" not in report.log.lower()  # nothing reached the model run
