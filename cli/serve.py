@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 
 from market.catalog import Catalog, Role, repo
-from workers.app import QUEUES
+from workers.app import QUEUES, make_celery
+from workers.recovery import requeue_interrupted_checks
 
 TOKEN_FILE = "admin-token"
 
@@ -121,6 +122,7 @@ class LocalMarket:
         settings = Settings(data_dir=self.data_dir)
         catalog = Catalog.create(settings.catalog_url)
         self.token = ensure_admin(catalog, self.data_dir)
+        self.requeued = requeue_interrupted_checks(catalog, make_celery(settings))
         for i in range(self.n_workers):
             self._spawn(
                 worker_command(",".join(QUEUES), 1, f"worker{i}@%h"), logs / f"worker{i}.log"
@@ -194,6 +196,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"Wharf is up at {market.url}  (API docs: {market.url}/docs)")
         print(f"admin token: {market.token}  (also in {market.data_dir / TOKEN_FILE})")
         print(f"export WHARF_URL={market.url} WHARF_TOKEN={market.token}")
+        if market.requeued:
+            print(f"checks interrupted earlier were queued again: {', '.join(market.requeued)}")
         print("press Ctrl-C to stop", flush=True)
         try:
             while all(p.poll() is None for p in market.procs):

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -215,3 +217,68 @@ def test_delete_removes_it_from_search(users, examples, tmp_path):
     assert err.value.status == 404
     after = {m["id"] for m in alice.search(spec=spec, top=10)["singles"]}
     assert sub["learnware_id"] not in after
+
+
+def test_cli_against_a_running_market(
+    accepted, users, examples, market, tmp_path, monkeypatch, capsys
+):
+    from cli.main import main
+
+    token = users["alice"].http.headers["Authorization"].split()[1]
+    monkeypatch.setenv("WHARF_URL", market.url)
+    monkeypatch.setenv("WHARF_TOKEN", token)
+    ex = examples[1]
+    data = tmp_path / "user.csv"
+    import numpy as np
+
+    np.savetxt(data, ex.X_test, delimiter=",")
+    assert main(["search", "--data", str(data), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert accepted[ex.name] in out.splitlines()[1]  # the first result row
+    assert main(["search", "--data", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["singles"][0]["id"] == accepted[ex.name]
+
+    semantic = tmp_path / "semantic.json"
+    semantic.write_text(json.dumps(ex.semantic))
+    top = next(iter(zipfile.ZipFile(ex.package).namelist())).split("/")[0]
+    package = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}/NOTE.txt": b"cli"})
+    assert main(["submit", str(package), "--semantic", str(semantic), "--wait"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.endswith("accepted")
+    lid = line.split()[1].rstrip(":")
+
+    out_zip = tmp_path / "dl.zip"
+    assert main(["download", lid, "-o", str(out_zip)]) == 0
+    assert out_zip.read_bytes() == package.read_bytes()
+    assert main(["admin", "token", "create", "--name", "x", "--user", "mallory"]) == 1
+    assert "only admins" in capsys.readouterr().err
+
+
+def test_interrupted_checks_are_queued_again_at_start(examples, tmp_path, monkeypatch):
+    """A worker died mid-check and the embedded broker lost the message: the next start
+    puts the check back in the queue."""
+    from market.catalog import Catalog, JobState, repo
+    from market.settings import Settings
+
+    for name in [k for k in os.environ if k.startswith("WHARF_")]:
+        monkeypatch.delenv(name)  # the embedded default, whatever the other tests set
+
+    data_dir = tmp_path / "market"
+    with LocalMarket(data_dir, workers=0) as m, WharfClient(m.url, m.token) as c:
+        sub = c.submit(examples[0].package, examples[0].semantic)
+    catalog = Catalog(Settings(data_dir=data_dir).catalog_url)
+    with catalog.session() as s:  # what a worker killed during the check leaves behind
+        lid = repo.parse_id(sub["learnware_id"])
+        assert repo.claim_for_check(s, lid)
+        assert repo.start_job(s, sub["job_id"]) is not None
+    for message in (data_dir / "broker" / "queue").iterdir():
+        message.unlink()
+    with LocalMarket(data_dir, workers=1) as m, WharfClient(m.url, m.token) as c:
+        assert m.requeued == [sub["learnware_id"]]
+        deadline = time.monotonic() + 120
+        while c.learnware(sub["learnware_id"])["status"] != "accepted":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        with catalog.session() as s:
+            assert repo.get_job(s, sub["job_id"]).state == JobState.failed

@@ -1,0 +1,42 @@
+"""Putting interrupted checks back in the queue when a market starts.
+
+A check that was running when its worker died is re-delivered by Redis (``acks_late``), but
+the embedded broker forgets a message once a worker took it. So at start-up every learnware
+left ``checking`` goes back to ``pending``, its interrupted job is marked failed, and a new
+check job is queued; checks still waiting in the broker are left alone.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from market.catalog import Catalog, JobKind, JobState, LearnwareStatus, repo
+
+from .app import CHECK_QUEUE, CHECK_TASK
+
+
+def requeue_interrupted_checks(catalog: Catalog, celery: Celery) -> list[str]:
+    """Returns the ids of the learnwares queued again."""
+    todo: list[tuple[str, int]] = []
+    with catalog.session() as s:
+        for status in (LearnwareStatus.checking, LearnwareStatus.pending):
+            offset = 0
+            while True:
+                items, _ = repo.list_learnwares(s, status=status, limit=500, offset=offset)
+                if not items:
+                    break
+                offset += len(items)
+                for lw in items:
+                    job = repo.latest_job_for(s, lw.id, JobKind.check)
+                    if job is not None and job.state == JobState.queued:
+                        continue  # its message is still in the broker
+                    if job is not None and job.state == JobState.running:
+                        repo.fail_job(s, job.id, "interrupted: the market stopped during the check")
+                    repo.reset_to_pending(s, lw.id)
+                    new = repo.create_job(
+                        s, JobKind.check, owner_id=lw.owner_id, learnware_id=lw.id
+                    )
+                    todo.append((new.id, lw.id))
+    for job_id, learnware_id in todo:
+        celery.send_task(CHECK_TASK, args=[job_id, learnware_id], queue=CHECK_QUEUE, task_id=job_id)
+    return [repo.format_id(lid) for _, lid in todo]
