@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ._arrays import as_table, resolve_device
+from ._threads import single_threaded_blas
 from .kernel import augment_points, gaussian_kernel, kernel_row_sums
 from .qp import solve_simplex_qp
 from .rkme import effective_n_points
@@ -18,6 +19,13 @@ def fit_table(
     X: Any, *, n_points: int, gamma: float, steps: int, init_iters: int, seed: int, device: str
 ) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Fit a reduced set to X; returns ``(z, beta, n, objective)``."""
+    with single_threaded_blas():  # torch and our thread pool use the cores; see _threads
+        return _fit(X, n_points, gamma, steps, init_iters, seed, device)
+
+
+def _fit(
+    X: Any, n_points: int, gamma: float, steps: int, init_iters: int, seed: int, device: str
+) -> tuple[np.ndarray, np.ndarray, int, float]:
     x_np, feature_shape = as_table(X)
     n, d = x_np.shape
     k = effective_n_points(n_points, n, d)

@@ -20,7 +20,8 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from threadpoolctl import ThreadpoolController
+
+from ._threads import single_threaded_blas
 
 T = TypeVar("T")
 Array = np.ndarray | torch.Tensor
@@ -54,19 +55,17 @@ def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, gamma: float) -> torch.Ten
 
 
 _pool: ThreadPoolExecutor | None = None
-_blas: ThreadpoolController | None = None
 _pool_lock = threading.Lock()
 
 
-def _cpu_pool() -> tuple[ThreadPoolExecutor, ThreadpoolController]:
-    """The shared worker threads and BLAS controller, made on first use (scanning is slow)."""
-    global _pool, _blas
+def _cpu_pool() -> ThreadPoolExecutor:
+    """The shared worker threads, made on first use."""
+    global _pool
     with _pool_lock:
         if _pool is None:
             workers = max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
             _pool = ThreadPoolExecutor(workers, thread_name_prefix="wharf-kernel")
-            _blas = ThreadpoolController()
-        return _pool, _blas
+        return _pool
 
 
 def map_blocks(
@@ -77,9 +76,8 @@ def map_blocks(
     ranges = [(s, min(s + rows, n_rows)) for s in range(0, n_rows, rows)]
     if device.type != "cpu" or len(ranges) <= 2:  # small work: threads cost more than they save
         return [fn(s, e) for s, e in ranges]
-    pool, blas = _cpu_pool()
-    with blas.limit(limits=1, user_api="blas"):
-        return list(pool.map(lambda r: fn(*r), ranges))
+    with single_threaded_blas():
+        return list(_cpu_pool().map(lambda r: fn(*r), ranges))
 
 
 def as_backend(t: torch.Tensor) -> Array:

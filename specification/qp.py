@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from ._threads import single_threaded_blas
 from .errors import SpecificationError
 
 
@@ -53,7 +54,8 @@ def solve_simplex_qp(K, c, *, w0: np.ndarray | None = None) -> QPResult:
     m = c.shape[0]
     if m == 1:
         return QPResult(np.ones(1), objective(K, c, np.ones(1)), "active-set")
-    w = _active_set(K, c, w0)
+    with single_threaded_blas():  # small dense solves: extra BLAS threads only get in the way
+        w = _active_set(K, c, w0)
     if w is not None:
         return QPResult(w, objective(K, c, w), "active-set")
     w = _clarabel(K, c)
