@@ -204,3 +204,14 @@ def test_api_process_never_imports_torch():
         env={"WHARF_DATA_DIR": "/tmp/wharf-import-check", "PATH": "/usr/bin"},
     )
     assert res.returncode == 0, res.stderr
+
+
+def test_a_private_market_needs_a_token_to_read(tmp_path):
+    from api.app import create_app
+
+    settings = Settings(data_dir=tmp_path, public_read=False)
+    client = TestClient(create_app(settings))
+    r = client.get("/v1/learnwares")
+    assert r.status_code == 401 and "private" in r.json()["detail"]
+    assert client.post("/v1/searches", data={"semantic_spec": "{}"}).status_code == 401
+    assert client.get("/healthz").status_code == 200

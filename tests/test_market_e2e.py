@@ -148,7 +148,10 @@ def _bad_package(tmp_path: Path, ex, mutate) -> Path:
 
 def _rejected(client, package, semantic) -> str:
     sub = client.submit(package, semantic)
-    client.wait(sub["job_id"], timeout=180)
+    try:
+        client.wait(sub["job_id"], timeout=180)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}: {client.job(sub['job_id'])}") from None
     lw = client.learnware(sub["learnware_id"])
     assert lw["status"] == "rejected"
     return client.log(sub["learnware_id"])
@@ -282,3 +285,22 @@ def test_interrupted_checks_are_queued_again_at_start(examples, tmp_path, monkey
             time.sleep(0.2)
         with catalog.session() as s:
             assert repo.get_job(s, sub["job_id"]).state == JobState.failed
+
+
+def test_a_new_package_is_checked_again(users, examples, tmp_path):
+    alice = users["alice"]
+    ex = examples[4]
+    top = next(iter(zipfile.ZipFile(ex.package).namelist())).split("/")[0]
+    first = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}/V.txt": b"1"})
+    second = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}/V.txt": b"2"})
+    sub = alice.submit(first, ex.semantic)
+    alice.wait(sub["job_id"], timeout=180)
+    edit = alice.update(sub["learnware_id"], package=second)
+    assert edit["job_id"] and edit["status"] == "pending"
+    alice.wait(edit["job_id"], timeout=180)
+    lw = alice.learnware(sub["learnware_id"])
+    assert lw["status"] == "accepted"
+    assert lw["content_sha256"] == __import__("hashlib").sha256(second.read_bytes()).hexdigest()
+    dl = alice.download(sub["learnware_id"], tmp_path / "now.zip")
+    assert dl.read_bytes() == second.read_bytes()
+    alice.delete(sub["learnware_id"])
