@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from typing import Annotated, Any, BinaryIO
 
@@ -13,11 +12,10 @@ from sqlalchemy.orm import Session
 
 from market.catalog import DuplicateContent, JobKind, Learnware, LearnwareStatus, Role, User, repo
 from market.store import ObjectNotFound, ObjectTooLarge
-from specification.errors import SemanticSpecError
-from specification.semantic import check_semantic_spec
 
 from ..deps import CurrentUser, Reader, Services, ServicesDep, SessionDep
 from ..enqueue import enqueue_check
+from ..forms import semantic_spec_field
 from ..problems import Problem
 from ..schemas import LearnwareOut, LearnwarePage, SpecSummary, Submission
 
@@ -33,7 +31,7 @@ def submit(
     semantic_spec: Annotated[str, Form(description="semantic specification (JSON)")],
 ) -> Submission:
     """Store the package and queue its check; poll the returned job for the outcome."""
-    semantic = _parse_semantic(semantic_spec)
+    semantic = semantic_spec_field(semantic_spec)
     sha256, size = _hash(package.file)
     _refuse_duplicate(session, sha256)
     key = _store_package(services, session, package.file)
@@ -140,7 +138,7 @@ def edit(
     if semantic_spec is None and package is None:
         raise Problem(400, "send 'semantic_spec', 'package' or both")
     if semantic_spec is not None:
-        repo.update_semantic(session, lw.id, _parse_semantic(semantic_spec))
+        repo.update_semantic(session, lw.id, semantic_spec_field(semantic_spec))
     job_id = ""
     old_key = None
     if package is not None:
@@ -235,22 +233,6 @@ def _owned(session: Session, learnware_id: str, user: User) -> Learnware:
     if lw.owner_id != user.id and not _is_admin(user):
         raise Problem(403, f"learnware {learnware_id} belongs to another user")
     return lw
-
-
-def _parse_semantic(text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Problem(
-            422,
-            f"semantic_spec is not valid JSON: {exc.msg} at column {exc.colno}",
-            field="semantic_spec",
-        ) from None
-    try:
-        check_semantic_spec(data)
-    except SemanticSpecError as exc:
-        raise Problem(422, f"semantic_spec.{exc}", field=f"semantic_spec.{exc.field}") from None
-    return data
 
 
 def _hash(f: BinaryIO) -> tuple[str, int]:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import io
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from market.catalog import JobKind, repo
 from market.store import ObjectTooLarge
-from specification.errors import SemanticSpecError, SpecificationError
+from specification.errors import SpecificationError
 from specification.files import loads_spec
-from specification.semantic import SemanticSpec
 
 from ..deps import Reader, ServicesDep, SessionDep
 from ..enqueue import enqueue_search
+from ..forms import semantic_spec_field
 from ..problems import Problem
 from ..schemas import SearchAccepted
 
@@ -37,7 +36,7 @@ def create_search(
     top: Annotated[int | None, Form(ge=1, le=1000)] = None,
     max_search_num: Annotated[int, Form(ge=1, le=10, description="mixture size")] = 5,
 ) -> SearchAccepted:
-    semantic = _parse_requirement(semantic_spec) if semantic_spec else None
+    semantic = semantic_spec_field(semantic_spec, requirement=True) if semantic_spec else None
     spec_text = _read_spec(stat_spec, services.settings.max_spec_bytes) if stat_spec else None
     job = repo.create_job(
         session,
@@ -57,22 +56,6 @@ def create_search(
     session.commit()
     enqueue_search(services, session, job)
     return SearchAccepted(job_id=job.id, status_url=str(request.url_for("get_job", job_id=job.id)))
-
-
-def _parse_requirement(text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Problem(
-            422,
-            f"semantic_spec is not valid JSON: {exc.msg} at column {exc.colno}",
-            field="semantic_spec",
-        ) from None
-    try:
-        SemanticSpec.from_dict(data, requirement=True)
-    except SemanticSpecError as exc:
-        raise Problem(422, f"semantic_spec.{exc}", field=f"semantic_spec.{exc.field}") from None
-    return data
 
 
 def _read_spec(upload: UploadFile, limit: int) -> bytes:
