@@ -46,6 +46,10 @@ class JobTask(Task):
             repo.fail_job(s, job_id, f"{type(exc).__name__}: {exc}")
             if learnware_id is not None:
                 repo.reset_to_pending(s, learnware_id)
+            job = repo.get_job(s, job_id)
+            spec_key = (job.request or {}).get("spec_key") if job is not None else None
+        if spec_key:
+            store().delete(spec_key)  # a search's uploaded spec is not needed any more
 
 
 RETRY = dict(
