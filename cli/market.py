@@ -6,11 +6,10 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from client import WharfClient, WharfError
+from client import WharfClient
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -184,6 +183,3 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
         client.revoke_token(args.token_id)
     print(f"token {args.token_id} revoked")
     return 0
-
-
-__all__ = ["WharfError", "add_parsers", "print_results", "time"]

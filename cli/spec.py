@@ -10,7 +10,6 @@ from pathlib import Path
 from specification import (
     RKME,
     PackageError,
-    SemanticSpecError,
     SpecificationError,
     load_spec,
     loads_spec,
@@ -110,6 +109,3 @@ def _check_package(path: Path) -> int:
         f"in {pkg.model.module_path}, sha256 {pkg.sha256[:12]}…)"
     )
     return 0
-
-
-__all__ = ["SemanticSpecError", "add_parser", "fit_file"]
