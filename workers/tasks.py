@@ -15,10 +15,16 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from market.catalog import Catalog, LearnwareStatus, repo
+from market.checker import check_submission
 from market.settings import get_settings
 from market.store import StoreUnavailable, make_store
+from specification.files import dumps_spec
 
 from .app import CHECK_TASK, SEARCH_TASK, app
+from .searching import run_search
+
+# torch, the checker and the search are imported here, in the worker's parent process, so the
+# forked pool processes share them and no first task pays for the imports.
 
 log = logging.getLogger("wharf.worker")
 settings = get_settings()
@@ -88,9 +94,6 @@ def check(job_id: str, learnware_id: int) -> str:
         key, semantic, sha256 = lw.package_key, lw.semantic_spec, lw.content_sha256
         repo.set_progress(s, job_id, 0.05, "downloading")
 
-    from market.checker import check_submission  # heavy (torch): only in check workers
-    from specification.files import dumps_spec
-
     with tempfile.TemporaryDirectory(prefix="wharf-check-") as tmp:
         package = Path(tmp) / "package.zip"
         store().download_to(key, package)
@@ -141,8 +144,6 @@ def _catalog_spec_meta(meta: dict) -> dict:
     **RETRY,
 )
 def search(job_id: str) -> str:
-    from .searching import run_search  # heavy (torch): only in search workers
-
     with catalog().session() as s:
         job = repo.start_job(s, job_id)
         if job is None:
