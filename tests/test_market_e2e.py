@@ -304,3 +304,27 @@ def test_a_new_package_is_checked_again(users, examples, tmp_path):
     dl = alice.download(sub["learnware_id"], tmp_path / "now.zip")
     assert dl.read_bytes() == second.read_bytes()
     alice.delete(sub["learnware_id"])
+
+
+def test_search_then_reuse_the_mixture(accepted, users, examples, tmp_path):
+    """The whole paradigm: a user searches with an RKME, downloads what was found, and
+    predicts with the learnwares (sandboxed) without training anything."""
+    import numpy as np
+
+    from reuse import Averaging, from_search
+
+    a = next(e for e in examples if e.name == "diabetes female")
+    b = next(e for e in examples if e.name == "diabetes male")
+    X = np.concatenate([a.X_test, b.X_test])
+    y = np.concatenate([a.y_test, b.y_test])
+    result = users["bob"].search(spec=RKME(n_points=50, seed=4, device="cpu").fit(X))
+    learnwares = from_search(users["bob"], result, tmp_path / "found")
+    try:
+        assert {lw.id for lw in learnwares} == {accepted[a.name], accepted[b.name]}
+        pred = Averaging(learnwares, mode="mean").fit(X).predict(X)
+        assert pred.shape[0] == len(X) and np.isfinite(pred).all()
+        rmse = float(np.sqrt(np.mean((pred.reshape(-1) - y) ** 2)))
+        assert rmse < np.std(y)  # better than predicting the mean
+    finally:
+        for lw in learnwares:
+            lw.close()

@@ -74,30 +74,35 @@ def _add_site_dirs(dirs: list[str]) -> None:
         sys.path[:] = [directory, *added, *(p for p in before if p != directory)]
 
 
-def _load_class(package_dir: str, module_file: str, class_name: str) -> type:
+def load_model_module(package_dir: str, module_file: str, package_name: str = PACKAGE_NAME):
+    """Import ``module_file`` as part of a package named ``package_name`` rooted at
+    ``package_dir`` (so the learnware's relative imports work). Also used, with a unique
+    name per package, to run a learnware in the caller's process."""
     init = os.path.join(package_dir, "__init__.py")
     spec = importlib.util.spec_from_file_location(
-        PACKAGE_NAME, init, submodule_search_locations=[package_dir]
+        package_name, init, submodule_search_locations=[package_dir]
     )
     package = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE_NAME] = package
+    sys.modules[package_name] = package
     spec.loader.exec_module(package)
     if module_file == "__init__.py":
-        module = package
-    else:
-        parts = module_file[: -len(".py")].split("/")
-        if parts[-1] == "__init__":
-            parts.pop()
-        if all(part.isidentifier() for part in parts):
-            module = importlib.import_module(".".join([PACKAGE_NAME, *parts]))
-        else:  # a file name that is no module name (my-model.py): load it by path
-            name = f"{PACKAGE_NAME}._model"
-            spec = importlib.util.spec_from_file_location(
-                name, os.path.join(package_dir, module_file)
-            )
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
+        return package
+    parts = module_file[: -len(".py")].split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    if all(part.isidentifier() for part in parts):
+        return importlib.import_module(".".join([package_name, *parts]))
+    # A file name that is no module name (my-model.py): load it by path.
+    name = f"{package_name}._model"
+    spec = importlib.util.spec_from_file_location(name, os.path.join(package_dir, module_file))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load_class(package_dir: str, module_file: str, class_name: str) -> type:
+    module = load_model_module(package_dir, module_file)
     try:
         return getattr(module, class_name)
     except AttributeError:

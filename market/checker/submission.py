@@ -93,12 +93,12 @@ def check_submission(
         log.fail("REJECTED")
         return CheckReport(False, log.text())
     finally:
-        _remove_tree(scratch)
+        remove_tree(scratch)
     log.ok("ACCEPTED")
     return CheckReport(True, log.text(), spec, spec_meta(spec))
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove ``path`` even where the model left folders without permissions in /out."""
     for root, dirs, _ in os.walk(path):
         for name in dirs:
