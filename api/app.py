@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = Services(
         settings=settings,
-        catalog=Catalog.create(settings.catalog_url),
+        catalog=Catalog.create(settings.catalog_url, migrate=settings.migrate_on_start),
         store=make_store(settings, create_bucket=settings.s3_create_bucket),
         celery=make_celery(settings),
     )

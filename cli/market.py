@@ -11,6 +11,8 @@ from typing import Any
 
 from client import WharfClient
 
+from . import admin as admin_local
+
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -63,6 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     admin = sub.add_parser("admin", help="administration")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    admin_local.add_parsers(admin_sub)
     token = admin_sub.add_parser("token", help="API tokens").add_subparsers(
         dest="token_command", required=True
     )

@@ -44,23 +44,11 @@ case "$role" in
         ;;
     migrate)
         require_database_url migrate
-        exec python -c 'import os
-from market.catalog import upgrade
-upgrade(os.environ["WHARF_DATABASE_URL"])
-print("wharf: catalog migrated to the latest schema")'
+        exec wharf admin migrate
         ;;
     create-admin-token)
         require_database_url "create a token in"
-        exec python -c 'import os, sys
-from market.catalog import Catalog, Role, repo
-name = sys.argv[1]
-catalog = Catalog.create(os.environ["WHARF_DATABASE_URL"], migrate=False)
-with catalog.session() as s:
-    user = repo.get_user_by_name(s, name) or repo.create_user(s, name, Role.admin)
-    if user.role != Role.admin:
-        sys.exit(f"user {name!r} exists and is not an admin")
-    token, _ = repo.create_token(s, user.id, "bootstrap (wharf-entrypoint)")
-print(token)' "${1:-admin}"
+        exec wharf admin bootstrap --user "${1:-admin}" --name "bootstrap (wharf-entrypoint)"
         ;;
     healthcheck)
         if [ -s "$NODE_FILE" ]; then

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     store_dir: Path | None = None
     s3_bucket: str = "wharf"
     s3_endpoint_url: str | None = None
+    # Where clients outside the deployment reach the store; download links are signed for it.
+    s3_public_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None
@@ -43,6 +45,11 @@ class Settings(BaseSettings):
     s3_create_bucket: bool = False
 
     # API behaviour.
+    migrate_on_start: bool = Field(
+        default=True,
+        description="the API migrates the catalog at start; turn off where a migration job "
+        "does it and the API's database role may not change the schema",
+    )
     public_read: bool = True
     max_upload_bytes: int = 256 * MiB
     max_spec_bytes: int = 64 * MiB

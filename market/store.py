@@ -299,6 +299,9 @@ class S3Store(ObjectStore):
         Without keys, boto3's usual chain (environment, config files, instance role) applies.
     create_bucket : bool
         Create the bucket now if it does not exist (development and tests).
+    public_endpoint_url : str, optional
+        The endpoint clients outside the deployment reach the store at; download links are
+        signed for it (the signature covers the host). Defaults to ``endpoint_url``.
     connect_timeout, read_timeout : float
         Seconds, per HTTP attempt.
     max_attempts : int
@@ -322,6 +325,7 @@ class S3Store(ObjectStore):
         max_attempts: int = 5,
         part_size: int = 8 * MiB,
         max_concurrency: int = 4,
+        public_endpoint_url: str | None = None,
     ):
         import boto3
         from boto3.s3.transfer import TransferConfig
@@ -336,6 +340,11 @@ class S3Store(ObjectStore):
         )
         self._timeouts = (connect_timeout, read_timeout)
         self._client = self._make_client(max_attempts, connect_timeout, read_timeout)
+        self._signer = (
+            self._make_client(1, connect_timeout, read_timeout, endpoint=public_endpoint_url)
+            if public_endpoint_url and public_endpoint_url != endpoint_url
+            else self._client
+        )
         self._probe: Any = None  # made on first check()
         self._transfer = TransferConfig(
             multipart_threshold=part_size,
@@ -348,7 +357,13 @@ class S3Store(ObjectStore):
         if create_bucket:
             self.ensure_bucket()
 
-    def _make_client(self, attempts: int, connect_timeout: float, read_timeout: float) -> Any:
+    def _make_client(
+        self,
+        attempts: int,
+        connect_timeout: float,
+        read_timeout: float,
+        endpoint: str | None = None,
+    ) -> Any:
         from botocore.config import Config
 
         config = Config(
@@ -364,7 +379,7 @@ class S3Store(ObjectStore):
             response_checksum_validation="when_required",
             max_pool_connections=16,
         )
-        return self._session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        return self._session.client("s3", endpoint_url=endpoint or self.endpoint_url, config=config)
 
     def __repr__(self) -> str:
         where = self.endpoint_url or f"AWS {self.region}"
@@ -463,7 +478,7 @@ class S3Store(ObjectStore):
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         validate_key(key)
         with self._errors(key):
-            return self._client.generate_presigned_url(
+            return self._signer.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": key},
                 ExpiresIn=int(expires_s),
@@ -493,4 +508,5 @@ def make_store(settings: Settings, *, create_bucket: bool = False) -> ObjectStor
         access_key_id=secret(settings.s3_access_key_id),
         secret_access_key=secret(settings.s3_secret_access_key),
         create_bucket=create_bucket,
+        public_endpoint_url=settings.s3_public_endpoint_url,
     )

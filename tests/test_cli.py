@@ -133,3 +133,24 @@ def test_console_entry_point(tmp_path, csv_file):
     assert res.returncode == 0, res.stderr
     res = subprocess.run([exe, "spec", "dist", out, out], capture_output=True, text=True)
     assert abs(float(res.stdout)) < 1e-12
+
+
+def test_admin_migrate_and_bootstrap(tmp_path, monkeypatch, capsys):
+    from market.catalog import Catalog, Role, repo
+    from market.settings import get_settings
+
+    monkeypatch.setenv("WHARF_DATABASE_URL", f"sqlite:///{tmp_path / 'c.db'}")
+    get_settings.cache_clear()
+    try:
+        assert main(["admin", "migrate"]) == 0
+        assert "latest schema" in capsys.readouterr().out
+        assert main(["admin", "bootstrap", "--user", "root"]) == 0
+        token = capsys.readouterr().out.strip()
+        with Catalog(f"sqlite:///{tmp_path / 'c.db'}").session() as s:
+            user = repo.authenticate(s, token)
+            assert user is not None and user.name == "root" and user.role == Role.admin
+            repo.create_user(s, "plain", Role.user)
+        assert main(["admin", "bootstrap", "--user", "plain"]) == 1
+        assert "not an admin" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()

@@ -242,3 +242,27 @@ def test_make_store_from_settings(tmp_path: Path, s3_endpoint: str, s3_credentia
     store.check()
     store.put("x", io.BytesIO(b"hello"))
     assert read_all(store, "x") == b"hello"
+
+
+def test_download_links_are_signed_for_the_public_endpoint(s3_endpoint, s3_credentials):
+    """Clients outside the deployment reach the store at another address than the workers."""
+    import io
+    import urllib.parse
+    import urllib.request
+    import uuid
+
+    from market.store import S3Store
+
+    public = s3_endpoint.replace("127.0.0.1", "localhost")
+    store = S3Store(
+        f"wharf-public-{uuid.uuid4().hex[:8]}",
+        endpoint_url=s3_endpoint,
+        public_endpoint_url=public,
+        create_bucket=True,
+        **s3_credentials,
+    )
+    store.put("a/b.bin", io.BytesIO(b"payload"))
+    url = store.presigned_url("a/b.bin", 60)
+    assert urllib.parse.urlsplit(url).netloc == urllib.parse.urlsplit(public).netloc
+    with urllib.request.urlopen(url) as response:
+        assert response.read() == b"payload"

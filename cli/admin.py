@@ -1,0 +1,47 @@
+"""``wharf admin migrate`` and ``wharf admin bootstrap``: run on a machine that reaches the
+catalog database directly (a deployment's migration job, an operator's shell)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parsers(admin_sub: argparse._SubParsersAction) -> None:
+    p = admin_sub.add_parser(
+        "migrate", help="migrate the catalog ($WHARF_DATABASE_URL) to the latest schema"
+    )
+    p.set_defaults(func=cmd_migrate)
+    p = admin_sub.add_parser(
+        "bootstrap", help="print a new API token of an admin user (created if missing)"
+    )
+    p.add_argument("--user", default="admin")
+    p.add_argument("--name", default="bootstrap", help="a label for the token")
+    p.set_defaults(func=cmd_bootstrap)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
+    from market.catalog import Catalog
+    from market.settings import get_settings
+
+    url = get_settings().catalog_url
+    Catalog.create(url).dispose()
+    print(f"catalog {make_url(url).render_as_string(hide_password=True)} is at the latest schema")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from market.catalog import Catalog, Role, repo
+    from market.settings import get_settings
+
+    catalog = Catalog.create(get_settings().catalog_url, migrate=False)
+    with catalog.session() as s:
+        user = repo.get_user_by_name(s, args.user) or repo.create_user(s, args.user, Role.admin)
+        if user.role != Role.admin:
+            print(f"error: user {args.user!r} exists and is not an admin", file=sys.stderr)
+            return 1
+        token, _ = repo.create_token(s, user.id, args.name)
+    print(token)
+    return 0
