@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WHARF_", extra="ignore")
 
     data_dir: Path = Path("wharf-data")
+
+    # A deployment sets this so a process missing its database, broker or S3 settings
+    # refuses to start instead of quietly using the embedded defaults of its own.
+    require_services: bool = False
 
     # Catalog: SQLite in the data directory unless a URL is given (postgresql+psycopg://…).
     database_url: str | None = None
@@ -71,6 +75,25 @@ class Settings(BaseSettings):
 
     # Search.
     search_time_limit_s: int = 120
+
+    @model_validator(mode="after")
+    def _services_given(self) -> Settings:
+        if self.require_services:
+            missing = [
+                name
+                for name, ok in (
+                    ("WHARF_DATABASE_URL", self.database_url),
+                    ("WHARF_BROKER_URL", self.broker_url),
+                    ("WHARF_STORE=s3", self.store == "s3"),
+                )
+                if not ok
+            ]
+            if missing:
+                raise ValueError(
+                    "WHARF_REQUIRE_SERVICES is set, so the embedded defaults are not used; "
+                    f"set {', '.join(missing)}"
+                )
+        return self
 
     @property
     def catalog_url(self) -> str:

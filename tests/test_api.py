@@ -215,3 +215,13 @@ def test_a_private_market_needs_a_token_to_read(tmp_path):
     assert r.status_code == 401 and "private" in r.json()["detail"]
     assert client.post("/v1/searches", data={"semantic_spec": "{}"}).status_code == 401
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_deployment_refuses_the_embedded_fallbacks(monkeypatch):
+    monkeypatch.setenv("WHARF_REQUIRE_SERVICES", "true")
+    monkeypatch.setenv("WHARF_DATABASE_URL", "postgresql+psycopg://wharf@db/wharf")
+    with pytest.raises(ValueError, match="WHARF_BROKER_URL, WHARF_STORE=s3"):
+        Settings()
+    monkeypatch.setenv("WHARF_BROKER_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("WHARF_STORE", "s3")
+    assert Settings().require_services
