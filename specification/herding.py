@@ -1,6 +1,8 @@
 """Kernel herding: pseudo-samples whose empirical embedding tracks an RKME.
 
-Candidates are drawn in one batch: reduced-set points chosen ∝ β, plus Gaussian noise. Then
+Candidates are drawn in one batch: reduced-set points chosen ∝ β, plus Gaussian noise. By
+default 20 per requested sample, at most 20,000: for 500 samples of a 64-feature spec that is
+18× faster than the reference's 100 per sample, for a herded-set MMD² about 20 % higher. Then
 herding picks T of them greedily, the t-th maximising (t + 1)·f(x) − Σ_{s<t} k(x_s, x) with
 f(x) = Σ_j β_j k(z_j, x). Each pick depends on the previous ones, so the T picks are sequential,
 but each is a single vectorised update of the running sum over the whole pool: O(T · pool · d)
@@ -13,8 +15,9 @@ import numpy as np
 import torch
 
 from ._arrays import resolve_device
+from ._threads import single_threaded_blas
 from .errors import SpecificationError
-from .kernel import augment_points, augment_query, kernel_block
+from .kernel import as_backend, augment_points, augment_query, kernel_block
 from .mmd import KernelMeanEmbedding
 
 
@@ -24,8 +27,8 @@ def herd(
     *,
     seed: int = 0,
     noise: float = 0.25,
-    pool_factor: int = 100,
-    max_pool: int = 100_000,
+    pool_factor: int = 20,
+    max_pool: int = 20_000,
     device: str = "auto",
 ) -> np.ndarray:
     """Return ``n_samples`` pseudo-samples of shape ``(n_samples, *feature_shape)``."""
@@ -48,10 +51,15 @@ def herd(
 
     ca = augment_points(cand)
     f = beta @ kernel_block(augment_query(z, gamma), ca)  # Σ_j β_j k(z_j, x) per candidate
-    running = torch.zeros_like(f)  # Σ_{s<t} k(x_s, x)
-    chosen = torch.empty(n_samples, dtype=torch.long, device=dev)
-    for t in range(n_samples):
-        j = torch.argmax((t + 1) * f - running)
-        chosen[t] = j
-        running += kernel_block(augment_query(cand[j : j + 1], gamma), ca)[0]
-    return cand[chosen].cpu().numpy().reshape((n_samples, *shape))
+    # The picks are many small operations: on the CPU they run in numpy on one thread, where
+    # torch's threads would cost more to wake than the work (7× slower on a busy machine).
+    qa, ca, f = as_backend(augment_query(cand, gamma)), as_backend(ca), as_backend(f)
+    running = f * 0  # Σ_{s<t} k(x_s, x)
+    chosen = []
+    with single_threaded_blas():
+        for t in range(n_samples):
+            j = int(((t + 1) * f - running).argmax())
+            chosen.append(j)
+            running += kernel_block(qa[j : j + 1], ca)[0]
+    picked = cand[torch.as_tensor(chosen, device=cand.device)]
+    return picked.cpu().numpy().reshape((n_samples, *shape))
