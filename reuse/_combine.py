@@ -77,16 +77,15 @@ def pad_columns(P: np.ndarray, width: int) -> np.ndarray:
     return np.hstack([P, np.zeros((P.shape[0], width - P.shape[1]))])
 
 
-def vote_counts(labels: np.ndarray, n_classes: int, copies: np.ndarray) -> np.ndarray:
-    """Votes per class: ``labels`` is (n_learnwares, n_samples), ``copies`` how many votes
-    each learnware casts. Returns (n_samples, n_classes) integer counts."""
+def weighted_votes(labels: np.ndarray, n_classes: int, weights: np.ndarray) -> np.ndarray:
+    """Vote shares per class: ``labels`` is (n_learnwares, n_samples); learnware i's vote
+    counts ``weights[i]``. Returns (n_samples, n_classes), rows summing to 1."""
     m, n = labels.shape
-    counts = np.zeros((n, n_classes), dtype=np.int64)
+    shares = np.zeros((n, n_classes))
     rows = np.arange(n)
     for i in range(m):
-        if copies[i]:
-            np.add.at(counts, (rows, labels[i]), int(copies[i]))
-    return counts
+        np.add.at(shares, (rows, labels[i]), weights[i])
+    return shares / weights.sum()
 
 
 def winners(scores: np.ndarray) -> np.ndarray:

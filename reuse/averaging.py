@@ -48,6 +48,10 @@ class Averaging(Reuser):
         columns and every row is a probability distribution, else ``"mean"``; decided in
         ``fit`` when it gets ``X``, else for each prediction. Votes return class indices
         ``0 … C-1``, the learnwares' own convention.
+    weights : array-like of shape (n_learnwares,), optional
+        Non-negative weight of each learnware in the mean, the probability average or the
+        vote, e.g. a search's mixture weights (``result["mixture"]["weights"]``, in the order
+        :func:`reuse.from_search` loads the members). Equal weights by default.
 
     Attributes
     ----------
@@ -78,9 +82,10 @@ class Averaging(Reuser):
     ([0.533, 0.467], [0, 0, 0])
     """
 
-    def __init__(self, learnwares: Any, mode: str = "auto"):
+    def __init__(self, learnwares: Any, mode: str = "auto", weights: Any = None):
         self.learnwares = learnwares
         self.mode = mode
+        self.weights = weights
 
     def _task(self) -> str | None:
         if self.mode == "mean":
@@ -101,6 +106,7 @@ class Averaging(Reuser):
         for attr in ("n_features_in_", "n_outputs_", "classes_"):
             self.__dict__.pop(attr, None)
         self.learnwares_ = learnwares
+        self.weights_ = _check_weights(self.weights, len(learnwares))
         self.mode_ = self.mode
         n_classes = 0
         if X is not None:
@@ -156,7 +162,7 @@ class Averaging(Reuser):
         at_least = len(getattr(self, "classes_", ()))
         if mode == "mean":
             common_width(outputs, learnwares, "mode 'mean' averages them column by column")
-            return mode, _combine.weighted_mean(outputs, np.ones(len(outputs)))
+            return mode, _combine.weighted_mean(outputs, self.weights_)
         if mode == "vote_by_prob":
             width = common_width(
                 outputs, learnwares, "mode 'vote_by_prob' needs one probability per class"
@@ -167,7 +173,7 @@ class Averaging(Reuser):
                     "column; use mode='vote_by_label' for class indices"
                 )
             probs = [_combine.to_distributions(o) for o in outputs]
-            mean = _combine.weighted_mean(probs, np.ones(len(probs)))
+            mean = _combine.weighted_mean(probs, self.weights_)
             return mode, _combine.pad_columns(mean, at_least)
         labels = np.stack(
             [
@@ -176,5 +182,16 @@ class Averaging(Reuser):
             ]
         )
         n_classes = _combine.n_classes_of(outputs, labels, at_least)
-        counts = _combine.vote_counts(labels, n_classes, np.ones(len(outputs), dtype=np.int64))
-        return mode, counts / len(outputs)
+        return mode, _combine.weighted_votes(labels, n_classes, self.weights_)
+
+
+def _check_weights(weights: Any, n: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(n)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(
+            f"weights must be {n} finite non-negative numbers (one per learnware) with a "
+            f"positive sum; got {np.asarray(weights).tolist()!r}"
+        )
+    return w

@@ -225,7 +225,7 @@ class EnsemblePruning(Reuser):
             ]
         )
         n_classes = _combine.n_classes_of(outputs, votes, len(self.classes_))
-        return _combine.vote_counts(votes, n_classes, copies) / copies.sum()
+        return _combine.weighted_votes(votes, n_classes, copies.astype(np.float64))
 
 
 def _batched(

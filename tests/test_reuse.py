@@ -406,3 +406,25 @@ def test_reusing_sandboxed_digit_classifiers() -> None:
         pruner = EnsemblePruning([c, a, b]).fit(X[::2], y[::2])
         assert pruner.selected_.tolist() == [1, 2]
         assert pruner.score(X[1::2], y[1::2]) > 0.85
+
+
+def test_averaging_weights_follow_the_mixture():
+    class Constant:
+        def __init__(self, p):
+            self.p = np.asarray(p, dtype=float)
+
+        def predict(self, X):
+            return np.tile(self.p, (len(X), 1))
+
+    X = np.zeros((4, 2))
+    lws = [Constant([0.9, 0.1]), Constant([0.2, 0.8]), Constant([0.3, 0.7])]
+    assert Averaging(lws).fit(X).predict(X).tolist() == [1] * 4
+    weighted = Averaging(lws, weights=[0.9, 0.05, 0.05]).fit(X)
+    assert weighted.predict(X).tolist() == [0] * 4
+    np.testing.assert_allclose(weighted.predict_proba(X)[0], [0.835, 0.165])
+    votes = Averaging(lws, mode="vote_by_label", weights=[3, 1, 1]).fit(X)
+    assert votes.predict(X).tolist() == [0] * 4
+    means = Averaging([Constant([1.0]), Constant([3.0])], mode="mean", weights=[1, 3]).fit(X)
+    np.testing.assert_allclose(means.predict(X), 2.5)
+    with pytest.raises(ValueError, match="weights must be 3"):
+        Averaging(lws, weights=[1, -1, 1]).fit(X)
