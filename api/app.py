@@ -12,7 +12,7 @@ from market.settings import Settings, get_settings
 from market.store import make_store
 from workers.app import make_celery
 
-from . import problems
+from . import metrics, problems
 from .deps import Services
 from .limits import BodySizeLimit
 from .routes import health, jobs, learnwares, searches, tokens
@@ -25,13 +25,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description="A learnware market: submit models with specifications, find and reuse them.",
     )
-    app.state.services = Services(
+    app.state.services = services = Services(
         settings=settings,
         catalog=Catalog.create(settings.catalog_url, migrate=settings.migrate_on_start),
         store=make_store(settings, create_bucket=settings.s3_create_bucket),
         celery=make_celery(settings),
     )
     problems.install(app)
+    metrics.install(app, services)
     # Multipart overhead on top of the package itself.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 1024 * 1024)
     for module in (learnwares, jobs, searches, tokens, health):

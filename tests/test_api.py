@@ -225,3 +225,15 @@ def test_a_deployment_refuses_the_embedded_fallbacks(monkeypatch):
     monkeypatch.setenv("WHARF_BROKER_URL", "redis://redis:6379/0")
     monkeypatch.setenv("WHARF_STORE", "s3")
     assert Settings().require_services
+
+
+def test_metrics_report_requests_catalog_and_queues(api):
+    submit(api)
+    api.get("/v1/learnwares")
+    text = api.get("/metrics").text
+    timed = 'method="POST",route="/v1/learnwares",status="202"'
+    assert f"wharf_http_request_duration_seconds_count{{{timed}}} 1.0" in text
+    assert 'wharf_learnwares{status="pending"} 1.0' in text
+    assert 'wharf_jobs{kind="check",state="queued"} 1.0' in text
+    assert 'wharf_queue_depth{queue="check"} 1.0' in text  # waiting in the embedded broker
+    assert 'wharf_queue_depth{queue="search"} 0.0' in text

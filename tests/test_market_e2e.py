@@ -328,3 +328,16 @@ def test_search_then_reuse_the_mixture(accepted, users, examples, tmp_path):
     finally:
         for lw in learnwares:
             lw.close()
+
+
+def test_metrics_over_the_real_broker(accepted, market):
+    import re
+
+    import httpx
+
+    text = httpx.get(f"{market.url}/metrics", timeout=10).text
+    for queue in ("check", "search", "index"):
+        assert re.search(rf'wharf_queue_depth\{{queue="{queue}"\}} \d', text), text
+    checks = re.search(r'wharf_job_duration_seconds_count\{kind="check"\} (\d+)', text)
+    assert checks and int(checks.group(1)) >= len(accepted)
+    assert re.search(r'wharf_learnwares\{status="accepted"\} (\d+)', text)
