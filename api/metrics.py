@@ -24,6 +24,7 @@ from .deps import Services
 
 JOB_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, float("inf"))
 JOB_WINDOW = timedelta(hours=1)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class MarketCollector:
@@ -100,9 +101,11 @@ class RequestTimer:
         try:
             await self.app(scope, receive, record_status)
         finally:
+            # Labels come from a closed set, so odd requests cannot blow up the series count.
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.histogram.labels(scope["method"], path, str(status)).observe(
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            self.histogram.labels(method, path, str(status)).observe(
                 time.perf_counter() - start
             )
 
