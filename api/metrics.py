@@ -105,9 +105,7 @@ class RequestTimer:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            self.histogram.labels(method, path, str(status)).observe(
-                time.perf_counter() - start
-            )
+            self.histogram.labels(method, path, str(status)).observe(time.perf_counter() - start)
 
 
 def install(app, services: Services) -> None:

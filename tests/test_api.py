@@ -237,3 +237,38 @@ def test_metrics_report_requests_catalog_and_queues(api):
     assert 'wharf_jobs{kind="check",state="queued"} 1.0' in text
     assert 'wharf_queue_depth{queue="check"} 1.0' in text  # waiting in the embedded broker
     assert 'wharf_queue_depth{queue="search"} 0.0' in text
+
+
+def test_edits_of_checked_fields_trigger_a_new_check(api):
+    sub = submit(api).json()
+    lid = sub["learnware_id"]
+    with api.catalog.session() as s:  # what a check worker does when it accepts
+        pk = repo.parse_id(lid)
+        assert repo.claim_for_check(s, pk)
+        meta = {
+            "type": "RKMETableSpecification",
+            "shape": [3],
+            "gamma": 0.1,
+            "points": 1,
+            "num_points": 5,
+        }
+        spec = '{"z":[[0,0,0]],"beta":[1],"gamma":0.1,"num_points":5}'
+        assert repo.finish_check(
+            s, pk, accepted=True, log="ok", spec_meta=meta, stat_spec_json=spec
+        )
+    renamed = {**SEMANTIC, "Name": {"Type": "String", "Values": "better name"}}
+    r = api.patch(
+        f"/v1/learnwares/{lid}",
+        headers=auth(api, "alice"),
+        data={"semantic_spec": json.dumps(renamed)},
+    )
+    assert r.status_code == 200 and r.json()["status"] == "accepted" and r.json()["job_id"] == ""
+    wider = {**renamed, "Input": {"Dimension": 4, "Description": {}}}
+    r = api.patch(
+        f"/v1/learnwares/{lid}",
+        headers=auth(api, "alice"),
+        data={"semantic_spec": json.dumps(wider)},
+    )
+    assert r.status_code == 200 and r.json()["status"] == "pending" and r.json()["job_id"]
+    lw = api.get(f"/v1/learnwares/{lid}", headers=auth(api, "alice")).json()
+    assert lw["spec"] is None and lw["semantic_spec"]["Input"]["Dimension"] == 4

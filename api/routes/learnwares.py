@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from market.catalog import DuplicateContent, JobKind, Learnware, LearnwareStatus, Role, User, repo
 from market.store import ObjectNotFound, ObjectTooLarge
+from specification.semantic import SemanticSpec
 
 from ..deps import CurrentUser, Reader, Services, ServicesDep, SessionDep
 from ..enqueue import enqueue_check
@@ -133,26 +134,39 @@ def edit(
     semantic_spec: Annotated[str | None, Form()] = None,
     package: Annotated[UploadFile | None, File()] = None,
 ) -> Submission:
-    """Metadata-only edits keep the status; a new package is checked again."""
+    """Edits of names, descriptions and tags keep the status. A new package, or a change of
+    what the check validated (data and task type, input and output dimensions), is checked
+    again."""
     lw = _owned(session, learnware_id, user)
     if semantic_spec is None and package is None:
         raise Problem(400, "send 'semantic_spec', 'package' or both")
-    if semantic_spec is not None:
-        repo.update_semantic(session, lw.id, semantic_spec_field(semantic_spec))
-    job_id = ""
-    old_key = None
+    semantic = semantic_spec_field(semantic_spec) if semantic_spec is not None else None
+    new_package = None
     if package is not None:
         sha256, size = _hash(package.file)
         if sha256 != lw.content_sha256:
             _refuse_duplicate(session, sha256)
-            key = _store_package(services, session, package.file)
-            try:
-                _, old_key = repo.replace_package(session, lw.id, sha256, key, size)
-            except DuplicateContent as exc:
-                services.store.delete(key)
-                raise _conflict(exc) from None
-            job = repo.create_job(session, JobKind.check, owner_id=user.id, learnware_id=lw.id)
-            job_id = job.id
+            # Stored before any catalog write, so a failed upload changes nothing.
+            new_package = (sha256, _store_package(services, session, package.file), size)
+    recheck = new_package is not None or (
+        semantic is not None and _checked_fields(semantic) != _checked_fields(lw.semantic_spec)
+    )
+    if semantic is not None:
+        repo.update_semantic(session, lw.id, semantic)
+    old_key = None
+    if new_package is not None:
+        sha256, key, size = new_package
+        try:
+            _, old_key = repo.replace_package(session, lw.id, sha256, key, size)
+        except DuplicateContent as exc:
+            session.rollback()
+            services.store.delete(key)
+            raise _conflict(exc) from None
+    elif recheck:  # the same package, checked again against the new semantic spec
+        repo.replace_package(session, lw.id, lw.content_sha256, lw.package_key, lw.package_size)
+    job_id = ""
+    if recheck:
+        job_id = repo.create_job(session, JobKind.check, owner_id=user.id, learnware_id=lw.id).id
     session.commit()
     if old_key:
         services.store.delete(old_key)
@@ -160,6 +174,12 @@ def edit(
         enqueue_check(services, session, repo.get_job(session, job_id), lw.id)
     session.refresh(lw)
     return Submission(learnware_id=repo.format_id(lw.id), job_id=job_id, status=lw.status)
+
+
+def _checked_fields(semantic: dict[str, Any]) -> tuple:
+    """What the check validates of a semantic spec, besides the package itself."""
+    spec = SemanticSpec.from_dict(semantic)
+    return spec.data_type, spec.task_type, spec.input_dim, spec.output_dim
 
 
 @router.delete("/{learnware_id}", status_code=204)
