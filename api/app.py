@@ -5,8 +5,11 @@ It never imports torch, faiss or submitted code, and never unpickles anything.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
+from market import logs
 from market.catalog import Catalog
 from market.settings import Settings, get_settings
 from market.store import make_store
@@ -20,6 +23,7 @@ from .routes import health, jobs, learnwares, searches, tokens
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    logs.configure(settings, logging.getLogger("wharf"))
     app = FastAPI(
         title="Wharf",
         version="1",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
 
@@ -10,6 +12,8 @@ from workers.app import CHECK_QUEUE, CHECK_TASK, SEARCH_QUEUE, SEARCH_TASK
 
 from .deps import Services
 from .problems import Problem
+
+log = logging.getLogger("wharf.api")
 
 
 def _send(services: Services, session: Session, job: Job, name: str, queue: str, args: list):
@@ -31,6 +35,13 @@ def _send(services: Services, session: Session, job: Job, name: str, queue: str,
             "retry in a little while",
             headers={"Retry-After": "5"},
         ) from None
+    lid = repo.format_id(job.learnware_id) if job.learnware_id else None
+    log.info(
+        "queued %s job %s",
+        job.kind,
+        job.id,
+        extra={"job_id": job.id, "kind": str(job.kind), "learnware_id": lid},
+    )
 
 
 def enqueue_check(services: Services, session: Session, job: Job, learnware_id: int) -> None:

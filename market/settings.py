@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     s3_presign_seconds: int = 900
     s3_create_bucket: bool = False
 
+    # Logs: readable text, or one JSON object per line for a log collector.
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
     # API behaviour.
     migrate_on_start: bool = Field(
         default=True,

@@ -272,3 +272,21 @@ def test_edits_of_checked_fields_trigger_a_new_check(api):
     assert r.status_code == 200 and r.json()["status"] == "pending" and r.json()["job_id"]
     lw = api.get(f"/v1/learnwares/{lid}", headers=auth(api, "alice")).json()
     assert lw["spec"] is None and lw["semantic_spec"]["Input"]["Dimension"] == 4
+
+
+def test_json_logs_carry_the_ids():
+    import io
+    import logging
+
+    from market import logs
+
+    logger = logging.getLogger("wharf.test-json-logs")
+    stream = io.StringIO()
+    logger.addHandler(logging.StreamHandler(stream))
+    logger.propagate = False
+    logs.configure(Settings(log_format="json"), logger)
+    logger.info("queued check job %s", "abc", extra={"job_id": "abc", "learnware_id": "00000001"})
+    record = json.loads(stream.getvalue())
+    assert record["message"] == "queued check job abc" and record["level"] == "INFO"
+    assert record["job_id"] == "abc" and record["learnware_id"] == "00000001"
+    assert record["logger"] == "wharf.test-json-logs" and "time" in record

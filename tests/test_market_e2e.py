@@ -31,6 +31,7 @@ def market(request, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp(f"market-{request.param}")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WHARF_MODEL_TIME_LIMIT_S", "20")
+        mp.setenv("WHARF_LOG_FORMAT", "json")
         if request.param == "services":
             import psycopg
             import redis
@@ -341,3 +342,14 @@ def test_metrics_over_the_real_broker(accepted, market):
     checks = re.search(r'wharf_job_duration_seconds_count\{kind="check"\} (\d+)', text)
     assert checks and int(checks.group(1)) >= len(accepted)
     assert re.search(r'wharf_learnwares\{status="accepted"\} (\d+)', text)
+
+
+def test_worker_logs_are_json_with_the_ids(accepted, market):
+    records = []
+    for path in (market.data_dir / "logs").glob("worker*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                records.append(json.loads(line))
+    checked = [r for r in records if r.get("learnware_id") in set(accepted.values())]
+    assert checked, records[-5:]
+    assert all(r["job_id"] and r["status"] == "accepted" for r in checked)

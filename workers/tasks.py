@@ -12,8 +12,10 @@ from pathlib import Path
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import after_setup_logger, after_setup_task_logger
 from sqlalchemy.exc import OperationalError
 
+from market import logs
 from market.catalog import Catalog, LearnwareStatus, repo
 from market.checker import check_submission
 from market.settings import get_settings
@@ -30,6 +32,12 @@ log = logging.getLogger("wharf.worker")
 settings = get_settings()
 
 TRANSIENT = (StoreUnavailable, OperationalError)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger, **_) -> None:
+    logs.configure(settings, logger)
 
 
 @cache
@@ -122,7 +130,12 @@ def check(job_id: str, learnware_id: int) -> str:
             sha256=sha256,  # a package replaced meanwhile is not overwritten by this result
         )
         repo.finish_job(s, job_id, {"status": status, "learnware_id": repo.format_id(learnware_id)})
-    log.info("learnware %s %s", repo.format_id(learnware_id), status)
+    log.info(
+        "learnware %s %s",
+        repo.format_id(learnware_id),
+        status,
+        extra={"job_id": job_id, "learnware_id": repo.format_id(learnware_id), "status": status},
+    )
     return status
 
 
@@ -154,4 +167,16 @@ def search(job_id: str) -> str:
         repo.finish_job(s, job_id, result)
     if request.get("spec_key"):
         store().delete(request["spec_key"])
+    stats = result.get("stats", {})
+    log.info(
+        "search %s: %d results from %d candidates",
+        job_id,
+        len(result.get("singles", [])),
+        stats.get("candidates", 0),
+        extra={
+            "job_id": job_id,
+            "results": len(result.get("singles", [])),
+            "ms": stats.get("timings_ms", {}).get("total"),
+        },
+    )
     return "done"
