@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from specification import RKME, dumps_spec
-from specification.package import write_package
+from specification.package import make_manifest, write_package
 from specification.semantic import generate_semantic_spec
 
 MODEL_CODE = '''\
@@ -50,18 +50,6 @@ class LinearModel(BaseModel):
         p = np.exp(scores)
         return p / p.sum(axis=1, keepdims=True)
 '''
-
-MANIFEST = """\
-model:
-  class_name: LinearModel
-  kwargs:
-    kind: {kind}
-stat_specifications:
-  - module_path: learnware.specification
-    class_name: RKMETableSpecification
-    file_name: stat_spec.json
-    kwargs: {{}}
-"""
 
 
 @dataclass
@@ -134,7 +122,7 @@ def build_examples(out_dir: str | Path, *, seed: int = 0) -> list[Example]:
         write_package(
             package,
             {
-                "learnware.yaml": MANIFEST.format(kind=kind).encode(),
+                "learnware.yaml": make_manifest("LinearModel", {"kind": kind}),
                 "__init__.py": MODEL_CODE.encode(),
                 "weights.npz": weights.getvalue(),
                 "stat_spec.json": dumps_spec(spec).encode(),

@@ -274,6 +274,33 @@ def read_package(
     )
 
 
+def make_manifest(
+    class_name: str,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    module_path: str = "__init__.py",
+    spec_file: str = DEFAULT_STAT_SPEC_FILE,
+    spec_class: str = "RKMETableSpecification",
+) -> bytes:
+    """``learnware.yaml`` for a package with one model and one statistical spec."""
+    doc = {
+        "model": {
+            "class_name": class_name,
+            "module_path": module_path,
+            "kwargs": dict(kwargs or {}),
+        },
+        "stat_specifications": [
+            {
+                "module_path": DEFAULT_STAT_SPEC_MODULE,
+                "class_name": spec_class,
+                "file_name": spec_file,
+                "kwargs": {},
+            }
+        ],
+    }
+    return yaml.safe_dump(doc, sort_keys=False).encode()
+
+
 def write_package(
     target: str | os.PathLike[str] | BinaryIO,
     files: Mapping[str, bytes],

@@ -768,3 +768,27 @@ def test_round_trip_through_extraction(extra, top_folder):
         root = pkg.extract_to(Path(tmp) / "x")
         for name, content in files.items():
             assert (root / name).read_bytes() == content
+
+
+def test_make_manifest_reads_back(tmp_path):
+    from specification.package import make_manifest, read_package, write_package
+
+    path = tmp_path / "m.zip"
+    write_package(
+        path,
+        {
+            "learnware.yaml": make_manifest("Net", {"width": 3}, spec_file="rkme.json"),
+            "__init__.py": b"class Net: ...\n",
+            "rkme.json": b"{}",
+            "requirements.txt": b"numpy\n",
+        },
+    )
+    pkg = read_package(path)
+    assert (pkg.model.class_name, pkg.model.kwargs, pkg.model.file) == (
+        "Net",
+        {"width": 3},
+        "__init__.py",
+    )
+    assert [(e.class_name, e.file_name) for e in pkg.stat_specs] == [
+        ("RKMETableSpecification", "rkme.json")
+    ]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from specification import RKME, dumps_spec
-from specification.package import write_package
+from specification.package import make_manifest, write_package
 from specification.semantic import generate_semantic_spec
 
 from .tasks import (
@@ -78,19 +78,6 @@ class DenseModel(BaseModel):
         out[:, self.classes] = p
         return out
 '''
-
-MANIFEST = """\
-model:
-  class_name: DenseModel
-  kwargs:
-    task: {task}
-    n_outputs: {n_outputs}
-stat_specifications:
-  - module_path: learnware.specification
-    class_name: RKMETableSpecification
-    file_name: stat_spec.json
-    kwargs: {{}}
-"""
 
 
 @dataclass
@@ -225,7 +212,9 @@ def build_learnware(lw: LearnwareDef, out_dir: Path) -> BuiltLearnware:
     write_package(
         package,
         {
-            "learnware.yaml": MANIFEST.format(task=lw.task, n_outputs=n_outputs).encode(),
+            "learnware.yaml": make_manifest(
+                "DenseModel", {"task": lw.task, "n_outputs": n_outputs}
+            ),
             "__init__.py": MODEL_CODE.encode(),
             "weights.npz": buffer.getvalue(),
             "stat_spec.json": dumps_spec(spec).encode(),
