@@ -18,6 +18,10 @@ def add_parsers(admin_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user", default="admin")
     p.add_argument("--name", default="bootstrap", help="a label for the token")
     p.set_defaults(func=cmd_bootstrap)
+    p = admin_sub.add_parser(
+        "requeue", help="queue again the checks that were interrupted or lost by the broker"
+    )
+    p.set_defaults(func=cmd_requeue)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -44,4 +48,16 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             return 1
         token, _ = repo.create_token(s, user.id, args.name)
     print(token)
+    return 0
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    from market.catalog import Catalog
+    from market.settings import get_settings
+    from workers.app import make_celery
+    from workers.recovery import requeue_interrupted_checks
+
+    settings = get_settings()
+    ids = requeue_interrupted_checks(Catalog(settings.catalog_url), make_celery(settings))
+    print(f"queued again: {', '.join(ids)}" if ids else "nothing to queue again")
     return 0

@@ -154,3 +154,26 @@ def test_admin_migrate_and_bootstrap(tmp_path, monkeypatch, capsys):
         assert "not an admin" in capsys.readouterr().err
     finally:
         get_settings.cache_clear()
+
+
+def test_admin_requeue(tmp_path, monkeypatch, capsys):
+    from market.catalog import Catalog, JobKind, Role, repo
+    from market.settings import get_settings
+
+    monkeypatch.setenv("WHARF_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        catalog = Catalog.create(get_settings().catalog_url)
+        with catalog.session() as s:
+            owner = repo.create_user(s, "o", Role.user)
+            lw = repo.create_learnware(s, owner.id, {}, "a" * 64, "packages/x.zip", 10)
+            job = repo.create_job(s, JobKind.check, owner_id=owner.id, learnware_id=lw.id)
+            repo.fail_job(s, job.id, "the broker was down")
+        assert main(["admin", "requeue"]) == 0
+        assert capsys.readouterr().out.strip() == f"queued again: {repo.format_id(lw.id)}"
+        queued = list((tmp_path / "broker" / "queue").glob("*.check.msg"))
+        assert len(queued) == 1
+        assert main(["admin", "requeue"]) == 0  # the new job is queued: nothing more to do
+        assert capsys.readouterr().out.strip() == "nothing to queue again"
+    finally:
+        get_settings.cache_clear()
