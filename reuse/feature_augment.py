@@ -88,12 +88,7 @@ class FeatureAugment(Reuser):
         self.n_features_in_ = X.shape[1]
         Z = self._augment(X)
         self.n_augmented_features_ = Z.shape[1]
-        if self.estimator is not None:
-            estimator = clone(self.estimator)
-        elif task == "regression":
-            estimator = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
-        else:
-            estimator = _default_classifier(y)
+        estimator = clone(self.estimator) if self.estimator is not None else default_model(task, y)
         self.estimator_ = estimator.fit(Z, y)
         if task == "classification" and hasattr(self.estimator_, "classes_"):
             self.classes_ = self.estimator_.classes_
@@ -129,7 +124,12 @@ class FeatureAugment(Reuser):
         return np.hstack([X, *collect_outputs(self.learnwares_, X)])
 
 
-def _default_classifier(y: np.ndarray) -> Any:
+def default_model(task: str, y: np.ndarray) -> Any:
+    """The default final model: standardisation, then ridge (α by efficient leave-one-out)
+    or logistic regression (C by stratified CV on log-loss when every class has ≥ 2 labels).
+    Also what "training from scratch" means when reuse is compared with it."""
+    if task == "regression":
+        return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
     _, counts = np.unique(y, return_counts=True)
     folds = int(min(5, counts.min()))
     if len(counts) < 2 or folds < 2:

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from reuse.feature_augment import default_model
+
 from .packages import RKME_POINTS, BuiltLearnware, build_all
 from .tasks import (
     CLASSIFICATION,
@@ -42,8 +44,6 @@ TASK_TAG = {CLASSIFICATION: "Classification", REGRESSION: "Regression"}
 SEARCH_TOP = 5
 DATA_FREE_TOP = 3
 #: Regularisation grids of the from-scratch baselines (the same as FeatureAugment's defaults).
-RIDGE_ALPHAS = np.logspace(-3, 3, 13)
-LOGISTIC_CS = np.logspace(-3, 3, 7)
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -60,30 +60,13 @@ def score(task: str, prediction: np.ndarray, y: np.ndarray) -> float:
 
 
 def scratch_model(task: str, y: np.ndarray) -> Any:
-    """The user's own model on the same labels: ridge (α by efficient LOO) or logistic
-    regression (C by stratified CV on log-loss when every class has ≥ 2 labels), after
-    standardisation — FeatureAugment's final model without the learnwares' outputs."""
+    """The user's own model on the same labels: FeatureAugment's final model without the
+    learnwares' outputs (a constant guess when the labels hold one class)."""
     from sklearn.dummy import DummyClassifier
-    from sklearn.linear_model import LogisticRegression, RidgeCV
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    if task == REGRESSION:
-        return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
-    _, counts = np.unique(y, return_counts=True)
-    if len(counts) < 2:
+    if task != REGRESSION and len(np.unique(y)) < 2:
         return DummyClassifier(strategy="most_frequent")
-    folds = int(min(5, counts.min()))
-    if folds < 2:
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    search = GridSearchCV(
-        LogisticRegression(max_iter=2000),
-        {"C": LOGISTIC_CS},
-        cv=StratifiedKFold(n_splits=folds),
-        scoring="neg_log_loss",
-    )
-    return make_pipeline(StandardScaler(), search)
+    return default_model(task, y)
 
 
 # -- running each learnware once ---------------------------------------------------------------
