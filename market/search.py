@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -276,16 +276,22 @@ def semantic_matches(
     texts = [
         ((c.semantic.name or "").lower(), (c.semantic.description or "").lower()) for c in tagged
     ]
-    exact = [c for c, (n, d) in zip(tagged, texts, strict=True) if name in n or name in d]
+    return [tagged[i] for i in fuzzy_name_matches(name, texts)[:FUZZY_MAX_RESULTS]]
+
+
+def fuzzy_name_matches(name: str, texts: Sequence[tuple[str, str]]) -> list[int]:
+    """Positions in ``texts`` (lower-cased name and description pairs) that a lower-cased
+    requirement ``name`` selects: those containing it, else the fuzzy matches, best first."""
+    exact = [i for i, (n, d) in enumerate(texts) if name in n or name in d]
     if exact:
         return exact
     scored = []
-    for c, (n, d) in zip(tagged, texts, strict=True):
+    for i, (n, d) in enumerate(texts):
         score = max(fuzz.partial_ratio(name, n), fuzz.partial_ratio(name, d))
         if score >= FUZZY_MIN_SCORE:
-            scored.append((score, c))
-    scored.sort(key=lambda sc: sc[0], reverse=True)  # stable: ties keep the candidate order
-    return [c for _, c in scored[:FUZZY_MAX_RESULTS]]
+            scored.append((score, i))
+    scored.sort(key=lambda sc: sc[0], reverse=True)  # stable: ties keep the given order
+    return [i for _, i in scored]
 
 
 # -- scores --------------------------------------------------------------------------------
@@ -499,7 +505,7 @@ def search(
     if spec is None:
         return done([SingleMatch(c.id) for c in matches], None)
 
-    user_self = _user_self_term(spec)
+    user_self = user_self_term(spec)
     key = partition_key(spec)
     survivors = []
     for c in matches:
@@ -538,15 +544,51 @@ def search(
         return done([], None)
 
     ranked = [survivors[i] for i in order]
-    dists = [float(dist[i]) for i in order]
-    similarity = _similarity(dist[order], user_self, self_terms[order])
+    specs = {c.id: c.spec for c in ranked[: max_search_num**2]}
+    singles, mixture = score_ranking(
+        spec,
+        [c.id for c in ranked],
+        dist[order],
+        self_terms[order],
+        lambda ids: [specs[i] for i in ids],
+        max_search_num=max_search_num,
+        stats=stats,
+        user_self=user_self,
+    )
+    timings["mixture"] = 1e3 * (time.perf_counter() - t2)
+    return done(singles, mixture)
 
+
+def score_ranking(
+    spec: RKME,
+    ids: Sequence[str],
+    dists: np.ndarray,
+    self_terms: np.ndarray,
+    pool_specs: Callable[[list[str]], list[Any]],
+    *,
+    max_search_num: int,
+    stats: dict[str, Any],
+    user_self: float | None = None,
+) -> tuple[list[SingleMatch], MixtureMatch | None]:
+    """Steps 4–5 of the module docstring on learnwares already ranked by exact MMD².
+
+    ``ids``, ``dists`` and ``self_terms`` are in ascending order of ``dists``;
+    ``pool_specs(ids)`` returns the specs (``z_``, ``beta_``) of the first
+    ``max_search_num²`` of them, for the mixture. ``stats`` gets ``mixture_pool`` and
+    ``qp_solves``.
+    """
+    if user_self is None:
+        user_self = user_self_term(spec)
+    gamma = float(spec.gamma)
+    dists = [float(d) for d in dists]
+    similarity = _similarity(np.asarray(dists), user_self, np.asarray(self_terms))
     mix: GreedyMixture | None = None
     mix_similarity = 0.0
-    if dists[0] > 0:
-        pool = ranked[: max_search_num**2]
+    pool: list[str] = []
+    if dists and dists[0] > 0:
+        pool = list(ids[: max_search_num**2])
         stats["mixture_pool"] = len(pool)
-        gram = inner_product_matrix([spec, *(c.spec for c in pool)], key.gamma)
+        gram = inner_product_matrix([spec, *pool_specs(pool)], gamma)
         mix = greedy_mixture(gram[1:, 1:], gram[0, 1:], user_self, max_search_num)
         stats["qp_solves"] = mix.qp_solves
         if len(mix.members) < 2:
@@ -554,26 +596,26 @@ def search(
         else:
             k = gram[1:, 1:][np.ix_(mix.members, mix.members)]
             mix_similarity = float(_similarity(mix.mmd2, user_self, mix.weights @ k @ mix.weights))
-    timings["mixture"] = 1e3 * (time.perf_counter() - t2)
-
+    if not dists:
+        return [], None
     scores, mix_score = reference_scores(dists, None if mix is None else mix.mmd2)
     singles = [
-        SingleMatch(c.id, d, float(s), float(sim))
-        for c, d, s, sim in zip(ranked, dists, scores, similarity, strict=False)
+        SingleMatch(i, d, float(s), float(sim))
+        for i, d, s, sim in zip(ids, dists, scores, similarity, strict=False)
     ]
     mixture = None
     if mix is not None and mix_score is not None:
         mixture = MixtureMatch(
-            ids=tuple(pool[j].id for j in mix.members),
+            ids=tuple(pool[j] for j in mix.members),
             weights=tuple(float(w) for w in mix.weights),
             mmd2=float(mix.mmd2),
             reference_score=float(mix_score),
             similarity=mix_similarity,
         )
-    return done(singles, mixture)
+    return singles, mixture
 
 
-def _user_self_term(spec: RKME) -> float:
+def user_self_term(spec: RKME) -> float:
     if not hasattr(spec, "z_") or not hasattr(spec, "beta_"):
         raise SpecificationError("the user spec is not fitted (no z_/beta_)")
     value = float(inner_product_matrix([spec], float(spec.gamma))[0, 0])

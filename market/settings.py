@@ -79,6 +79,19 @@ class Settings(BaseSettings):
 
     # Search.
     search_time_limit_s: int = 120
+    # The search workers' index (market/index): partitions holding at most this many RKME
+    # points are scanned exactly; larger ones go through FAISS, which proposes at least
+    # this many candidates for exact re-ranking. A flat FAISS index up to index_flat_max
+    # learnwares, IVF beyond (SQ8 codes past the memory budget), nprobe tuned for the recall.
+    index_exact_max_rows: int = Field(default=100_000, ge=0)
+    index_min_candidates: int = Field(default=200, ge=1)
+    index_embedding_size: int = Field(default=256, ge=2)
+    index_flat_max: int = Field(default=50_000, ge=1)
+    index_memory_budget_bytes: int = Field(default=3 * 1024 * MiB, ge=1)
+    index_target_recall: float = Field(default=0.99, gt=0, le=1)
+    # A search worker writes a snapshot of its index to the store after this many changes
+    # (0: never); new workers start from the newest snapshot and the change log after it.
+    index_snapshot_every: int = Field(default=5_000, ge=0)
 
     @model_validator(mode="after")
     def _services_given(self) -> Settings:

@@ -173,6 +173,10 @@ class ObjectStore(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Keys that start with ``prefix``, sorted."""
+
+    @abstractmethod
     def size(self, key: str) -> int:
         """The object's size in bytes; raises :class:`ObjectNotFound`."""
 
@@ -257,6 +261,17 @@ class LocalStore(ObjectStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        top = self.root / prefix.rpartition("/")[0]  # walk only below the prefix's folder
+        if not top.is_dir():
+            return []
+        keys = (
+            p.relative_to(self.root).as_posix()
+            for p in top.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+        return sorted(k for k in keys if k.startswith(prefix))
 
     def size(self, key: str) -> int:
         path = self._path(key)
@@ -474,6 +489,16 @@ class S3Store(ObjectStore):
 
     def size(self, key: str) -> int:
         return int(self._head(key)["ContentLength"])
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        with self._errors():
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                keys.extend(obj["Key"] for obj in page.get("Contents", ()))
+        return sorted(keys)
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         validate_key(key)

@@ -73,8 +73,16 @@ def map_blocks(
 ) -> list[T]:
     """``[fn(start, stop) for each block of rows]``, in parallel on the CPU (see module doc)."""
     rows = max(1, rows_per_block)
-    ranges = [(s, min(s + rows, n_rows)) for s in range(0, n_rows, rows)]
-    if device.type != "cpu" or len(ranges) <= 2:  # small work: threads cost more than they save
+    return map_ranges(fn, [(s, min(s + rows, n_rows)) for s in range(0, n_rows, rows)], device)
+
+
+def map_ranges(
+    fn: Callable[[int, int], T],
+    ranges: list[tuple[int, int]],
+    device: torch.device | str = "cpu",
+) -> list[T]:
+    """``[fn(start, stop) for (start, stop) in ranges]``, in parallel on the CPU."""
+    if torch.device(device).type != "cpu" or len(ranges) <= 2:  # threads would cost more
         return [fn(s, e) for s, e in ranges]
     with single_threaded_blas():
         return list(_cpu_pool().map(lambda r: fn(*r), ranges))

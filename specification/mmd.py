@@ -77,6 +77,39 @@ def mmd2(a: KernelMeanEmbedding, b: KernelMeanEmbedding) -> float:
     return inner_product(a, a) - 2.0 * inner_product(a, b) + inner_product(b, b)
 
 
+def self_inner_products(
+    z: torch.Tensor,
+    beta: torch.Tensor,
+    sizes: Sequence[int],
+    gamma: float,
+    block_entries: int = 1 << 19,
+) -> torch.Tensor:
+    """⟨Φ_i, Φ_i⟩ of specs stacked in ``z`` (rows) and ``beta``, ``sizes[i]`` rows each.
+
+    Kernel values come from direct differences, not the GEMM form: a self-term is computed
+    once per spec, so it is computed exactly. Specs of equal K go through one batched product.
+    """
+    out = torch.empty(len(sizes), dtype=torch.float64, device=z.device)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    by_size: dict[int, list[int]] = {}
+    for i, k in enumerate(sizes):
+        by_size.setdefault(int(k), []).append(i)
+    dim = z.shape[1]
+    for k, idx in by_size.items():
+        step = max(1, block_entries // max(1, k * k))
+        for s in range(0, len(idx), step):
+            part = idx[s : s + step]
+            rows = torch.from_numpy(
+                np.concatenate([np.arange(offsets[i], offsets[i] + k) for i in part])
+            ).to(z.device)
+            zb = z[rows].reshape(len(part), k, dim)
+            bb = beta[rows].reshape(len(part), k)
+            dist = torch.cdist(zb, zb, compute_mode="donot_use_mm_for_euclid_dist")
+            kern = dist.square_().mul_(-gamma).exp_()
+            out[torch.as_tensor(part, device=z.device)] = torch.einsum("ni,nij,nj->n", bb, kern, bb)
+    return out
+
+
 class SpecBank:
     """Many specs of one partition (same γ and feature size) for batched exact MMD².
 
@@ -148,38 +181,17 @@ class SpecBank:
         self._points = torch.cat([self._points, augment_points(z)])
         self._beta = torch.cat([self._beta, beta])
         self._owner = torch.cat([self._owner, owner])
-        self._self = torch.cat([self._self, self._self_terms(z, beta, [len(b) for b in bs])])
+        self._self = torch.cat(
+            [
+                self._self,
+                self_inner_products(z, beta, [len(b) for b in bs], self.gamma, self.block_entries),
+            ]
+        )
         self._start = torch.cat(
             [self._start, self._points.shape[0] - len(z) + torch.cumsum(counts, 0) - counts]
         )
         self._count = torch.cat([self._count, counts])
         return range(start, len(self))
-
-    def _self_terms(
-        self, z: torch.Tensor, beta: torch.Tensor, sizes: Sequence[int]
-    ) -> torch.Tensor:
-        out = torch.empty(len(sizes), dtype=torch.float64, device=self.device)
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        # Specs of equal K are done together as one batched product.
-        by_size: dict[int, list[int]] = {}
-        for i, k in enumerate(sizes):
-            by_size.setdefault(k, []).append(i)
-        for k, idx in by_size.items():
-            step = max(1, self.block_entries // (k * k))
-            for s in range(0, len(idx), step):
-                part = idx[s : s + step]
-                rows = torch.from_numpy(
-                    np.concatenate([np.arange(offsets[i], offsets[i] + k) for i in part])
-                ).to(self.device)
-                zb = z[rows].reshape(len(part), k, self.dim)
-                bb = beta[rows].reshape(len(part), k)
-                # Direct differences, not the GEMM form: self-terms are computed once, exactly.
-                dist = torch.cdist(zb, zb, compute_mode="donot_use_mm_for_euclid_dist")
-                kern = dist.square_().mul_(-self.gamma).exp_()
-                out[torch.as_tensor(part, device=self.device)] = torch.einsum(
-                    "ni,nij,nj->n", bb, kern, bb
-                )
-        return out
 
     def mmd2(self, query: KernelMeanEmbedding, subset: Sequence[int] | None = None) -> np.ndarray:
         """Squared MMD from ``query`` to every spec in the bank (insertion order), or to the

@@ -1,72 +1,82 @@
-"""The search worker's side: a per-process cache of accepted learnwares, kept in step with the
-catalog, and the search itself (:func:`market.search.search`).
-
-The catalog is the truth. Each search first asks it for the (id, updated_at) of every accepted
-learnware — one narrow query — then parses only what changed since the last search, so a
-worker's cache and its per-partition spec banks follow adds, edits and deletes exactly.
+"""The search worker's side: the semantic stage in the catalog, the statistical stage on the
+worker's index (:mod:`market.index`), kept in step with the catalog before every search.
 """
 
 from __future__ import annotations
 
 import io
 import threading
-from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from market.catalog import Catalog, repo
-from market.search import Candidate, PartitionKey, SpecPartition, partition_key, search
+from market.index.coarse import CoarseConfig
+from market.index.partition import IndexConfig
+from market.index.search import search_index
+from market.index.sync import IndexSync
+from market.search import FUZZY_MAX_RESULTS, SearchResult, SingleMatch, fuzzy_name_matches
+from market.settings import Settings
 from market.store import ObjectStore
 from specification.files import loads_spec
-from specification.semantic import SemanticSpec
+from specification.semantic import FIELD_TYPES, SemanticSpec
 
 
-class CandidateCache:
-    def __init__(self) -> None:
-        self._versions: dict[str, datetime] = {}
-        self._candidates: dict[str, Candidate] = {}
-        self._partitions: dict[PartitionKey, SpecPartition] = {}
-        self._lock = threading.Lock()
-
-    def refresh(self, catalog: Catalog) -> list[Candidate]:
-        with self._lock, catalog.session() as s:
-            current = {repo.format_id(i): t for i, t in repo.accepted_versions(s)}
-            gone = [i for i in self._versions if current.get(i) != self._versions[i]]
-            fresh = [i for i, t in current.items() if self._versions.get(i) != t]
-            rows = repo.get_learnwares(s, [repo.parse_id(i) for i in fresh]) if fresh else []
-            self._drop(gone)
-            added = []
-            for lw in rows:
-                lid = repo.format_id(lw.id)
-                spec = loads_spec(lw.stat_spec) if lw.stat_spec else None
-                cand = Candidate(lid, SemanticSpec.from_dict(lw.semantic_spec), spec)
-                self._candidates[lid] = cand
-                self._versions[lid] = current[lid]
-                added.append(cand)
-            for cand in added:
-                if cand.spec is not None:
-                    key = partition_key(cand.spec)
-                    if key not in self._partitions:
-                        self._partitions[key] = SpecPartition.for_spec(cand.spec)
-                    self._partitions[key].add([cand])
-            return [self._candidates[i] for i in current if i in self._candidates]
-
-    def _drop(self, ids: list[str]) -> None:
-        for lid in ids:
-            cand = self._candidates.pop(lid, None)
-            self._versions.pop(lid, None)
-            if cand is not None and cand.spec is not None:
-                part = self._partitions.get(partition_key(cand.spec))
-                if part is not None and lid in part:
-                    part.remove([lid])
-
-    def partition_for(self, spec) -> SpecPartition | None:
-        return self._partitions.get(partition_key(spec))
+def index_config(settings: Settings) -> IndexConfig:
+    return IndexConfig(
+        embedding_size=settings.index_embedding_size,
+        exact_max_rows=settings.index_exact_max_rows,
+        min_candidates=settings.index_min_candidates,
+        coarse=CoarseConfig(
+            flat_max=settings.index_flat_max,
+            memory_budget_bytes=settings.index_memory_budget_bytes,
+            target_recall=settings.index_target_recall,
+        ),
+    )
 
 
-_cache = CandidateCache()
+_sync: IndexSync | None = None
+_sync_lock = threading.Lock()
 
 
-def run_search(catalog: Catalog, store: ObjectStore, request: dict[str, Any]) -> dict[str, Any]:
+def index_sync(catalog: Catalog, store: ObjectStore, settings: Settings) -> IndexSync:
+    """This process's index (one per worker process, loaded on its first search)."""
+    global _sync
+    with _sync_lock:
+        if _sync is None:
+            _sync = IndexSync(
+                catalog,
+                store,
+                index_config(settings),
+                snapshot_every=settings.index_snapshot_every,
+            )
+        return _sync
+
+
+def semantic_stage(
+    catalog: Catalog, requirement: SemanticSpec | None
+) -> tuple[np.ndarray | None, dict[int, str]]:
+    """The ids a requirement allows (``None``: every accepted learnware), in the order of
+    :func:`market.search.semantic_matches`, and the names of those it looked up."""
+    tagged = requirement is not None and any(
+        requirement.values(k) for k, kind in FIELD_TYPES.items() if kind != "String"
+    )
+    if requirement is None or not (tagged or requirement.name):
+        return None, {}
+    name = (requirement.name or "").lower()
+    with catalog.session() as s:
+        rows = repo.semantic_candidates(s, requirement, with_text=bool(name))
+    if name:
+        keep = fuzzy_name_matches(
+            name, [((n or "").lower(), (d or "").lower()) for _, n, d in rows]
+        )
+        rows = [rows[i] for i in keep[:FUZZY_MAX_RESULTS]]
+    return np.asarray([r[0] for r in rows], dtype=np.int64), {r[0]: r[1] or "" for r in rows}
+
+
+def run_search(
+    catalog: Catalog, store: ObjectStore, settings: Settings, request: dict[str, Any]
+) -> dict[str, Any]:
     semantic = (
         SemanticSpec.from_dict(request["semantic"], requirement=True)
         if request.get("semantic")
@@ -79,18 +89,46 @@ def run_search(catalog: Catalog, store: ObjectStore, request: dict[str, Any]) ->
             while chunk := stream.read(1 << 20):
                 buf.write(chunk)
         spec = loads_spec(buf.getvalue())
-    candidates = _cache.refresh(catalog)
-    result = search(
-        candidates,
-        semantic=semantic,
-        spec=spec,
-        max_search_num=int(request.get("max_search_num") or 5),
-        top=request.get("top"),
-        partition=_cache.partition_for(spec) if spec is not None else None,
-    ).to_dict()
-    names = {c.id: c.semantic.name for c in candidates}
-    for single in result.get("singles", []):
-        single["name"] = names.get(single["id"], "")
+    top = request.get("top")
+    allowed, _ = semantic_stage(catalog, semantic)
+    if spec is None:
+        if allowed is None:
+            with catalog.session() as s:
+                allowed = np.asarray(repo.accepted_spec_ids(s), dtype=np.int64)
+        ids = [repo.format_id(int(i)) for i in allowed[:top]]
+        result = SearchResult(
+            [SingleMatch(i) for i in ids], None, True, {"semantic_matches": len(allowed)}
+        )
+    else:
+        sync = index_sync(catalog, store, settings)
+        sync.catch_up()
+        result = search_index(
+            sync.index,
+            spec,
+            allowed=allowed,
+            max_search_num=int(request.get("max_search_num") or 5),
+            top=top,
+            format_id=repo.format_id,
+        )
+        if allowed is not None:
+            result.stats["semantic_matches"] = len(allowed)
+    return _named(catalog, result.to_dict())
+
+
+def _named(catalog: Catalog, result: dict[str, Any]) -> dict[str, Any]:
+    """Drop learnwares no longer accepted (removed while the search ran) and add names."""
+    ids = {s["id"] for s in result["singles"]}
     if result.get("mixture"):
-        result["mixture"]["names"] = [names.get(i, "") for i in result["mixture"]["ids"]]
+        ids.update(result["mixture"]["ids"])
+    with catalog.session() as s:
+        rows = repo.get_learnwares(s, [repo.parse_id(i) for i in ids])
+        names = {repo.format_id(lw.id): lw.name or "" for lw in rows if lw.status == "accepted"}
+    result["singles"] = [
+        dict(x, name=names[x["id"]]) for x in result["singles"] if x["id"] in names
+    ]
+    mixture = result.get("mixture")
+    if mixture and all(i in names for i in mixture["ids"]):
+        mixture["names"] = [names[i] for i in mixture["ids"]]
+    else:
+        result["mixture"] = None
     return result

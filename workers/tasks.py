@@ -162,7 +162,7 @@ def search(job_id: str) -> str:
         if job is None:
             return "already finished"
         request = dict(job.request or {})
-    result = run_search(catalog(), store(), request)
+    result = run_search(catalog(), store(), settings, request)
     with catalog().session() as s:
         repo.finish_job(s, job_id, result)
     if request.get("spec_key"):

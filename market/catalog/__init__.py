@@ -21,6 +21,7 @@ from .migrations import upgrade
 from .models import (
     ApiToken,
     Base,
+    IndexChange,
     Job,
     JobKind,
     JobState,
@@ -39,6 +40,7 @@ __all__ = [
     "CatalogError",
     "CatalogUnavailable",
     "DuplicateContent",
+    "IndexChange",
     "Job",
     "JobKind",
     "JobState",

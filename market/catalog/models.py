@@ -252,3 +252,23 @@ class Job(Base):
 
     def __repr__(self) -> str:
         return f"Job(id={self.id}, kind={self.kind}, state={self.state})"
+
+
+class IndexChange(Base):
+    """One entry of the append-only log of changes to the set of accepted learnwares.
+
+    Written in the transaction that accepts a learnware, imports one, withdraws one (a new
+    package) or deletes one. Search workers keep their indexes in step by reading the entries
+    after the last ``seq`` they applied and re-reading those learnwares: an entry says *that*
+    a learnware changed, and the catalog says what it is now. ``seq`` is assigned when the
+    row is inserted, so a slow transaction can commit an entry below one already read;
+    readers therefore keep the gaps they saw open for a while (``market.index.sync``).
+    """
+
+    __tablename__ = "index_changes"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    learnware_id: Mapped[int] = mapped_column(Integer)
+    op: Mapped[str] = mapped_column(String(8))  # "add" or "remove": for people reading the log
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

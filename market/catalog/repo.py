@@ -28,6 +28,7 @@ from specification.semantic import SemanticSpec
 from .errors import DuplicateContent, LearnwareNotFound, NameTaken
 from .models import (
     ApiToken,
+    IndexChange,
     Job,
     JobKind,
     JobState,
@@ -467,6 +468,8 @@ def finish_check(
     if sha256 is not None:
         stmt = stmt.where(Learnware.content_sha256 == sha256)
     result = s.execute(stmt.values(**values).execution_options(synchronize_session="fetch"))
+    if result.rowcount == 1 and accepted:
+        log_index_changes(s, [learnware_id], "add")
     return result.rowcount == 1
 
 
@@ -493,6 +496,8 @@ def replace_package(
     if other is not None and other.id != learnware_id:
         raise DuplicateContent(other.id)
     previous_key = lw.package_key
+    if lw.status == LearnwareStatus.accepted:
+        log_index_changes(s, [learnware_id], "remove")
     try:
         with s.begin_nested():
             lw.content_sha256 = sha256
@@ -519,6 +524,8 @@ def delete_learnware(s: Session, learnware_id: int) -> Learnware | None:
     lw = s.get(Learnware, learnware_id, with_for_update=True, populate_existing=True)
     if lw is None:
         return None
+    if lw.status == LearnwareStatus.accepted:
+        log_index_changes(s, [learnware_id], "remove")
     s.delete(lw)
     s.flush()
     return lw
@@ -554,6 +561,108 @@ def accepted_specs(
     for learnware_id, semantic, stat_spec, shape in s.execute(stmt):
         if list(shape or ()) == wanted:
             yield learnware_id, semantic, stat_spec
+
+
+def semantic_candidates(
+    s: Session, requirement: SemanticSpec, *, with_text: bool
+) -> list[tuple[int, str | None, str | None]]:
+    """``(id, name, description)`` of the accepted learnwares passing a requirement's tag
+    filter (:func:`specification.semantic.tags_match`, in SQL), by id; name and description
+    are ``None`` unless ``with_text``."""
+    columns = [Learnware.id]
+    if with_text:
+        columns += [Learnware.name, Learnware.description]
+    stmt = select(*columns).where(Learnware.status == LearnwareStatus.accepted)
+    for key, column in (
+        ("Data", Learnware.data_type),
+        ("Task", Learnware.task_type),
+        ("Library", Learnware.library),
+        ("License", Learnware.license),
+    ):
+        wanted = requirement.values(key)
+        if wanted:
+            stmt = stmt.where(column.in_(wanted))
+    if requirement.scenarios:
+        tagged = select(LearnwareScenario.learnware_id).where(
+            LearnwareScenario.scenario.in_(requirement.scenarios)
+        )
+        stmt = stmt.where(Learnware.id.in_(tagged))
+    rows = s.execute(stmt.order_by(Learnware.id)).all()
+    return [(r[0], r[1], r[2]) if with_text else (r[0], None, None) for r in rows]
+
+
+# -- the index change log -------------------------------------------------------------------
+
+
+def log_index_changes(s: Session, learnware_ids: Iterable[int], op: str) -> None:
+    """Append one change-log entry per learnware (in this transaction)."""
+    now = utcnow()
+    rows = [{"learnware_id": int(i), "op": op, "created_at": now} for i in learnware_ids]
+    if rows:
+        s.execute(IndexChange.__table__.insert(), rows)
+
+
+def index_changes_after(s: Session, seq: int, *, limit: int = 100_000) -> list[tuple[int, int]]:
+    """``(seq, learnware_id)`` of the log entries after ``seq``, in order."""
+    stmt = (
+        select(IndexChange.seq, IndexChange.learnware_id)
+        .where(IndexChange.seq > seq)
+        .order_by(IndexChange.seq)
+        .limit(limit)
+    )
+    return [(int(a), int(b)) for a, b in s.execute(stmt)]
+
+
+def index_seq_floor(s: Session, since: datetime) -> int:
+    """The last seq logged before ``since``: entries after it may still be committing."""
+    before = s.scalar(select(func.max(IndexChange.seq)).where(IndexChange.created_at < since))
+    return int(before or 0)
+
+
+def index_entries(s: Session, learnware_ids: Iterable[int]) -> list[tuple[int, str]]:
+    """``(id, stat_spec_json)`` of those of ``learnware_ids`` that are accepted with a spec."""
+    ids = sorted({int(i) for i in learnware_ids})
+    out: list[tuple[int, str]] = []
+    for start in range(0, len(ids), _IN_BATCH):
+        stmt = select(Learnware.id, Learnware.stat_spec).where(
+            Learnware.id.in_(ids[start : start + _IN_BATCH]),
+            Learnware.status == LearnwareStatus.accepted,
+            Learnware.stat_spec.is_not(None),
+        )
+        out.extend((int(a), b) for a, b in s.execute(stmt))
+    return out
+
+
+def spec_partitions(s: Session) -> list[tuple[str, tuple[int, ...], float | None]]:
+    """The distinct (spec type, shape of one point, γ) of the accepted learnwares."""
+    stmt = (
+        select(Learnware.spec_type, Learnware.spec_shape, Learnware.spec_gamma)
+        .where(Learnware.status == LearnwareStatus.accepted, Learnware.spec_type.is_not(None))
+        .distinct()
+    )
+    found = {(t, tuple(shape or ()), g) for t, shape, g in s.execute(stmt)}
+    return sorted(found, key=lambda p: (p[0], p[1], p[2] or 0.0))
+
+
+def accepted_spec_ids(s: Session) -> list[int]:
+    """Ids of every accepted learnware with a spec, ascending."""
+    stmt = select(Learnware.id).where(
+        Learnware.status == LearnwareStatus.accepted, Learnware.stat_spec.is_not(None)
+    )
+    return [int(i) for i in s.scalars(stmt.order_by(Learnware.id))]
+
+
+def accepted_ids(s: Session, learnware_ids: Iterable[int]) -> set[int]:
+    """Those of ``learnware_ids`` that are accepted now."""
+    ids = sorted({int(i) for i in learnware_ids})
+    found: set[int] = set()
+    for start in range(0, len(ids), _IN_BATCH):
+        stmt = select(Learnware.id).where(
+            Learnware.id.in_(ids[start : start + _IN_BATCH]),
+            Learnware.status == LearnwareStatus.accepted,
+        )
+        found.update(int(i) for i in s.scalars(stmt))
+    return found
 
 
 def accepted_count(s: Session) -> int:

@@ -1,0 +1,214 @@
+"""A search worker's index of accepted specs: one :class:`PartitionIndex` per partition.
+
+A partition is what two specs must share to be compared (spec type, feature shape, γ). Each
+holds the exact reduced sets (:class:`~market.index.packed.PackedSpecs`) and, for spec types
+with an index embedding, a FAISS index of the embeddings
+(:class:`~market.index.coarse.CoarseIndex`). :meth:`PartitionIndex.rank` answers a query
+
+- by an exact scan when the specs in scope hold at most ``exact_max_rows`` points, or number
+  no more than the candidates asked for;
+- otherwise by taking the ``candidates`` nearest embeddings from FAISS and ranking those by
+  exact MMD².
+
+Either way the distances returned are exact; only *which* specs are ranked can differ from a
+full scan, and the benchmark ``bench/search_scale.py`` measures how often that changes a top-10.
+A spec type without an embedding (none yet; image specs will bring their own) is always
+scanned exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from market.search import GAMMA_RTOL, PartitionKey, partition_key
+from specification.embedding import IndexEmbedding
+from specification.mmd import KernelMeanEmbedding
+
+from .coarse import CoarseConfig, CoarseIndex
+from .packed import PackedSpecs
+
+#: Spec types whose partitions get a FAISS index of :class:`IndexEmbedding` vectors.
+EMBEDDED_SPEC_TYPES = frozenset({"RKMETableSpecification", "RKMETextSpecification"})
+
+
+@dataclass
+class IndexConfig:
+    """How partitions are indexed and searched (the defaults are measured in the benchmark)."""
+
+    embedding_size: int = 256
+    embedding_seed: int = 0
+    exact_max_rows: int = 100_000
+    min_candidates: int = 200
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Learnwares ranked by exact MMD² to a query, ascending (ties by id)."""
+
+    ids: np.ndarray
+    mmd2: np.ndarray
+    self_terms: np.ndarray
+    method: str  # "exact" or "coarse"
+    in_scope: int  # learnwares the query could match in this partition
+    pool: list  # the specs of the first ``pool`` ids (StoredSpec), read with the ranking
+
+
+class PartitionIndex:
+    """The specs of one partition, exactly and (for large ones) in FAISS."""
+
+    def __init__(self, key: PartitionKey, config: IndexConfig | None = None):
+        self.key = PartitionKey(key.spec_type, tuple(key.feature_shape), float(key.gamma))
+        self.config = config or IndexConfig()
+        dim = math.prod(self.key.feature_shape)
+        self.specs = PackedSpecs(self.key.gamma, dim)
+        self.embedding: IndexEmbedding | None = None
+        self.coarse: CoarseIndex | None = None
+        if self.key.spec_type in EMBEDDED_SPEC_TYPES:
+            self.embedding = IndexEmbedding(
+                dim, self.key.gamma, self.config.embedding_size, self.config.embedding_seed
+            )
+            self.coarse = CoarseIndex(self.embedding.size, self.config.coarse)
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __contains__(self, learnware_id: object) -> bool:
+        return learnware_id in self.specs
+
+    def accepts(self, spec: KernelMeanEmbedding) -> bool:
+        key = partition_key(spec)
+        return (
+            key.spec_type == self.key.spec_type
+            and key.feature_shape == self.key.feature_shape
+            and abs(key.gamma - self.key.gamma) <= GAMMA_RTOL * abs(self.key.gamma)
+        )
+
+    def add(self, ids: Sequence[int], specs: Sequence[KernelMeanEmbedding]) -> None:
+        """Add (or replace) these learnwares' specs."""
+        ids = np.asarray(ids, dtype=np.int64)
+        with self._lock:
+            self.remove(ids)
+            self.specs.add(ids, specs)
+            if self.coarse is not None:
+                self.coarse.add(ids, self.embedding.embed_many(specs))
+
+    def remove(self, ids: Iterable[int]) -> int:
+        ids = np.asarray([i for i in ids if i in self.specs], dtype=np.int64)
+        if not len(ids):
+            return 0
+        with self._lock:
+            if self.coarse is not None:
+                self.coarse.remove(ids)
+            return self.specs.remove(ids)
+
+    def candidates_for(self, top: int) -> int:
+        return max(self.config.min_candidates, 2 * top)
+
+    def rank(
+        self,
+        query: KernelMeanEmbedding,
+        *,
+        allowed: np.ndarray | None = None,
+        candidates: int | None = None,
+        pool: int = 0,
+    ) -> Ranked:
+        """Exact MMD² from ``query`` to the best learnwares in scope (``allowed``, or all).
+
+        Returns every learnware in scope when it is scanned exactly, else the ``candidates``
+        (default :attr:`IndexConfig.min_candidates`) that FAISS proposes. The specs of the
+        best ``pool`` are read under the same lock, so a concurrent removal cannot split them
+        from the ranking.
+        """
+        c = candidates or self.config.min_candidates
+        with self._lock:
+            if allowed is None:
+                scope = self.specs.ids
+            else:
+                scope = np.asarray([i for i in np.asarray(allowed).tolist() if i in self.specs])
+                scope = scope.astype(np.int64)
+            rows = self.specs.rows(None if allowed is None else scope)
+            if self.coarse is None or len(scope) <= c or rows <= self.config.exact_max_rows:
+                ids, method = scope, "exact"
+            else:
+                vector = self.embedding.embed(query)
+                ids = self.coarse.search(vector, c, None if allowed is None else scope)
+                method = "coarse"
+            dist = self.specs.mmd2(query, ids)
+            self_terms = self.specs.self_terms(ids)
+            finite = np.isfinite(dist)
+            ids, dist, self_terms = ids[finite], dist[finite], self_terms[finite]
+            order = np.lexsort((ids, dist))
+            specs = [self.specs.spec(i) for i in ids[order][:pool]]
+        return Ranked(ids[order], dist[order], self_terms[order], method, len(scope), specs)
+
+    def describe(self) -> dict:
+        """Size, index kind and measured recall, for search stats and metrics."""
+        out = {
+            "spec_type": self.key.spec_type,
+            "feature_shape": list(self.key.feature_shape),
+            "gamma": self.key.gamma,
+            "size": len(self),
+            "rows": self.specs.rows(),
+        }
+        if self.coarse is not None:
+            out["coarse"] = self.coarse.info.to_dict()
+            out["embedding"] = self.embedding.key
+        return out
+
+
+class MarketIndex:
+    """Every partition of a worker's index, and the last catalog change it reflects."""
+
+    def __init__(self, config: IndexConfig | None = None):
+        self.config = config or IndexConfig()
+        self.partitions: dict[PartitionKey, PartitionIndex] = {}
+        self.seq = 0  # the last change-log entry applied
+        self.lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.partitions.values())
+
+    def __contains__(self, learnware_id: object) -> bool:
+        return any(learnware_id in p for p in self.partitions.values())
+
+    def partition_for(self, spec: KernelMeanEmbedding) -> PartitionIndex | None:
+        key = partition_key(spec)
+        part = self.partitions.get(key)
+        if part is not None:
+            return part
+        for p in self.partitions.values():
+            if p.accepts(spec):
+                return p
+        return None
+
+    def add(self, ids: Sequence[int], specs: Sequence[KernelMeanEmbedding]) -> None:
+        """Add (or replace) learnwares; a spec that changed partition leaves its old one."""
+        with self.lock:
+            self.remove(ids)
+            groups: dict[PartitionKey, tuple[list[int], list]] = {}
+            for i, spec in zip(ids, specs, strict=True):
+                part = self.partition_for(spec)
+                if part is None:
+                    part = self.partitions[partition_key(spec)] = PartitionIndex(
+                        partition_key(spec), self.config
+                    )
+                group = groups.setdefault(part.key, ([], []))
+                group[0].append(int(i))
+                group[1].append(spec)
+            for key, (group_ids, group_specs) in groups.items():
+                self.partitions[key].add(group_ids, group_specs)
+
+    def remove(self, ids: Iterable[int]) -> int:
+        ids = [int(i) for i in ids]
+        with self.lock:
+            return sum(p.remove(ids) for p in list(self.partitions.values()))
+
+    def describe(self) -> list[dict]:
+        return [p.describe() for p in self.partitions.values()]

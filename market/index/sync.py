@@ -1,0 +1,167 @@
+"""Keeping a worker's :class:`MarketIndex` in step with the catalog.
+
+The catalog is the truth; the index is a cache of its accepted specs. Every change to the
+accepted set appends an entry to the change log (:class:`market.catalog.IndexChange`) in the
+same transaction. :meth:`IndexSync.catch_up` reads the entries after the last one applied
+(one indexed query) and re-reads the learnwares they name: each is added (or replaced) if it is
+accepted now and removed otherwise, so entries can be applied in any order and more than once.
+
+Sequence numbers are handed out when a row is inserted, not when it commits: a long
+transaction can commit entry 10 after entry 11 was read. So the position is kept as ``seq``
+(every entry up to it applied, or given up on) plus ``seen`` (entries after it already
+applied). An entry missing below the highest one seen holds ``seq`` back — and is read again by
+every catch-up — until it appears or ``gap_timeout_s`` has passed since the gap was noticed (a
+rolled-back transaction leaves a hole forever).
+
+A search calls :meth:`IndexSync.catch_up` before it ranks, so a learnware accepted or removed
+before the search began is reflected in its result: the delay between acceptance and
+searchability is that of the next search's catch-up. The worker also re-checks the ids it is
+about to return against the catalog, and the API drops from a stored result any learnware that
+stopped being accepted after it ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from market.catalog import Catalog, repo
+from market.store import ObjectStore
+from specification.files import loads_spec
+
+from .partition import IndexConfig, MarketIndex
+from .snapshot import load_snapshot, save_snapshot
+
+log = logging.getLogger("wharf.index")
+
+#: An entry missing this long below one already seen is assumed rolled back.
+GAP_TIMEOUT_S = 600.0
+#: Learnwares re-read from the catalog per query.
+LOAD_BATCH = 2_000
+
+
+class IndexSync:
+    """A :class:`MarketIndex` and its position in the change log.
+
+    Parameters
+    ----------
+    catalog, store
+        Where the truth and the snapshots are.
+    config : IndexConfig, optional
+        How partitions are indexed.
+    snapshot_every : int
+        Write a snapshot once this many entries were applied since the last one (0: never).
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: ObjectStore,
+        config: IndexConfig | None = None,
+        *,
+        snapshot_every: int = 0,
+        gap_timeout_s: float = GAP_TIMEOUT_S,
+    ):
+        self.catalog = catalog
+        self.store = store
+        self.config = config or IndexConfig()
+        self.snapshot_every = snapshot_every
+        self.gap_timeout_s = gap_timeout_s
+        self.index: MarketIndex | None = None
+        self.seen: set[int] = set()
+        self._gaps: dict[int, float] = {}  # missing seq -> when first noticed (monotonic)
+        self._since_snapshot = 0
+        self._lock = threading.Lock()
+
+    # -- start -------------------------------------------------------------------------
+    def start(self) -> MarketIndex:
+        """Load the newest snapshot (or build from the catalog) and catch up."""
+        with self._lock:
+            if self.index is None:
+                loaded = load_snapshot(self.store, self.config)
+                if loaded is not None:
+                    self.index, self.seen = loaded
+                else:
+                    self.index = self._build_from_catalog()
+                    self._since_snapshot = len(self.index)
+        self.catch_up()
+        return self.index
+
+    def _build_from_catalog(self) -> MarketIndex:
+        index = MarketIndex(self.config)
+        with self.catalog.session() as s:
+            # Entries logged in the last gap_timeout_s may belong to transactions that are
+            # still open; start before them so the first catch-up reads them again.
+            since = datetime.now(UTC) - timedelta(seconds=self.gap_timeout_s)
+            index.seq = repo.index_seq_floor(s, since)
+            ids = repo.accepted_spec_ids(s)
+        self._apply(index, ids)
+        log.info("index built from the catalog: %d learnwares", len(index))
+        return index
+
+    # -- catch-up ----------------------------------------------------------------------
+    def catch_up(self) -> int:
+        """Apply the change-log entries after the current position; returns how many."""
+        if self.index is None:
+            self.start()
+            return 0
+        with self._lock:
+            index = self.index
+            with self.catalog.session() as s:
+                entries = repo.index_changes_after(s, index.seq)
+            fresh = [(q, lid) for q, lid in entries if q not in self.seen]
+            if fresh:
+                self._apply(index, sorted({lid for _, lid in fresh}))
+                self.seen.update(q for q, _ in fresh)
+                self._since_snapshot += len(fresh)
+            self._advance(index, [q for q, _ in entries])
+            due = self.snapshot_every and self._since_snapshot >= self.snapshot_every
+        if due:
+            self.snapshot()
+        return len(fresh)
+
+    def _advance(self, index: MarketIndex, present: list[int]) -> None:
+        now = time.monotonic()
+        top = max([index.seq, *self.seen])
+        present_set = set(present) | self.seen
+        for q in range(index.seq + 1, top):
+            if q not in present_set:
+                self._gaps.setdefault(q, now)
+        for q in [q for q in self._gaps if q in present_set]:
+            del self._gaps[q]
+        for q, noticed in list(self._gaps.items()):
+            if now - noticed > self.gap_timeout_s:
+                log.warning("change-log entry %d never appeared; assuming it rolled back", q)
+                del self._gaps[q]
+                present_set.add(q)
+        while index.seq + 1 in present_set:
+            index.seq += 1
+            self.seen.discard(index.seq)
+
+    def _apply(self, index: MarketIndex, learnware_ids: list[int]) -> None:
+        """Make the index hold exactly the accepted specs of these learnwares."""
+        for start in range(0, len(learnware_ids), LOAD_BATCH):
+            batch = learnware_ids[start : start + LOAD_BATCH]
+            with self.catalog.session() as s:
+                rows = repo.index_entries(s, batch)
+            found = {lid for lid, _ in rows}
+            index.remove([lid for lid in batch if lid not in found])
+            specs = []
+            for lid, text in rows:
+                try:
+                    specs.append((lid, loads_spec(text)))
+                except Exception as exc:
+                    log.error("learnware %s: stored spec unreadable, not indexed: %s", lid, exc)
+                    index.remove([lid])
+            if specs:
+                index.add([lid for lid, _ in specs], [spec for _, spec in specs])
+
+    # -- snapshots ---------------------------------------------------------------------
+    def snapshot(self) -> str:
+        """Write a snapshot of the current index and position."""
+        with self._lock:
+            name = save_snapshot(self.index, self.store, seen=set(self.seen))
+            self._since_snapshot = 0
+        return name
