@@ -15,7 +15,7 @@ from market.settings import Settings, get_settings
 from market.store import make_store
 from workers.app import make_celery
 
-from . import metrics, problems
+from . import metrics, problems, ratelimit
 from .deps import Services
 from .limits import BodySizeLimit
 from .routes import health, jobs, learnwares, searches, tokens
@@ -36,9 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         celery=make_celery(settings),
     )
     problems.install(app)
-    metrics.install(app, services)
+    registry = metrics.install(app, services)
     # Multipart overhead on top of the package itself.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 1024 * 1024)
+    # Outermost: a refused request costs one counter look-up and nothing else.
+    app.state.rate_limiter = ratelimit.install(app, settings, registry)
     for module in (learnwares, jobs, searches, tokens, health):
         app.include_router(module.router)
     return app

@@ -52,10 +52,21 @@ def optional_user(
     if scheme.lower() != "bearer" or not token.strip():
         raise Problem(401, "use 'Authorization: Bearer <token>'", headers=_CHALLENGE)
     with services.catalog.session(read_only=True) as session:
-        found = repo.lookup_token(session, token.strip())
+        found = repo.find_token(session, token.strip())
     if found is None:
-        raise Problem(401, "the token is unknown, revoked or expired", headers=_CHALLENGE)
+        raise Problem(401, "the token is unknown to this market", headers=_INVALID)
     user, api_token = found
+    state = repo.token_state(api_token)
+    if state == "expired":
+        when = api_token.expires_at.isoformat(timespec="seconds")
+        raise Problem(
+            401,
+            f"the token expired at {when}: ask for a new one (wharf admin token create, or an "
+            "admin of this market)",
+            headers=_EXPIRED,
+        )
+    if state == "revoked":
+        raise Problem(401, "the token was revoked", headers=_INVALID)
     if repo.token_use_is_stale(api_token):  # a write at most once a minute per token
         with services.catalog.session() as session:
             repo.record_token_use(session, api_token.id)
@@ -63,6 +74,9 @@ def optional_user(
 
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# RFC 6750 §3: tell a client that its token, not its request, is the problem.
+_INVALID = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+_EXPIRED = {"WWW-Authenticate": 'Bearer error="invalid_token", error_description="expired"'}
 MaybeUser = Annotated[User | None, Depends(optional_user)]
 
 

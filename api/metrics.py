@@ -108,7 +108,8 @@ class RequestTimer:
             self.histogram.labels(method, path, str(status)).observe(time.perf_counter() - start)
 
 
-def install(app, services: Services) -> None:
+def install(app, services: Services) -> CollectorRegistry:
+    """Time requests, serve ``/metrics``; returns the registry, for other metrics of the API."""
     registry = CollectorRegistry()
     registry.register(MarketCollector(services))
     requests = Histogram(
@@ -126,3 +127,4 @@ def install(app, services: Services) -> None:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(router)
+    return registry

@@ -68,7 +68,12 @@ class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     user: str | None = Field(default=None, description="admin only: create for this user")
     role: str | None = Field(default=None, description="admin only: role of a new user")
-    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    expires_in_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        description="days until it expires; default and maximum: the market's token lifetime",
+    )
 
 
 class TokenOut(BaseModel):

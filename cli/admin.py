@@ -17,6 +17,12 @@ def add_parsers(admin_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--user", default="admin")
     p.add_argument("--name", default="bootstrap", help="a label for the token")
+    p.add_argument(
+        "--expires-in-days",
+        type=int,
+        default=None,
+        help="days until the token expires (default and maximum: $WHARF_TOKEN_MAX_DAYS, 90)",
+    )
     p.set_defaults(func=cmd_bootstrap)
     p = admin_sub.add_parser(
         "requeue", help="queue again the checks that were interrupted or lost by the broker"
@@ -40,14 +46,22 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from market.catalog import Catalog, Role, repo
     from market.settings import get_settings
 
-    catalog = Catalog.create(get_settings().catalog_url, migrate=False)
+    settings = get_settings()
+    try:
+        expires = repo.token_expiry(args.expires_in_days, settings.token_max_days)
+    except ValueError as exc:
+        print(f"error: {exc} (WHARF_TOKEN_MAX_DAYS)", file=sys.stderr)
+        return 1
+    catalog = Catalog.create(settings.catalog_url, migrate=False)
     with catalog.session() as s:
         user = repo.get_user_by_name(s, args.user) or repo.create_user(s, args.user, Role.admin)
         if user.role != Role.admin:
             print(f"error: user {args.user!r} exists and is not an admin", file=sys.stderr)
             return 1
-        token, _ = repo.create_token(s, user.id, args.name)
+        token, _ = repo.create_token(s, user.id, args.name, expires_at=expires)
     print(token)
+    if expires is not None:
+        print(f"it expires at {expires.isoformat(timespec='seconds')}", file=sys.stderr)
     return 0
 
 

@@ -177,7 +177,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
             args.name, user=args.user, role=args.role, expires_in_days=args.expires_in_days
         )
     print(f"token {out['id']} for {out['user']}: {out['token']}")
-    print("store it now: it is not shown again", file=sys.stderr)
+    expires = f"; it expires at {out['expires_at']}" if out.get("expires_at") else ""
+    print(f"store it now: it is not shown again{expires}", file=sys.stderr)
     return 0
 
 

@@ -65,8 +65,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def ensure_admin(catalog: Catalog, data_dir: Path) -> str:
-    """The admin token of this data directory: reused if still valid, else created."""
+def ensure_admin(catalog: Catalog, data_dir: Path, max_days: int = 0) -> str:
+    """The admin token of this data directory: reused if still valid, else created (to live
+    ``max_days``, the market's token lifetime; 0: forever)."""
     path = data_dir / TOKEN_FILE
     with catalog.session() as s:
         if path.exists():
@@ -74,7 +75,8 @@ def ensure_admin(catalog: Catalog, data_dir: Path) -> str:
             if repo.authenticate(s, token) is not None:
                 return token
         admin = repo.get_user_by_name(s, "admin") or repo.create_user(s, "admin", Role.admin)
-        token, _ = repo.create_token(s, admin.id, "wharf up")
+        expires = repo.token_expiry(None, max_days)
+        token, _ = repo.create_token(s, admin.id, "wharf up", expires_at=expires)
     path.write_text(token + "\n")
     path.chmod(0o600)
     return token
@@ -121,7 +123,7 @@ class LocalMarket:
         logs.mkdir(exist_ok=True)
         settings = Settings(data_dir=self.data_dir)
         catalog = Catalog.create(settings.catalog_url)
-        self.token = ensure_admin(catalog, self.data_dir)
+        self.token = ensure_admin(catalog, self.data_dir, settings.token_max_days)
         self.requeued = requeue_interrupted_checks(catalog, make_celery(settings))
         for i in range(self.n_workers):
             self._spawn(

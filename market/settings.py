@@ -3,25 +3,58 @@ the environment).
 
 The defaults are the *embedded* market: a data directory holding a SQLite catalog, a local
 object store and a broker that needs no server. Production sets the database, broker and S3
-variables instead.
+variables instead, and ``WHARF_ENV=production`` to refuse to start without them.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
 
+#: Credentials that ship in documentation, images and tutorials (compared case-insensitively):
+#: production refuses them, since whoever reads the same page can use them.
+WELL_KNOWN_SECRETS = frozenset(
+    {
+        "minioadmin",
+        "minio",
+        "minio123",
+        "test",
+        "testing",
+        "admin",
+        "password",
+        "secret",
+        "changeme",
+        "change-me",
+        "postgres",
+        "akiaiosfodnn7example",  # the AWS documentation's example key pair
+        "wjalrxutnfemi/k7mdeng/bpxrficyexamplekey",
+        "wharf-test",  # this repository's test suite
+        "wharf-test-secret",
+    }
+)
+#: Celery brokers that run as a server of their own (the embedded file broker is not one).
+NETWORK_BROKERS = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp", "sqs")
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WHARF_", extra="ignore")
+    # Errors name the problems, never echo the values: a bad setting may hold a password.
+    model_config = SettingsConfigDict(
+        env_prefix="WHARF_", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Path("wharf-data")
+
+    # "production" refuses to start on anything only fit for a trial: the embedded defaults,
+    # well-known credentials, running submitted code unsandboxed, no rate limits
+    # (:meth:`production_problems` lists them all at once).
+    env: Literal["development", "production"] = "development"
 
     # A deployment sets this so a process missing its database, broker or S3 settings
     # refuses to start instead of quietly using the embedded defaults of its own.
@@ -61,6 +94,22 @@ class Settings(BaseSettings):
     public_read: bool = True
     max_upload_bytes: int = 256 * MiB
     max_spec_bytes: int = 64 * MiB
+    # API tokens live this many days at most, and this long when no expiry is asked for
+    # (0: no limit, and tokens without an expiry never expire).
+    token_max_days: int = Field(default=90, ge=0)
+
+    # Rate limits (api/ratelimit.py): requests a minute per API token, or per client address
+    # for requests without one; writes (POST, PUT, PATCH, DELETE) have their own budgets.
+    rate_limit_enabled: bool = True
+    # Where the counters live, shared by every API process: this Redis, else the broker when
+    # it is Redis, else this process's memory (the embedded market's single API process).
+    rate_limit_redis_url: SecretStr | None = None
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    rate_limit_writes_per_minute: int = Field(default=60, ge=1)
+    rate_limit_anonymous_per_minute: int = Field(default=120, ge=1)
+    rate_limit_anonymous_writes_per_minute: int = Field(default=20, ge=1)
+    # Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client address.
+    trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
 
     # Submission checks.
     check_soft_time_limit_s: int = 600
@@ -93,9 +142,17 @@ class Settings(BaseSettings):
     # (0: never); new workers start from the newest snapshot and the change log after it.
     index_snapshot_every: int = Field(default=5_000, ge=0)
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @model_validator(mode="after")
     def _services_given(self) -> Settings:
-        if self.require_services:
+        # Production checks these too, among the rest, so all its problems show at once.
+        if self.require_services and self.env != "production":
             missing = [
                 name
                 for name, ok in (
@@ -112,9 +169,74 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _fit_for_production(self) -> Settings:
+        if self.env == "production":
+            problems = self.production_problems()
+            if problems:
+                raise ValueError(
+                    "WHARF_ENV=production, but these settings are only fit for a trial:\n"
+                    + "\n".join(f"  - {p}" for p in problems)
+                    + "\n(fix them all, or set WHARF_ENV=development to try things out)"
+                )
+        return self
+
+    def production_problems(self) -> list[str]:
+        """Everything that keeps these settings from running a production market."""
+        problems = []
+        if not self.database_url or self.database_url.startswith("sqlite"):
+            problems.append(
+                "WHARF_DATABASE_URL must name a PostgreSQL database, not the embedded SQLite "
+                "catalog"
+            )
+        scheme = (self.broker_url or "").partition("://")[0].partition("+")[0]
+        if scheme not in NETWORK_BROKERS:
+            problems.append(
+                "WHARF_BROKER_URL must be a network broker (redis://, amqp://…), not "
+                + (f"{scheme}://" if self.broker_url else "the embedded file broker")
+            )
+        for name, url in (
+            ("WHARF_DATABASE_URL", self.database_url),
+            ("WHARF_BROKER_URL", self.broker_url),
+        ):
+            if _is_well_known(_url_password(url)):
+                problems.append(f"{name} holds a well-known password")
+        if self.store != "s3":
+            problems.append("WHARF_STORE must be s3: a local store lives on one machine's disk")
+        for name, secret in (
+            ("WHARF_S3_ACCESS_KEY_ID", self.s3_access_key_id),
+            ("WHARF_S3_SECRET_ACCESS_KEY", self.s3_secret_access_key),
+        ):
+            value = secret.get_secret_value().strip() if secret else ""
+            if not value:
+                problems.append(f"{name} is not set")
+            elif _is_well_known(value):
+                problems.append(f"{name} is a well-known default credential: use your own")
+        if self.allow_unsandboxed:
+            problems.append("WHARF_ALLOW_UNSANDBOXED is on: submitted code could run unsandboxed")
+        if self.sandbox == "none":
+            problems.append("WHARF_SANDBOX=none runs submitted code without a sandbox")
+        if not self.rate_limit_enabled:
+            problems.append("WHARF_RATE_LIMIT_ENABLED is off")
+        elif self.rate_limit_redis is None:
+            problems.append(
+                "rate limits need a Redis that every API process shares: set "
+                "WHARF_RATE_LIMIT_REDIS_URL, or use a redis:// WHARF_BROKER_URL"
+            )
+        return problems
+
     @property
     def catalog_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'catalog.db').resolve()}"
+
+    @property
+    def rate_limit_redis(self) -> str | None:
+        """The Redis URL of the rate-limit counters, or ``None`` to count in process memory."""
+        if self.rate_limit_redis_url is not None:
+            return self.rate_limit_redis_url.get_secret_value()
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
 
     @property
     def broker(self) -> str:
@@ -139,6 +261,18 @@ class Settings(BaseSettings):
     @property
     def envs_dir(self) -> Path:
         return (self.env_cache_dir or self.data_dir / "envs").resolve()
+
+
+def _url_password(url: str | None) -> str | None:
+    try:
+        password = urlsplit(url).password if url else None
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+def _is_well_known(secret: str | None) -> bool:
+    return secret is not None and secret.strip().lower() in WELL_KNOWN_SECRETS
 
 
 @lru_cache

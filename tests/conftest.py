@@ -1,4 +1,5 @@
-"""Shared fixtures: real databases (SQLite, PostgreSQL) and a real S3 endpoint (moto server).
+"""Shared fixtures: real databases (SQLite, PostgreSQL), Redis and a real S3 endpoint (moto
+server).
 
 PostgreSQL is expected at ``WHARF_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``, trust auth); each test gets a fresh
@@ -86,6 +87,41 @@ def catalog(database_url: str) -> Iterator:
         yield cat
     finally:
         cat.dispose()
+
+
+# -- Redis ----------------------------------------------------------------------------------
+
+REDIS_TEST_URL = os.environ.get("WHARF_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of a Redis database for tests, after checking it answers. Like PostgreSQL, an
+    unreachable server *fails* these tests unless ``WHARF_TEST_SKIP_REDIS=1`` is set. Tests
+    share the database: each keeps to keys of its own (:func:`redis_prefix`)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=5).ping()
+    except redis.RedisError as exc:
+        message = f"Redis at {REDIS_TEST_URL} is unreachable: {exc}"
+        if os.environ.get("WHARF_TEST_SKIP_REDIS") == "1":
+            pytest.skip(message)
+        pytest.fail(f"{message}\n(set WHARF_TEST_SKIP_REDIS=1 to skip these tests)")
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"wharf-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
 
 
 # -- object stores --------------------------------------------------------------------------

@@ -426,6 +426,27 @@ def test_token_authentication(catalog: Catalog):
         ]
         stored = [t.token_hash for t in s.scalars(select(ApiToken))]
         assert valid not in stored  # only the hash is kept
+    with catalog.session(read_only=True) as s:  # why a token is refused
+        states = {
+            secret: repo.token_state(repo.find_token(s, secret)[1])
+            for secret in (valid, revoked, expired, later)
+        }
+        assert list(states.values()) == ["active", "revoked", "expired", "active"]
+        assert repo.find_token(s, "wharf_unknown") is None
+        assert repo.lookup_token(s, expired) is None and repo.lookup_token(s, valid)
+
+
+def test_token_lifetime_policy():
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    assert repo.token_expiry(None, 90, now=now) == now + timedelta(days=90)  # the default
+    assert repo.token_expiry(7, 90, now=now) == now + timedelta(days=7)
+    assert repo.token_expiry(90, 90, now=now) == now + timedelta(days=90)
+    with pytest.raises(ValueError, match="at most 90 days, not 91"):
+        repo.token_expiry(91, 90, now=now)
+    with pytest.raises(ValueError, match="at least 1 day"):
+        repo.token_expiry(0, 90, now=now)
+    assert repo.token_expiry(None, 0, now=now) is None  # no limit: no expiry unless asked
+    assert repo.token_expiry(3650, 0, now=now) == now + timedelta(days=3650)
 
 
 def test_user_names_are_unique(catalog: Catalog):

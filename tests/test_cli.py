@@ -156,6 +156,34 @@ def test_admin_migrate_and_bootstrap(tmp_path, monkeypatch, capsys):
         get_settings.cache_clear()
 
 
+def test_admin_bootstrap_tokens_follow_the_lifetime_policy(tmp_path, monkeypatch, capsys):
+    from datetime import UTC, datetime, timedelta
+
+    from market.catalog import Catalog, repo
+    from market.settings import get_settings
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    monkeypatch.setenv("WHARF_DATABASE_URL", url)
+    monkeypatch.setenv("WHARF_TOKEN_MAX_DAYS", "30")
+    get_settings.cache_clear()
+    try:
+        assert main(["admin", "migrate"]) == 0
+        lifetimes = []
+        for extra in ([], ["--expires-in-days", "7"]):
+            capsys.readouterr()
+            assert main(["admin", "bootstrap", *extra]) == 0
+            out = capsys.readouterr()
+            assert "it expires at" in out.err
+            with Catalog(url).session() as s:
+                _, token = repo.find_token(s, out.out.strip())
+                lifetimes.append((token.expires_at - datetime.now(UTC)) / timedelta(days=1))
+        assert 29.9 < lifetimes[0] <= 30 and 6.9 < lifetimes[1] <= 7
+        assert main(["admin", "bootstrap", "--expires-in-days", "31"]) == 1
+        assert "at most 30 days" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()
+
+
 def test_admin_requeue(tmp_path, monkeypatch, capsys):
     from market.catalog import Catalog, JobKind, Role, repo
     from market.settings import get_settings

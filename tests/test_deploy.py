@@ -483,9 +483,23 @@ def test_configmaps_hold_valid_non_secret_settings_that_agree() -> None:
         assert set(data) <= SETTINGS_VARIABLES
         assert not set(data) & SECRET_VARIABLES
         assert all(isinstance(v, str) for v in data.values()), "ConfigMap values are strings"
-        # every value is a valid setting of its type (the URLs come from the Secret)
-        secrets = {"database_url": "postgresql+psycopg://db/x", "broker_url": "redis://r/0"}
-        Settings(**{k.removeprefix("WHARF_").lower(): v for k, v in data.items()}, **secrets)
+        # every value is a valid setting of its type, and with what the Secret holds (URLs
+        # and keys) they pass the production checks
+        secrets = {
+            "database_url": "postgresql+psycopg://db/x",
+            "broker_url": "redis://r/0",
+            "s3_access_key_id": "wharf-api",
+            "s3_secret_access_key": "from-the-secret-store",
+        }
+        settings = Settings(
+            **{k.removeprefix("WHARF_").lower(): v for k, v in data.items()}, **secrets
+        )
+        assert settings.env == "production" and settings.rate_limit_redis == "redis://r/0"
+        with pytest.raises(ValueError, match="WHARF_S3_SECRET_ACCESS_KEY is not set"):
+            Settings(
+                **{k.removeprefix("WHARF_").lower(): v for k, v in data.items()},
+                **{**secrets, "s3_secret_access_key": None},
+            )
     shared = maps["wharf"].keys() & maps["wharf-sandbox"].keys()
     assert {"WHARF_CHECK_TIME_LIMIT_S", "WHARF_S3_ENDPOINT_URL"} <= shared
     assert {k: maps["wharf"][k] for k in shared} == {k: maps["wharf-sandbox"][k] for k in shared}
@@ -692,6 +706,7 @@ def test_compose_refuses_to_start_without_secrets_and_interpolates_with_them() -
             }
         )
         assert settings.store == "s3" and settings.database_url and settings.broker_url
+        assert settings.env == "production", name  # and it passed the production checks
 
 
 # --- Dockerfiles ---------------------------------------------------------------------------------

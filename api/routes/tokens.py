@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from fastapi import APIRouter, Response
 
 from market.catalog import ApiToken, Role, User, repo
 from specification import semantic
 
-from ..deps import CurrentUser, SessionDep
+from ..deps import CurrentUser, ServicesDep, SessionDep
 from ..problems import Problem
 from ..schemas import TokenCreate, TokenOut
 
@@ -17,8 +15,17 @@ router = APIRouter(tags=["tokens"])
 
 
 @router.post("/v1/tokens", status_code=201, response_model=TokenOut)
-def create_token(session: SessionDep, user: CurrentUser, body: TokenCreate) -> TokenOut:
-    """A new token for yourself; admins may name another user (created if new)."""
+def create_token(
+    session: SessionDep, services: ServicesDep, user: CurrentUser, body: TokenCreate
+) -> TokenOut:
+    """A new token for yourself; admins may name another user (created if new).
+
+    Tokens live ``expires_in_days``, or the market's maximum lifetime when none is given.
+    """
+    try:
+        expires = repo.token_expiry(body.expires_in_days, services.settings.token_max_days)
+    except ValueError as exc:
+        raise Problem(422, str(exc), field="expires_in_days") from None
     owner = user
     if body.user is not None and body.user != user.name:
         if user.role != Role.admin:
@@ -31,9 +38,6 @@ def create_token(session: SessionDep, user: CurrentUser, body: TokenCreate) -> T
             owner = repo.create_user(session, body.user, role or Role.user)
     elif body.role is not None:
         raise Problem(422, "role applies only when an admin creates a token for a new user")
-    expires = (
-        datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    )
     plaintext, token = repo.create_token(session, owner.id, body.name, expires_at=expires)
     session.commit()
     return _out(token, owner, plaintext)

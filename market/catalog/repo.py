@@ -124,8 +124,26 @@ def create_token(
     return plaintext, token
 
 
-def lookup_token(s: Session, plaintext: str) -> tuple[User, ApiToken] | None:
-    """The user and token for a secret, or ``None`` if unknown, revoked or expired.
+def token_expiry(
+    days: int | None, max_days: int, *, now: datetime | None = None
+) -> datetime | None:
+    """When a new token expires under a lifetime policy of ``max_days`` (0: no limit).
+
+    ``days`` is the lifetime asked for; without one the token lives ``max_days`` (or forever
+    when there is no limit). Asking for more than ``max_days`` raises :class:`ValueError` with
+    a message that can be shown to the client.
+    """
+    if days is not None and days < 1:
+        raise ValueError(f"a token lives at least 1 day, not {days}")
+    if max_days and days is not None and days > max_days:
+        raise ValueError(f"tokens of this market live at most {max_days} days, not {days}")
+    days = days or max_days
+    return (now or utcnow()) + timedelta(days=days) if days else None
+
+
+def find_token(s: Session, plaintext: str) -> tuple[User, ApiToken] | None:
+    """The user and token for a secret whatever its state (see :func:`token_state`), or
+    ``None`` if no token has this secret.
 
     Read-only (works in a read-only session). The lookup is by hash, so no comparison of
     secrets happens here.
@@ -140,10 +158,28 @@ def lookup_token(s: Session, plaintext: str) -> tuple[User, ApiToken] | None:
     if row is None:
         return None
     token, user = row
-    now = utcnow()
-    if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
-        return None
     return user, token
+
+
+def token_state(token: ApiToken, *, now: datetime | None = None) -> str:
+    """``"active"``, ``"revoked"`` or ``"expired"`` (a revoked token is reported as revoked
+    even once past its expiry)."""
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at is not None and token.expires_at <= (now or utcnow()):
+        return "expired"
+    return "active"
+
+
+def lookup_token(s: Session, plaintext: str) -> tuple[User, ApiToken] | None:
+    """The user and token for a secret, or ``None`` if unknown, revoked or expired.
+
+    Read-only, like :func:`find_token`.
+    """
+    found = find_token(s, plaintext)
+    if found is None or token_state(found[1]) != "active":
+        return None
+    return found
 
 
 def token_use_is_stale(token: ApiToken) -> bool:
