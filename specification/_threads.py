@@ -9,7 +9,8 @@ spinning, and they then compete with torch's for the same cores: on a loaded 2-c
 from __future__ import annotations
 
 import threading
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from threadpoolctl import ThreadpoolController
 
@@ -25,6 +26,26 @@ def _get() -> ThreadpoolController:
         return _controller
 
 
-def single_threaded_blas() -> AbstractContextManager:
-    """Within this block numpy/scipy BLAS calls use one thread."""
-    return _get().limit(limits=1, user_api="blas")
+_local = threading.local()
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Within this block numpy/scipy BLAS calls use one thread.
+
+    Nested blocks in one thread cost nothing: only the outermost one sets the limit (setting
+    it takes tens of microseconds, as much as a small QP solve).
+    """
+    if getattr(_local, "depth", 0):
+        _local.depth += 1
+        try:
+            yield
+        finally:
+            _local.depth -= 1
+        return
+    with _get().limit(limits=1, user_api="blas"):
+        _local.depth = 1
+        try:
+            yield
+        finally:
+            _local.depth = 0

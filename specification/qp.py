@@ -67,16 +67,26 @@ def solve_simplex_qp(K, c, *, w0: np.ndarray | None = None) -> QPResult:
 
 def _kkt_solve(K: np.ndarray, c: np.ndarray, free: np.ndarray, ridge: float) -> np.ndarray | None:
     """Minimiser of the objective on the affine hull of the face ``free`` (Σ w_F = 1)."""
-    Kf = K[np.ix_(free, free)]
-    k = Kf.shape[0]
+    k = len(free)
     if k == 1:
         return np.ones(1)
+    Kf = K[free][:, free]
+    if k == 2:  # the minimiser on a segment, in closed form
+        curvature = Kf[0, 0] + Kf[1, 1] - 2.0 * Kf[0, 1] + 2.0 * ridge
+        if not curvature > 0:
+            return None
+        t = (Kf[1, 1] - Kf[0, 1] + ridge - c[free[1]] + c[free[0]]) / curvature
+        return np.array([t, 1.0 - t])
     Kf = Kf + ridge * np.eye(k)
+    rhs = np.stack([c[free], np.ones(k)], axis=1)
     try:
-        cho = scipy.linalg.cho_factor(Kf, check_finite=False)
-        a = scipy.linalg.cho_solve(cho, c[free], check_finite=False)
-        b = scipy.linalg.cho_solve(cho, np.ones(k), check_finite=False)
-    except np.linalg.LinAlgError:
+        if k <= 16:  # tiny systems: numpy's solve costs a fraction of scipy's call overhead
+            a, b = np.linalg.solve(Kf, rhs).T
+        else:
+            a, b = scipy.linalg.cho_solve(
+                scipy.linalg.cho_factor(Kf, check_finite=False), rhs, check_finite=False
+            ).T
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
         return None
     # w = a + λ b with 1ᵀw = 1
     sb = b.sum()

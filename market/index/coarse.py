@@ -5,7 +5,8 @@ distances approximate MMD², and the FAISS ids are learnware ids. The kind of in
 partition's size and a memory budget:
 
 - up to ``flat_max`` vectors, ``IDMap2,Flat``: exact L2 over the embeddings;
-- beyond, ``IVF<nlist>,Flat`` with nlist ≈ 4√n (a power of two), trained on a sample;
+- beyond, ``IVF<nlist>,Flat`` with nlist ≈ 2√n (a power of two), trained on 40 vectors
+  per list;
 - and ``IVF<nlist>,SQ8`` (a quarter of the memory) when flat vectors would exceed the budget.
 
 An IVF index is (re)built when the partition first outgrows the flat kind and again each time
@@ -94,8 +95,8 @@ class CoarseIndex:
     def _kind_for(self, n: int) -> str:
         if n <= self.config.flat_max:
             return "IDMap2,Flat"
-        # about 4√n lists, and at least 40 training vectors per list
-        nlist = 2 ** round(math.log2(max(64, 4 * math.sqrt(n))))
+        # about 2√n lists (a power of two), and at least 40 training vectors per list
+        nlist = 2 ** round(math.log2(max(64, 2 * math.sqrt(n))))
         nlist = min(nlist, 2 ** int(math.log2(max(1, n // 40))))
         flat_bytes = n * self.size * 4
         codec = "Flat" if flat_bytes <= self.config.memory_budget_bytes else "SQ8"
@@ -180,7 +181,7 @@ def build(
     index = faiss.index_factory(size, kind)
     nlist = index.nlist
     rng = np.random.default_rng(config.seed)
-    sample = vectors[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+    sample = vectors[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
     index.cp.seed = config.seed
     index.train(sample)
     index.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove and reconstruct by id
