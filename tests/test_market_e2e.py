@@ -213,14 +213,41 @@ def test_delete_removes_it_from_search(users, examples, tmp_path):
     sub = alice.submit(package, ex.semantic)
     alice.wait(sub["job_id"], timeout=180)
     spec = RKME(n_points=30, seed=3, device="cpu").fit(ex.X_test)
-    before = {m["id"] for m in alice.search(spec=spec, top=10)["singles"]}
-    assert sub["learnware_id"] in before
+    job = alice.wait(alice.start_search(spec=spec, top=10), timeout=120)
+    assert sub["learnware_id"] in {m["id"] for m in job["result"]["singles"]}
     alice.delete(sub["learnware_id"])
     with pytest.raises(WharfError) as err:
         alice.learnware(sub["learnware_id"])
     assert err.value.status == 404
     after = {m["id"] for m in alice.search(spec=spec, top=10)["singles"]}
     assert sub["learnware_id"] not in after
+    # The result stored before the delete no longer shows it either.
+    again = alice.job(job["id"])["result"]
+    assert sub["learnware_id"] not in {m["id"] for m in again["singles"]}
+    assert again["withdrawn"] == [sub["learnware_id"]]
+
+
+def test_requirement_specs_the_market_cannot_compare_are_422(accepted, users, examples):
+    bob = users["bob"]
+    ex = next(e for e in examples if e.name == "digits 5-9")
+    cases = {
+        "features (the market has": RKME(n_points=10, seed=1).fit(ex.X_test[:, :7]),
+        "gamma 0.5, but learnwares of 64 features use gamma 0.1": RKME(
+            n_points=10, gamma=0.5, seed=1
+        ).fit(ex.X_test),
+    }
+    for message, spec in cases.items():
+        with pytest.raises(WharfError) as err:
+            bob.start_search(spec=spec)
+        assert err.value.status == 422 and message in str(err.value), str(err.value)
+    spec = RKME(n_points=10, seed=1).fit(ex.X_test)
+    semantic = {"Input": {"Dimension": 10, "Description": {}}}
+    with pytest.raises(WharfError) as err:
+        bob.start_search(spec=spec, semantic=semantic)
+    assert err.value.status == 422 and "Input.Dimension is 10" in str(err.value)
+    with pytest.raises(WharfError) as err:
+        bob.start_search(spec=b'{"type": "RKMETableSpecification"')  # malformed JSON
+    assert err.value.status == 422 and "stat_spec" in str(err.value)
 
 
 def test_cli_against_a_running_market(

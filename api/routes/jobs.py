@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from market.catalog import Job, Role, repo
+from market.catalog import Job, JobKind, Role, repo
 
 from ..deps import Reader, SessionDep
 from ..problems import Problem
@@ -22,7 +22,29 @@ def get_job(session: SessionDep, user: Reader, job_id: str) -> JobOut:
         user is not None and (user.id == job.owner_id or user.role == Role.admin)
     ):
         raise Problem(404, f"no job {job_id!r}")  # other users' jobs are private
-    return to_out(job)
+    out = to_out(job)
+    if job.kind == JobKind.search and job.result:
+        out.result = without_withdrawn(session, job.result)
+    return out
+
+
+def without_withdrawn(session, result: dict) -> dict:
+    """A stored search result less the learnwares no longer accepted (deleted, or sent back
+    for checking with a new package) since it ran: once a removal returns, no result shows
+    it. A mixture loses its place when any member is gone; ``withdrawn`` lists the ids."""
+    singles = result.get("singles") or []
+    mixture = result.get("mixture")
+    ids = {s["id"] for s in singles} | set((mixture or {}).get("ids", []))
+    if not ids:
+        return result
+    current = {repo.format_id(i) for i in repo.accepted_ids(session, map(repo.parse_id, ids))}
+    gone = sorted(ids - current)
+    if not gone:
+        return result
+    out = dict(result, singles=[s for s in singles if s["id"] in current], withdrawn=gone)
+    if mixture and not set(mixture["ids"]) <= current:
+        out["mixture"] = None
+    return out
 
 
 def to_out(job: Job) -> JobOut:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import math
+import threading
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -11,6 +14,7 @@ from market.catalog import JobKind, repo
 from market.store import ObjectTooLarge
 from specification.errors import SpecificationError
 from specification.files import loads_spec
+from specification.rkme import RKME
 
 from ..deps import Reader, ServicesDep, SessionDep
 from ..enqueue import enqueue_search
@@ -37,7 +41,15 @@ def create_search(
     max_search_num: Annotated[int, Form(ge=1, le=10, description="mixture size")] = 5,
 ) -> SearchAccepted:
     semantic = semantic_spec_field(semantic_spec, requirement=True) if semantic_spec else None
-    spec_text = _read_spec(stat_spec, services.settings.max_spec_bytes) if stat_spec else None
+    spec_text, spec = (
+        _read_spec(stat_spec, services.settings.max_spec_bytes) if stat_spec else (None, None)
+    )
+    if spec is not None:
+        problem = requirement_problem(spec, semantic, _partitions(session))
+        if problem is not None:
+            problem = requirement_problem(spec, semantic, _partitions(session, fresh=True))
+        if problem is not None:
+            raise Problem(422, f"stat_spec: {problem}", field="stat_spec")
     job = repo.create_job(
         session,
         JobKind.search,
@@ -58,12 +70,75 @@ def create_search(
     return SearchAccepted(job_id=job.id, status_url=str(request.url_for("get_job", job_id=job.id)))
 
 
-def _read_spec(upload: UploadFile, limit: int) -> bytes:
+def _read_spec(upload: UploadFile, limit: int) -> tuple[bytes, RKME]:
     text = upload.file.read(limit + 1)
     if len(text) > limit:
         raise Problem(413, f"stat_spec is larger than the limit of {limit} bytes")
     try:
-        loads_spec(text)
+        spec = loads_spec(text)
     except SpecificationError as exc:
         raise Problem(422, f"stat_spec: {exc}", field="stat_spec") from None
-    return text
+    return text, spec
+
+
+#: Two γ are the same kernel within this relative difference (``market.search.GAMMA_RTOL``;
+#: not imported from there, which would load torch into the API).
+GAMMA_RTOL = 1e-12
+#: How long the market's partitions are reused before the catalog is asked again. A spec that
+#: does not match the cached list is checked against a fresh one, so a new partition is never
+#: refused because of the cache.
+PARTITIONS_TTL_S = 30.0
+_cached: tuple[float, list] = (0.0, [])
+_cache_lock = threading.Lock()
+
+
+def _partitions(session, *, fresh: bool = False) -> list[tuple[str, tuple[int, ...], float | None]]:
+    global _cached
+    with _cache_lock:
+        at, parts = _cached
+        if fresh or time.monotonic() - at > PARTITIONS_TTL_S:
+            parts = repo.spec_partitions(session)
+            _cached = (time.monotonic(), parts)
+        return parts
+
+
+def requirement_problem(spec, semantic: dict | None, partitions) -> str | None:
+    """Why the market cannot compare this requirement spec with any learnware, or ``None``.
+
+    A search compares specs of one type, feature shape and γ: a spec matching no accepted
+    learnware's is a mistake to report (a wrong column count, a γ left at another default),
+    not an empty result. An empty market accepts any spec.
+    """
+    shape = tuple(int(x) for x in spec.feature_shape)
+    features = math.prod(shape)
+    given = ((semantic or {}).get("Input") or {}).get("Dimension")
+    if isinstance(given, int) and len(shape) == 1 and given != features:
+        return (
+            f"the spec has {features} features but the semantic spec's Input.Dimension is "
+            f"{given}; they must describe the same data"
+        )
+    if not partitions:
+        return None
+    same_type = [p for p in partitions if p[0] == spec.spec_type]
+    if not same_type:
+        types = ", ".join(sorted({p[0] for p in partitions}))
+        return f"no accepted learnware has a {spec.spec_type} spec (the market has: {types})"
+    same_shape = [p for p in same_type if p[1] == shape]
+    if not same_shape:
+        shapes = ", ".join(_shape_text(p[1]) for p in same_type[:10])
+        return (
+            f"no accepted learnware has a spec of {_shape_text(shape)} (the market has "
+            f"{shapes}); a search compares specs of the same feature shape"
+        )
+    gammas = sorted({p[2] for p in same_shape if p[2] is not None})
+    if not any(math.isclose(spec.gamma, g, rel_tol=GAMMA_RTOL, abs_tol=0.0) for g in gammas):
+        listed = ", ".join(f"{g:g}" for g in gammas[:10])
+        return (
+            f"the spec has gamma {spec.gamma:g}, but learnwares of {_shape_text(shape)} use "
+            f"gamma {listed}; fit the spec with one of them (wharf spec fit --gamma {gammas[0]:g})"
+        )
+    return None
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return f"{shape[0]} features" if len(shape) == 1 else "shape " + "×".join(map(str, shape))
