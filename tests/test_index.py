@@ -259,7 +259,7 @@ def test_two_workers_converge_and_a_snapshot_restores_with_the_tail(catalog, loc
     assert ids[3] not in second.index and all(i in second.index for i in extra)
     assert first.index.seq == second.index.seq
 
-    loaded, _ = load_snapshot(local_store, IndexConfig())
+    loaded, _, _ = load_snapshot(local_store, IndexConfig())
     assert len(loaded) == 20 and ids[3] in loaded  # the snapshot itself is unchanged
     assert load_snapshot(local_store, IndexConfig(embedding_size=64)) is None  # other config
 
@@ -291,7 +291,7 @@ def test_a_late_committing_change_is_not_missed(catalog, local_store, owner):
     with catalog.session() as s:
         s.add(IndexChange(seq=base + 1, learnware_id=late, op="add"))  # the slow commit
     sync.catch_up()
-    assert late in sync.index and sync.index.seq == base + 2 and not sync.seen
+    assert late in sync.index and sync.index.seq == base + 2 and not sync.gaps
 
 
 def test_a_gap_that_never_fills_is_given_up_after_the_timeout(catalog, local_store, owner):

@@ -649,6 +649,18 @@ def index_changes_after(s: Session, seq: int, *, limit: int = 100_000) -> list[t
     return [(int(a), int(b)) for a, b in s.execute(stmt)]
 
 
+def index_changes_in(s: Session, seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """``(seq, learnware_id)`` of those log entries among ``seqs`` that exist."""
+    wanted = sorted({int(q) for q in seqs})
+    out: list[tuple[int, int]] = []
+    for start in range(0, len(wanted), _IN_BATCH):
+        stmt = select(IndexChange.seq, IndexChange.learnware_id).where(
+            IndexChange.seq.in_(wanted[start : start + _IN_BATCH])
+        )
+        out.extend((int(a), int(b)) for a, b in s.execute(stmt))
+    return out
+
+
 def index_seq_floor(s: Session, since: datetime) -> int:
     """The last seq logged before ``since``: entries after it may still be committing."""
     before = s.scalar(select(func.max(IndexChange.seq)).where(IndexChange.created_at < since))

@@ -5,8 +5,9 @@ it, instead of parsing every accepted spec from the catalog. Layout under ``inde
 
 - ``<name>/part-<i>.npz``: one partition — its packed specs (:meth:`PackedSpecs.state`), the
   serialized FAISS index and a JSON header (key, embedding, coarse info);
-- ``<name>/manifest.json``: the change-log position the snapshot reflects (``seq`` and the
-  entries after it already applied, ``seen``), the index configuration and the partition files;
+- ``<name>/manifest.json``: the change-log position the snapshot reflects (``seq``, ``high``
+  and ``gaps``, as :mod:`market.index.sync` keeps them), the index configuration and the
+  partition files;
 - ``LATEST``: the name of the newest complete snapshot, written last, so a reader never sees a
   half-written one. Older snapshots beyond the newest ``keep`` are deleted.
 """
@@ -18,6 +19,7 @@ import json
 import logging
 import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,9 +40,17 @@ LATEST = f"{PREFIX}/LATEST"
 FORMAT = 1
 
 
-def save_snapshot(index: MarketIndex, store: ObjectStore, *, seen=(), keep: int = 2) -> str:
-    """Write a snapshot of ``index`` (its ``seq`` and the applied entries ``seen`` after it);
-    returns its name. Holds the index's lock while serializing."""
+def save_snapshot(
+    index: MarketIndex,
+    store: ObjectStore,
+    *,
+    high: int | None = None,
+    gaps: Sequence[int] = (),
+    keep: int = 2,
+) -> str:
+    """Write a snapshot of ``index`` and its change-log position (the highest entry applied
+    and the gaps below it; see :mod:`market.index.sync`); returns its name. Holds the index's
+    lock while serializing."""
     name = f"{index.seq:012d}-{uuid.uuid4().hex[:8]}"
     files = []
     with index.lock, tempfile.TemporaryDirectory(prefix="wharf-snapshot-") as tmp:
@@ -61,7 +71,8 @@ def save_snapshot(index: MarketIndex, store: ObjectStore, *, seen=(), keep: int 
         manifest = {
             "format": FORMAT,
             "seq": index.seq,
-            "seen": sorted(int(s) for s in seen),
+            "high": index.seq if high is None else int(high),
+            "gaps": sorted(int(q) for q in gaps),
             "created_at": datetime.now(UTC).isoformat(),
             "config": _config_dict(index.config),
             "partitions": files,
@@ -74,9 +85,11 @@ def save_snapshot(index: MarketIndex, store: ObjectStore, *, seen=(), keep: int 
     return name
 
 
-def load_snapshot(store: ObjectStore, config: IndexConfig) -> tuple[MarketIndex, set[int]] | None:
-    """The newest snapshot as an index and its ``seen`` set; ``None`` without a usable one
-    (none written, or written with another index configuration)."""
+def load_snapshot(
+    store: ObjectStore, config: IndexConfig
+) -> tuple[MarketIndex, int, list[int]] | None:
+    """The newest snapshot: the index, the highest change-log entry it reflects and the gaps
+    below that; ``None`` without a usable one (none, or made with another configuration)."""
     try:
         name = _read(store, LATEST).decode().strip()
         manifest = json.loads(_read(store, f"{PREFIX}/{name}/manifest.json"))
@@ -103,7 +116,7 @@ def load_snapshot(store: ObjectStore, config: IndexConfig) -> tuple[MarketIndex,
                 index.partitions[part.key] = part
             path.unlink()
     log.info("index snapshot %s loaded: %d learnwares at seq %d", name, len(index), index.seq)
-    return index, set(manifest.get("seen", ()))
+    return index, int(manifest.get("high", index.seq)), list(manifest.get("gaps", ()))
 
 
 def _read(store: ObjectStore, key: str) -> bytes:

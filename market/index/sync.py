@@ -7,11 +7,11 @@ same transaction. :meth:`IndexSync.catch_up` reads the entries after the last on
 accepted now and removed otherwise, so entries can be applied in any order and more than once.
 
 Sequence numbers are handed out when a row is inserted, not when it commits: a long
-transaction can commit entry 10 after entry 11 was read. So the position is kept as ``seq``
-(every entry up to it applied, or given up on) plus ``seen`` (entries after it already
-applied). An entry missing below the highest one seen holds ``seq`` back — and is read again by
-every catch-up — until it appears or ``gap_timeout_s`` has passed since the gap was noticed (a
-rolled-back transaction leaves a hole forever).
+transaction can commit entry 10 after entry 11 was read. So the position is the highest entry
+applied (``high``) and the *gaps* below it, the entries not yet seen; each catch-up reads the
+entries after ``high`` and those in the gaps (an indexed range and a short ``IN`` list). A gap
+is given up ``gap_timeout_s`` after it was noticed (a rolled-back transaction leaves a hole
+forever). ``index.seq`` is the floor below which everything was applied or given up.
 
 A search calls :meth:`IndexSync.catch_up` before it ranks, so a learnware accepted or removed
 before the search began is reflected in its result: the delay between acceptance and
@@ -70,8 +70,8 @@ class IndexSync:
         self.snapshot_every = snapshot_every
         self.gap_timeout_s = gap_timeout_s
         self.index: MarketIndex | None = None
-        self.seen: set[int] = set()
-        self._gaps: dict[int, float] = {}  # missing seq -> when first noticed (monotonic)
+        self.high = 0  # the highest change-log entry applied
+        self.gaps: dict[int, float] = {}  # entries missing below ``high`` -> when noticed
         self._since_snapshot = 0
         self._lock = threading.Lock()
 
@@ -81,10 +81,13 @@ class IndexSync:
         with self._lock:
             if self.index is None:
                 loaded = load_snapshot(self.store, self.config)
+                now = time.monotonic()
                 if loaded is not None:
-                    self.index, self.seen = loaded
+                    self.index, self.high, gaps = loaded
+                    self.gaps = dict.fromkeys(gaps, now)
                 else:
                     self.index = self._build_from_catalog()
+                    self.high = self.index.seq
                     self._since_snapshot = len(self.index)
         self.catch_up()
         return self.index
@@ -103,42 +106,40 @@ class IndexSync:
 
     # -- catch-up ----------------------------------------------------------------------
     def catch_up(self) -> int:
-        """Apply the change-log entries after the current position; returns how many."""
+        """Apply the change-log entries not applied yet; returns how many were read."""
         if self.index is None:
             self.start()
             return 0
         with self._lock:
             index = self.index
             with self.catalog.session() as s:
-                entries = repo.index_changes_after(s, index.seq)
-            fresh = [(q, lid) for q, lid in entries if q not in self.seen]
-            if fresh:
-                self._apply(index, sorted({lid for _, lid in fresh}))
-                self.seen.update(q for q, _ in fresh)
-                self._since_snapshot += len(fresh)
-            self._advance(index, [q for q, _ in entries])
+                entries = repo.index_changes_after(s, self.high)
+                if self.gaps:
+                    entries += repo.index_changes_in(s, list(self.gaps))
+            if entries:
+                self._apply(index, sorted({lid for _, lid in entries}))
+                self._since_snapshot += len(entries)
+            self._advance(index, sorted(q for q, _ in entries))
             due = self.snapshot_every and self._since_snapshot >= self.snapshot_every
         if due:
             self.snapshot()
-        return len(fresh)
+        return len(entries)
 
-    def _advance(self, index: MarketIndex, present: list[int]) -> None:
+    def _advance(self, index: MarketIndex, seqs: list[int]) -> None:
         now = time.monotonic()
-        top = max([index.seq, *self.seen])
-        present_set = set(present) | self.seen
-        for q in range(index.seq + 1, top):
-            if q not in present_set:
-                self._gaps.setdefault(q, now)
-        for q in [q for q in self._gaps if q in present_set]:
-            del self._gaps[q]
-        for q, noticed in list(self._gaps.items()):
+        present = set(seqs)
+        for q in present:
+            self.gaps.pop(q, None)
+        if seqs and seqs[-1] > self.high:
+            for q in range(self.high + 1, seqs[-1]):
+                if q not in present:
+                    self.gaps[q] = now
+            self.high = seqs[-1]
+        for q, noticed in list(self.gaps.items()):
             if now - noticed > self.gap_timeout_s:
                 log.warning("change-log entry %d never appeared; assuming it rolled back", q)
-                del self._gaps[q]
-                present_set.add(q)
-        while index.seq + 1 in present_set:
-            index.seq += 1
-            self.seen.discard(index.seq)
+                del self.gaps[q]
+        index.seq = min(self.gaps) - 1 if self.gaps else self.high
 
     def _apply(self, index: MarketIndex, learnware_ids: list[int]) -> None:
         """Make the index hold exactly the accepted specs of these learnwares."""
@@ -162,6 +163,6 @@ class IndexSync:
     def snapshot(self) -> str:
         """Write a snapshot of the current index and position."""
         with self._lock:
-            name = save_snapshot(self.index, self.store, seen=set(self.seen))
+            name = save_snapshot(self.index, self.store, high=self.high, gaps=list(self.gaps))
             self._since_snapshot = 0
         return name
