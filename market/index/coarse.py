@@ -125,6 +125,7 @@ class CoarseIndex:
         """Rebuild with the kind the current size calls for; retrain and retune an IVF."""
         with self._lock:
             ids, vectors = self.vectors()
+            self._index = None  # free the old index before the new one is built
             self._index, self.info = build(ids, vectors, self.size, self.config)
 
     # -- queries -----------------------------------------------------------------------

@@ -95,6 +95,7 @@ class PackedSpecs:
         self._count = _Growable(np.int32)
         self._self = _Growable(np.float64)
         self._slot: dict[int, int] = {}
+        self._live_rows = 0
 
     # -- membership --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -112,7 +113,7 @@ class PackedSpecs:
     def rows(self, ids: Sequence[int] | np.ndarray | None = None) -> int:
         """Points stored for the live specs, or for ``ids``."""
         if ids is None:
-            return int(self._count.view[self._ids.view >= 0].sum())
+            return self._live_rows
         return int(self._count.view[self.slots(ids)].sum())
 
     @property
@@ -185,6 +186,7 @@ class PackedSpecs:
         self._count.extend(np.asarray(sizes, dtype=np.int32))
         self._self.extend(np.asarray(self_terms, dtype=np.float64))
         self._slot.update(zip(ids.tolist(), range(first, first + len(ids)), strict=True))
+        self._live_rows += int(np.sum(sizes))
 
     def _room_for(self, k: int) -> int:
         if self._z and self._used[-1] + k <= len(self._z[-1]):
@@ -203,6 +205,7 @@ class PackedSpecs:
             slot = self._slot.pop(int(i), None)
             if slot is not None:
                 slot_ids[slot] = -1
+                self._live_rows -= int(self._count.view[slot])
                 removed += 1
         if removed and self._ids.n - len(self._slot) > max(len(self._slot), 1024):
             self.compact()
@@ -268,6 +271,7 @@ class PackedSpecs:
         ids = out._ids.view
         live = np.flatnonzero(ids >= 0)
         out._slot = dict(zip(ids[live].tolist(), live.tolist(), strict=True))
+        out._live_rows = int(out._count.view[live].sum())
         return out
 
     # -- reading -----------------------------------------------------------------------

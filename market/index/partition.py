@@ -128,17 +128,18 @@ class PartitionIndex:
         """
         c = candidates or self.config.min_candidates
         with self._lock:
-            if allowed is None:
-                scope = self.specs.ids
-            else:
-                scope = np.asarray([i for i in np.asarray(allowed).tolist() if i in self.specs])
-                scope = scope.astype(np.int64)
-            rows = self.specs.rows(None if allowed is None else scope)
-            if self.coarse is None or len(scope) <= c or rows <= self.config.exact_max_rows:
-                ids, method = scope, "exact"
+            scope = None  # everything: not materialised unless scanned
+            if allowed is not None:
+                scope = np.asarray(
+                    [i for i in np.asarray(allowed).tolist() if i in self.specs], dtype=np.int64
+                )
+            in_scope = len(self.specs) if scope is None else len(scope)
+            rows = self.specs.rows(scope)
+            if self.coarse is None or in_scope <= c or rows <= self.config.exact_max_rows:
+                ids, method = self.specs.ids if scope is None else scope, "exact"
             else:
                 vector = self.embedding.embed(query)
-                ids = self.coarse.search(vector, c, None if allowed is None else scope)
+                ids = self.coarse.search(vector, c, scope)
                 method = "coarse"
             dist = self.specs.mmd2(query, ids)
             self_terms = self.specs.self_terms(ids)
@@ -146,7 +147,7 @@ class PartitionIndex:
             ids, dist, self_terms = ids[finite], dist[finite], self_terms[finite]
             order = np.lexsort((ids, dist))
             specs = [self.specs.spec(i) for i in ids[order][:pool]]
-        return Ranked(ids[order], dist[order], self_terms[order], method, len(scope), specs)
+        return Ranked(ids[order], dist[order], self_terms[order], method, in_scope, specs)
 
     def describe(self) -> dict:
         """Size, index kind and measured recall, for search stats and metrics."""
