@@ -21,6 +21,9 @@ from market.store import ObjectStore
 from specification.files import loads_spec
 from specification.semantic import FIELD_TYPES, SemanticSpec
 
+#: The most learnwares a semantic-only search returns when no ``top`` is given.
+SEMANTIC_ONLY_MAX = 1000
+
 
 def index_config(settings: Settings) -> IndexConfig:
     return IndexConfig(
@@ -95,7 +98,9 @@ def run_search(
         if allowed is None:
             with catalog.session() as s:
                 allowed = np.asarray(repo.accepted_spec_ids(s), dtype=np.int64)
-        ids = [repo.format_id(int(i)) for i in allowed[:top]]
+        # A semantic-only answer lists matches, not the whole market: at most top, or
+        # SEMANTIC_ONLY_MAX; stats.semantic_matches says how many matched.
+        ids = [repo.format_id(int(i)) for i in allowed[: top or SEMANTIC_ONLY_MAX]]
         result = SearchResult(
             [SingleMatch(i) for i in ids], None, True, {"semantic_matches": len(allowed)}
         )
