@@ -57,6 +57,8 @@ def worker_command(queues: str, concurrency: int, name: str | None) -> list[str]
         "--without-gossip",
         "--without-mingle",
     ]
+    if "search" not in queues.split(","):
+        cmd += ["--max-tasks-per-child", "200"]  # bounded memory; no index to lose
     return cmd + (["-n", name] if name else [])
 
 

@@ -38,7 +38,9 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,  # for Flower; a 'sent' event per task would double
         # the broker traffic of every enqueue, so the API does not send one.
         broker_pool_limit=64,  # the API's thread pool shares these broker connections
-        worker_max_tasks_per_child=200,
+        # No recycling of pool processes here: a search process keeps its index in memory
+        # (reloading it costs seconds at a million learnwares). Check-only workers recycle
+        # theirs (``cli.serve.worker_command``).
     )
     if settings.broker.startswith("filesystem"):
         queue_dir = settings.broker_folder / "queue"
