@@ -137,7 +137,14 @@ class CoarseIndex:
             if k <= 0:
                 return np.empty(0, dtype=np.int64)
             params = _search_params(self.info, allowed)
-            _, ids = self._index.search(query, k, params=params)
+            # One query gains nothing from FAISS's OpenMP team, whose spinning threads would
+            # then hold the cores the exact re-ranking needs next.
+            threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                _, ids = self._index.search(query, k, params=params)
+            finally:
+                faiss.omp_set_num_threads(threads)
         ids = ids[0]
         return ids[ids >= 0]
 

@@ -21,9 +21,10 @@ from itertools import pairwise
 
 import numpy as np
 import torch
+from scipy.spatial.distance import cdist
 
 from specification.errors import SpecificationError
-from specification.kernel import gaussian_kernel, map_ranges
+from specification.kernel import map_ranges
 from specification.mmd import KernelMeanEmbedding, self_inner_products
 
 #: Rows per chunk of stored points (8 · dim · this many bytes each).
@@ -306,11 +307,9 @@ class PackedSpecs:
             raise SpecificationError(f"query has {zq.shape[1]} features, the partition {self.dim}")
         bq = np.asarray(query.beta_, dtype=np.float64).reshape(-1)
         zq = zq - self.center
-        self_q = float(
-            bq
-            @ gaussian_kernel(torch.from_numpy(zq), torch.from_numpy(zq), self.gamma).numpy()
-            @ bq
-        )
+        # The query's own ⟨Φ_q, Φ_q⟩ from direct differences, in numpy: a torch call here
+        # would wake torch's thread pool for a K×K matrix.
+        self_q = float(bq @ np.exp(-self.gamma * cdist(zq, zq, "sqeuclidean")) @ bq)
         g = self.gamma
         qa = np.concatenate(
             [2.0 * g * zq, -g * (zq * zq).sum(1, keepdims=True), np.full((len(zq), 1), -g)], 1
