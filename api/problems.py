@@ -7,9 +7,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from market.store import StoreUnavailable
+
 PROBLEM_JSON = "application/problem+json"
+#: What a 503 for an outage of the store or the catalog asks clients to wait.
+RETRY_AFTER_S = 5
 
 _TITLES = {
     400: "Bad request",
@@ -55,6 +60,23 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return problem_response(exc.status_code, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(_: Request, exc: StoreUnavailable):
+        # The store client already retried with backoff; nothing was recorded in the catalog.
+        return problem_response(
+            503,
+            f"the package store is unavailable ({exc}); nothing was saved, try again later",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _catalog_down(_: Request, exc: OperationalError):
+        return problem_response(
+            503,
+            "the catalog database is unavailable; nothing was saved, try again later",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):

@@ -1,0 +1,252 @@
+"""Fault drills on a real market: a worker killed mid-check, Redis restarted, the object store
+down, the API killed during an upload. Each checks that the market says what is wrong while it
+is wrong, recovers by itself, and loses or half-writes nothing it had accepted."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cli.serve import LocalMarket, free_port
+from client import WharfClient
+from examples.learnwares import build_examples
+from market.catalog import Catalog, repo
+from market.settings import Settings
+from specification import RKME
+from specification.files import dumps_spec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    return build_examples(tmp_path_factory.mktemp("examples"))
+
+
+@pytest.fixture
+def embedded(monkeypatch):
+    for name in [k for k in os.environ if k.startswith("WHARF_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("WHARF_RATE_LIMIT_ENABLED", "false")
+
+
+class RedisServer:
+    """A redis-server of the test's own, so it can be stopped and started again."""
+
+    def __init__(self, tmp: Path):
+        self.port = free_port()
+        self.dir = tmp
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (scripts/services installs it)")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+def _slow_package(tmp_path: Path, ex, seconds: float) -> Path:
+    """The example's package with a model whose predict sleeps first."""
+    out = tmp_path / f"slow-{ex.name.replace(' ', '-')}.zip"
+    with zipfile.ZipFile(ex.package) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("__init__.py"):
+                text = data.decode()
+                sleep = f"        import time\n        time.sleep({seconds})\n"
+                text = text.replace(
+                    "    def predict(self, X):\n", "    def predict(self, X):\n" + sleep
+                )
+                data = text.encode()
+            dst.writestr(info, data)
+    return out
+
+
+def _pool_children(market: LocalMarket) -> list[int]:
+    """PIDs of the Celery pool processes (the children of each worker's main process)."""
+    pids = []
+    for proc in market.procs:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        pids += [int(p) for p in out.stdout.split()]
+    return pids
+
+
+def test_a_worker_killed_mid_check_still_finishes_the_job_once(
+    examples, tmp_path, embedded, monkeypatch
+):
+    redis = RedisServer(tmp_path)
+    redis.start()
+    monkeypatch.setenv("WHARF_BROKER_URL", redis.url)
+    ex = examples[0]
+    try:
+        with LocalMarket(tmp_path / "m", workers=2) as m, WharfClient(m.url, m.token) as c:
+            worker_pids = {p.pid for p in m.procs[:2]}
+            sub = c.submit(_slow_package(tmp_path, ex, 3.0), ex.semantic)
+            deadline = time.monotonic() + 60
+            while c.learnware(sub["learnware_id"])["status"] != "checking":
+                assert time.monotonic() < deadline, "the check never started"
+                time.sleep(0.1)
+            time.sleep(0.5)
+            killed = [pid for pid in _pool_children(m) if pid not in worker_pids]
+            assert killed
+            for pid in killed:  # the process running the check dies without a word
+                os.kill(pid, signal.SIGKILL)
+            job = c.wait(sub["job_id"], timeout=240)
+            assert job["state"] == "succeeded"
+            assert job["attempts"] >= 2  # it ran again after the kill
+            assert c.learnware(sub["learnware_id"])["status"] == "accepted"
+            catalog = Catalog(Settings(data_dir=tmp_path / "m").catalog_url)
+            with catalog.session() as s:
+                assert repo.learnware_counts(s).get("accepted") == 1
+                adds = repo.index_changes_after(s, 0)
+            assert [lid for _, lid in adds] == [repo.parse_id(sub["learnware_id"])]
+    finally:
+        redis.stop()
+
+
+def test_redis_restarted_the_api_answers_503_then_recovers(
+    examples, tmp_path, embedded, monkeypatch
+):
+    redis = RedisServer(tmp_path)
+    redis.start()
+    monkeypatch.setenv("WHARF_BROKER_URL", redis.url)
+    ex = next(e for e in examples if e.name == "digits 5-9")
+    spec = RKME(n_points=20, seed=1).fit(ex.X_test)
+    try:
+        with LocalMarket(tmp_path / "m", workers=1) as m, WharfClient(m.url, m.token) as c:
+            sub = c.submit(ex.package, ex.semantic)
+            c.wait(sub["job_id"], timeout=180)
+            before = c.wait(c.start_search(spec=spec, top=3), timeout=120)
+
+            redis.stop()
+            r = c.http.post("/v1/searches", files={"stat_spec": ("s.json", dumps_spec(spec))})
+            assert r.status_code == 503, r.text
+            assert "broker" in r.json()["detail"].lower()
+            assert httpx.get(f"{m.url}/readyz").status_code == 503
+            # What the catalog holds is still served.
+            assert c.learnware(sub["learnware_id"])["status"] == "accepted"
+            assert c.job(before["id"])["result"] == before["result"]
+
+            redis.start()  # an empty Redis: nothing of the market lived only there
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{m.url}/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "the API did not recover"
+                time.sleep(0.5)
+            after = c.wait(c.start_search(spec=spec, top=3), timeout=120)
+            assert after["result"]["singles"][0]["id"] == sub["learnware_id"]
+            assert c.job(before["id"])["result"] == before["result"]
+    finally:
+        redis.stop()
+
+
+def test_the_store_down_gives_503_and_records_nothing(
+    examples, tmp_path, embedded, monkeypatch, closed_port, s3_credentials
+):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    monkeypatch.setenv("WHARF_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("WHARF_STORE", "s3")
+    monkeypatch.setenv("WHARF_S3_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("WHARF_S3_ACCESS_KEY_ID", s3_credentials["access_key_id"])
+    monkeypatch.setenv("WHARF_S3_SECRET_ACCESS_KEY", s3_credentials["secret_access_key"])
+    settings = Settings()
+    catalog = Catalog.create(settings.catalog_url)
+    with catalog.session() as s:
+        user = repo.create_user(s, "dev")
+        token, _ = repo.create_token(s, user.id, "t")
+    ex = examples[0]
+    started = time.monotonic()
+    with TestClient(create_app(settings)) as client:
+        with open(ex.package, "rb") as f:
+            r = client.post(
+                "/v1/learnwares",
+                headers={"Authorization": f"Bearer {token}"},
+                files={"package": ("p.zip", f, "application/zip")},
+                data={"semantic_spec": json.dumps(ex.semantic)},
+            )
+    assert r.status_code == 503, r.text
+    assert "store is unavailable" in r.json()["detail"] and r.headers["Retry-After"]
+    assert time.monotonic() - started < 60  # retried with backoff, then gave up
+    with catalog.session() as s:
+        assert sum(repo.learnware_counts(s).values()) == 0  # nothing half-recorded
+        assert sum(repo.job_counts(s).values()) == 0
+
+
+def test_the_api_killed_during_an_upload_accepts_no_partial_package(examples, tmp_path, embedded):
+    ex = examples[0]
+    body_file = ex.package.read_bytes()
+    with LocalMarket(tmp_path / "m", workers=0) as m:
+        boundary = "wharfboundary"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="package"; '
+            f'filename="p.zip"\r\nContent-Type: application/zip\r\n\r\n'
+        ).encode()
+        total = len(head) + len(body_file) + 200
+        sock = socket.create_connection(("127.0.0.1", m.port))
+        sock.sendall(
+            (
+                f"POST /v1/learnwares HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {m.token}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {total}\r\n\r\n"
+            ).encode()
+            + head
+            + body_file[: len(body_file) // 2]
+        )
+        time.sleep(0.5)
+        api = m.procs[-1]
+        os.killpg(api.pid, signal.SIGKILL)  # the API dies with half the package received
+        api.wait()
+        sock.close()
+    # Start the market again on the same data: nothing of the upload is in it.
+    with LocalMarket(tmp_path / "m", workers=0) as m, WharfClient(m.url, m.token) as c:
+        assert c.learnwares()["total"] == 0
+        objects = [p for p in (tmp_path / "m").rglob("packages/*") if not p.name.startswith(".")]
+        assert objects == []
+        sub = c.submit(ex.package, ex.semantic)  # and the same package can be sent again
+        assert sub["status"] == "pending"
