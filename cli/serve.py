@@ -104,11 +104,13 @@ class LocalMarket:
         port: int | None = None,
         workers: int = 2,
         host: str = "127.0.0.1",
+        api_workers: int = 1,
     ):
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.host = host
         self.n_workers = workers
+        self.api_workers = api_workers
         self.env = {**os.environ, "WHARF_DATA_DIR": str(self.data_dir)}
         self.procs: list[subprocess.Popen] = []
         self.token = ""
@@ -143,6 +145,8 @@ class LocalMarket:
                 str(self.port),
                 "--log-level",
                 "warning",
+                "--workers",
+                str(self.api_workers),
             ],
             logs / "api.log",
         )

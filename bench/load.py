@@ -1,0 +1,205 @@
+"""A bounded load test of the market service: enqueue latency at 100 concurrent clients, then
+every job it queued carried through to the end.
+
+Run: ``PYTHONPATH=. python -m bench.load [--clients 100] [--rate 1.0] [--seconds 20]``
+(needs Redis on 127.0.0.1:6379; uses database 14 and empties it)
+
+Phase 1 (latency): the API (uvicorn with ``--api-workers`` processes, 2 by default) on a Redis
+broker with the embedded SQLite catalog and local store, and no worker running, so every
+request is only validated, recorded and queued. ``--clients`` clients, each with its own API
+token (so each has its own rate-limit budget, as real users do), send requests at ``--rate``
+per second each, at random (exponential) intervals, for ``--seconds`` seconds: an open load,
+bounded in time and count, that does not slow down when the API does. The mix: 60 % semantic
+searches, 30 % searches with an RKME (a 20-point spec in 64 features), 10 % submissions of a
+distinct 30 KB package. Latency is measured per request by the client, on the same 2 cores.
+
+Phase 2 (nothing lost): two worker processes start and drain the queues; every job that got a
+202 must finish (checks accepted, searches with a result). The target: enqueue p99 ≤ 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from ._common import table, verdict, write_results
+from .service import variant
+
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/14")
+
+
+async def client_loop(url, token, deadline, rate, payloads, rng, out, job_ids):
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+        next_at = time.monotonic() + rng.expovariate(rate)
+        while True:
+            now = time.monotonic()
+            if next_at > deadline:
+                return
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+            kind = rng.choices(["semantic", "spec", "submit"], weights=[6, 3, 1])[0]
+            started = time.monotonic()
+            if kind == "semantic":
+                r = await http.post("/v1/searches", data={"semantic_spec": payloads["semantic"]})
+            elif kind == "spec":
+                files = {"stat_spec": ("spec.json", payloads["spec"], "application/json")}
+                r = await http.post("/v1/searches", files=files)
+            else:
+                files = {"package": ("p.zip", payloads["package"](), "application/zip")}
+                r = await http.post(
+                    "/v1/learnwares", data={"semantic_spec": payloads["lw_semantic"]}, files=files
+                )
+            out.append((kind, time.monotonic() - started, r.status_code))
+            if r.status_code == 202:
+                job_ids.append((kind, r.json()["job_id"]))
+            next_at += rng.expovariate(rate)
+
+
+async def load(url, tokens, seconds, rate, payloads) -> tuple[list, list]:
+    out: list = []
+    job_ids: list = []
+    deadline = time.monotonic() + seconds
+    await asyncio.gather(
+        *(
+            client_loop(url, t, deadline, rate, payloads, random.Random(i), out, job_ids)
+            for i, t in enumerate(tokens)
+        )
+    )
+    return out, job_ids
+
+
+def pct(values, p) -> str:
+    return f"{1e3 * float(np.percentile(values, p)):.1f}" if values else "—"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=1.0, help="requests/s per client")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--api-workers", type=int, default=2)
+    args = parser.parse_args()
+
+    import redis
+
+    from cli.serve import LocalMarket, worker_command
+    from examples.learnwares import build_examples
+    from market.catalog import Catalog, Job, repo
+    from market.settings import Settings
+    from specification import RKME
+    from specification.files import dumps_spec
+
+    os.environ["WHARF_BROKER_URL"] = REDIS
+    redis.Redis.from_url(REDIS).flushdb()
+    tmp = Path(tempfile.mkdtemp(prefix="wharf-bench-load-"))
+    examples = build_examples(tmp / "examples")
+    ex = next(e for e in examples if e.name == "digits 5-9")
+    counter = iter(range(10**9))
+    payloads = {
+        "semantic": json.dumps({"Task": {"Type": "Class", "Values": ["Classification"]}}),
+        "spec": dumps_spec(RKME(n_points=20, seed=1).fit(ex.X_test)).encode(),
+        "lw_semantic": json.dumps(ex.semantic),
+        "package": lambda: variant(ex.package, f"load {next(counter)} " + "x" * 30_000),
+    }
+    with LocalMarket(tmp / "market", workers=0, api_workers=args.api_workers) as m:
+        catalog = Catalog(Settings(data_dir=tmp / "market").catalog_url)
+        with catalog.session() as s:  # straight into the catalog: token creation is rate-limited
+            tokens = [
+                repo.create_token(s, repo.create_user(s, f"u{i}").id, "load")[0]
+                for i in range(args.clients)
+            ]
+        t0 = time.monotonic()
+        results, jobs = asyncio.run(load(m.url, tokens, args.seconds, args.rate, payloads))
+        elapsed = time.monotonic() - t0
+
+        # Phase 2: workers drain the queues; nothing that got a 202 may be lost.
+        logs = tmp / "market" / "logs"
+        for i in range(2):
+            m._spawn(worker_command("check,search,index", 1, f"drain{i}@%h"), logs / f"d{i}.log")
+        ids = [j for _, j in jobs]
+        t1 = time.monotonic()
+        while True:
+            with catalog.session() as s:
+                states = [s.get(Job, j).state for j in ids]
+            done = sum(st in ("succeeded", "failed") for st in states)
+            if done == len(ids) or time.monotonic() - t1 > 900:
+                break
+            time.sleep(1)
+        drain = time.monotonic() - t1
+        succeeded = sum(st == "succeeded" for st in states)
+        failed = sum(st == "failed" for st in states)
+
+    rows = []
+    for kind, label in (
+        ("semantic", "POST /v1/searches (semantic)"),
+        ("spec", "POST /v1/searches (RKME upload)"),
+        ("submit", "POST /v1/learnwares (30 KB)"),
+        (None, "all"),
+    ):
+        lat = [t for k, t, _ in results if kind in (None, k)]
+        bad = sum(1 for k, _, code in results if kind in (None, k) and code != 202)
+        rows.append(
+            [
+                label,
+                len(lat),
+                bad,
+                f"{len(lat) / elapsed:.0f}/s",
+                pct(lat, 50),
+                pct(lat, 90),
+                pct(lat, 99),
+                f"{1e3 * max(lat):.1f}" if lat else "—",
+            ]
+        )
+    all_lat = [t for _, t, _ in results]
+    p99 = float(np.percentile(all_lat, 99))
+    codes = sorted({c for _, _, c in results})
+    body = "\n".join(
+        [
+            __doc__.split("\n\n", 1)[1].strip(),
+            "",
+            f"{args.clients} clients × {args.rate}/s for {args.seconds:.0f} s; API: uvicorn with "
+            f"{args.api_workers} worker processes. Status codes seen: {codes}.",
+            "",
+            "## Enqueue latency (ms)",
+            "",
+            table(["request", "n", "non-202", "throughput", "p50", "p90", "p99", "max"], rows),
+            "",
+            "## Nothing lost",
+            "",
+            f"{len(ids)} jobs queued; after {drain:.0f} s of draining with 2 worker processes: "
+            f"{succeeded} succeeded, {failed} failed, {len(ids) - succeeded - failed} unfinished.",
+            "",
+            "## Target",
+            "",
+            table(
+                ["target", "measured", "result"],
+                [
+                    [
+                        "enqueue p99 ≤ 50 ms at 100 clients",
+                        f"{1e3 * p99:.1f} ms",
+                        verdict(p99 <= 0.05),
+                    ],
+                    [
+                        "every queued job finishes",
+                        f"{succeeded}/{len(ids)} succeeded",
+                        verdict(succeeded == len(ids)),
+                    ],
+                ],
+            ),
+        ]
+    )
+    write_results("load", "Bounded load test: enqueue latency and nothing lost", body)
+
+
+if __name__ == "__main__":
+    main()
