@@ -64,9 +64,22 @@ class SearchAccepted(BaseModel):
     status_url: str
 
 
+class BulkImportAccepted(BaseModel):
+    job_id: str
+    status_url: str
+    entries: int = Field(description="manifest lines to import")
+    batches: int = Field(description="index tasks the import runs as")
+
+
 class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
-    user: str | None = Field(default=None, description="admin only: create for this user")
+    user: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        pattern=r"\S",
+        description="admin only: create for this user (1 to 100 characters, not blank)",
+    )
     role: str | None = Field(default=None, description="admin only: role of a new user")
     expires_in_days: int | None = Field(
         default=None,
