@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from specification import (
     RKME,
@@ -19,17 +20,43 @@ from specification import (
 from specification.package import read_package
 from specification.semantic import SemanticSpec
 
-from .tables import read_table
+from .datafiles import KINDS, read_data
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     spec = sub.add_parser("spec", help="fit, compare and check specifications")
     cmds = spec.add_subparsers(dest="spec_command", required=True)
 
-    fit = cmds.add_parser("fit", help="fit an RKME table spec on a .npy or numeric .csv file")
-    fit.add_argument("input", help="data file: .npy, or .csv with an optional header row")
+    fit = cmds.add_parser(
+        "fit", help="fit an RKME spec of a table, a stack of images or a list of texts"
+    )
+    fit.add_argument(
+        "input",
+        help="data file: a table (.csv, or .npy N×d), images (.npy N×C×H×W or N×H×W) or "
+        "texts (.txt, one per line, or a .json list of strings)",
+    )
     fit.add_argument("-o", "--output", required=True, help="where to write the spec JSON")
-    fit.add_argument("--points", type=int, default=100, help="reduced-set size K (default 100)")
+    fit.add_argument(
+        "--type", choices=KINDS, default="auto", help="the kind of data (default: from the file)"
+    )
+    fit.add_argument(
+        "--points", type=int, default=None, help="reduced-set size K (default 100; images 50)"
+    )
+    fit.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="fit steps (default 10; images: 100 rounds of random nets, slow without a GPU)",
+    )
+    fit.add_argument(
+        "--nets", type=int, default=None, help="images: random nets per round (default 16)"
+    )
+    fit.add_argument(
+        "--net-width",
+        type=int,
+        default=None,
+        help="images: half the channels of a random net (default 128); less is faster",
+    )
     fit.add_argument("--gamma", type=float, default=0.1, help="kernel parameter (default 0.1)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     fit.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -47,20 +74,65 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=cmd_check)
 
 
-def fit_file(path: str, *, points: int, gamma: float, seed: int, device: str) -> RKME:
-    return RKME(n_points=points, gamma=gamma, seed=seed, device=device).fit(read_table(path))
+def fit_file(
+    path: str,
+    *,
+    points: int | None,
+    gamma: float,
+    seed: int,
+    device: str,
+    kind: str = "auto",
+    steps: int | None = None,
+    nets: int | None = None,
+    net_width: int | None = None,
+) -> Any:
+    """The spec of a data file: a table, image or text RKME, by the kind of data."""
+    kind, data = read_data(path, kind)
+    options: dict[str, Any] = {"seed": seed, "device": device}
+    if points is not None:
+        options["n_points"] = points
+    if steps is not None:
+        options["steps"] = steps
+    if kind == "image":
+        from specification.image import RKMEImage
+
+        if nets is not None:
+            options["n_models"] = nets
+        if net_width is not None:
+            options["model_config"] = {"net_width": net_width}
+        return RKMEImage(**options).fit(data)
+    if kind == "text":
+        from specification.text import RKMEText
+
+        return RKMEText(gamma=gamma, **options).fit(data)
+    return RKME(gamma=gamma, **options).fit(data)
+
+
+def describe_spec(spec: Any) -> str:
+    kind = spec.spec_type.removeprefix("RKME").removesuffix("Specification").lower()
+    text = f"RKME {kind} specification: K={spec.z_.shape[0]}, point shape={spec.feature_shape}"
+    if spec.spec_type != "RKMEImageSpecification":
+        text += f", gamma={spec.gamma}"
+    if hasattr(spec, "language_"):
+        text += f", languages={spec.language_}"
+    return text + f", num_points={spec.num_points_}"
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     spec = fit_file(
-        args.input, points=args.points, gamma=args.gamma, seed=args.seed, device=args.device
+        args.input,
+        points=args.points,
+        gamma=args.gamma,
+        seed=args.seed,
+        device=args.device,
+        kind=args.type,
+        steps=args.steps,
+        nets=args.nets,
+        net_width=args.net_width,
     )
     save_spec(spec, args.output)
-    print(
-        f"wrote {args.output}: K={spec.z_.shape[0]}, features={spec.feature_shape}, "
-        f"gamma={spec.gamma}, rows={spec.num_points_} ({time.perf_counter() - t0:.2f} s)"
-    )
+    print(f"wrote {args.output}: {describe_spec(spec)} ({time.perf_counter() - t0:.2f} s)")
     return 0
 
 
@@ -86,10 +158,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{path}: valid semantic specification ({spec.data_type}, {spec.task_type})")
         return 0
     stat = loads_spec(text)
-    print(
-        f"{path}: valid RKME table specification: K={stat.z_.shape[0]}, "
-        f"features={stat.feature_shape}, gamma={stat.gamma}, num_points={stat.num_points_}"
-    )
+    print(f"{path}: valid {describe_spec(stat)}")
     return 0
 
 
@@ -100,10 +169,7 @@ def _check_package(path: Path) -> int:
             stat = loads_spec(pkg.read_member(entry.file_name))
         except SpecificationError as exc:
             raise PackageError(str(exc), entry.file_name) from None
-        print(
-            f"  {entry.file_name}: {entry.class_name}, K={stat.z_.shape[0]}, "
-            f"features={stat.feature_shape}, gamma={stat.gamma}"
-        )
+        print(f"  {entry.file_name}: {entry.class_name}, {describe_spec(stat)}")
     print(
         f"{path}: valid learnware package (model {pkg.model.class_name} "
         f"in {pkg.model.module_path}, sha256 {pkg.sha256[:12]}…)"

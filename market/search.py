@@ -10,9 +10,11 @@ Pipeline (reference §3.3 and §4, with the differences listed at the end):
    Description is at least 75, best first. The requirement's Description is ignored.
 2. Without a user spec the semantic matches are the answer, without scores.
 3. **Statistical stage**: candidates whose spec has another spec type, feature shape or γ
-   (relative difference above 1e-12) are dropped, each reason counted in ``stats``; exact
-   squared MMD to every survivor in one :class:`~specification.mmd.SpecBank` pass; non-finite
-   values dropped; ascending order (ties keep the candidate order).
+   (relative difference above 1e-12) are dropped, and for a text spec those whose languages
+   do not include all of the user's; each reason is counted in ``stats``. Exact squared MMD
+   to every survivor in one :class:`~specification.mmd.SpecBank` pass (an
+   :class:`~specification.nngp.ImageBank` for image specs); non-finite values dropped;
+   ascending order (ties keep the candidate order).
 4. **Greedy mixture** (:func:`greedy_mixture`, §4.3) over the ``max_search_num²`` best singles,
    at most ``max_search_num`` members, when the best single's MMD² is above 0.
 5. **Scores**, two of them:
@@ -21,7 +23,9 @@ Pipeline (reference §3.3 and §4, with the differences listed at the end):
      single distances with the mixture's appended, the mixture dropped when its score equals
      the best single's to two decimals (truncated), singles kept while they score ≥ 0.6 (at
      least one), and a lone single below 0.6 raised to 0.6 with the mixture score scaled alike.
-     It depends on the other candidates: a lone candidate scores 1 however far it is.
+     It depends on the other candidates: a lone candidate scores 1 however far it is. For
+     image specs the distances (singles and mixture) are first squashed by
+     d ↦ 1 − exp(−d / 5e−5), as the reference does; ``mmd2`` stays the raw MMD².
    - ``similarity``: an absolute score that depends on the user and the one learnware only,
 
          s(u, l) = 2⟨Φ_u, Φ_l⟩ / (‖Φ_u‖² + ‖Φ_l‖²) = 1 − MMD²(u, l) / (‖Φ_u‖² + ‖Φ_l‖²).
@@ -40,8 +44,10 @@ Pipeline (reference §3.3 and §4, with the differences listed at the end):
 Differences from the reference, all deliberate: γ must match (the reference compares specs
 of different γ); the Gram matrix of the mixture pool and the user's inner products are
 computed once per search, on centred points (no GEMM cancellation), and each QP is
-warm-started from the previous round's weights; ``learnware_id`` filtering and the image
-distance squashing are not implemented (only table RKMEs exist in Wharf so far).
+warm-started from the previous round's weights; ``learnware_id`` filtering is not
+implemented. For image specs the Gram matrix of the mixture pool is filled a column at a time,
+only for the members the greedy search picks (an NNGP block costs far more than a Gaussian
+one), and the user's inner products come from the single distances already computed.
 
 A search worker keeps one :class:`SpecPartition` per (spec type, feature shape, γ) and passes
 it to :func:`search`, so learnwares' self inner products and stacked points are computed once,
@@ -61,11 +67,13 @@ from rapidfuzz import fuzz
 
 from specification._threads import single_threaded_blas
 from specification.errors import SpecificationError
+from specification.image import IMAGE_SPEC_TYPE
 from specification.kernel import map_ranges
 from specification.mmd import SpecBank
 from specification.qp import solve_simplex_qp
 from specification.rkme import RKME
 from specification.semantic import SemanticSpec, tags_match
+from specification.text import TEXT_SPEC_TYPE, languages_cover
 
 #: Fuzzy name matches need at least this ``partial_ratio`` (0–100), as in the reference.
 FUZZY_MIN_SCORE = 75.0
@@ -77,6 +85,8 @@ DECAY_RATE = 0.95
 SINGLE_MIN_SCORE = 0.6
 #: Two γ are the same kernel when they differ by at most this, relative to the user's γ.
 GAMMA_RTOL = 1e-12
+#: Image distances are squashed by d ↦ 1 − exp(−d / this) before scoring (the reference's).
+IMAGE_DIST_SCALE = 5e-5
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,8 @@ class SearchResult:
     """What a search returns; :meth:`to_dict` is its JSON form.
 
     ``stats`` holds the counts ``candidates``, ``semantic_matches``, ``dropped_no_spec``,
-    ``dropped_type``, ``dropped_shape``, ``dropped_gamma``, ``dropped_nonfinite``, ``scored``,
+    ``dropped_type``, ``dropped_shape``, ``dropped_gamma``, ``dropped_language``,
+    ``dropped_nonfinite``, ``scored``,
     ``mixture_pool``, ``qp_solves`` and ``timings_ms`` (``semantic``, ``mmd``, ``mixture``,
     ``total``).
     """
@@ -187,6 +198,10 @@ class SpecPartition:
         return cls(partition_key(spec), device=device)
 
     def _new_bank(self) -> SpecBank:
+        if self.key.spec_type == IMAGE_SPEC_TYPE:
+            from specification.nngp import ImageBank
+
+            return ImageBank(self.key.feature_shape, device=self.device)
         return SpecBank(self.key.gamma, math.prod(self.key.feature_shape), device=self.device)
 
     def accepts(self, spec: RKME | None) -> bool:
@@ -362,13 +377,17 @@ def _similarity(mmd2: Any, user_self: float, other_self: Any) -> np.ndarray:
 
 # -- mixture -------------------------------------------------------------------------------
 def inner_product_matrix(specs: Sequence[RKME], gamma: float) -> np.ndarray:
-    """G_ij = ⟨Φ_i, Φ_j⟩ for every pair.
+    """G_ij = ⟨Φ_i, Φ_j⟩ for every pair (image specs: under the NNGP kernel).
 
     One kernel block per spec against the stacked points of itself and the specs after it
     (the lower triangle is the mirror of the upper), the blocks spread over the kernel thread
     pool. Squared distances come from one matrix product on points centred at their mean,
     which agrees with direct differences to about 1e-16 here and is several times faster.
     """
+    if specs and getattr(specs[0], "spec_type", None) == IMAGE_SPEC_TYPE:
+        from specification.nngp import gram_matrix
+
+        return gram_matrix(specs)
     z = [np.asarray(s.z_, dtype=np.float64).reshape(len(s.beta_), -1) for s in specs]
     beta = [np.asarray(s.beta_, dtype=np.float64).reshape(-1) for s in specs]
     stacked = np.concatenate(z)
@@ -412,6 +431,8 @@ def greedy_mixture(
     user_self: float,
     max_members: int,
     decay_rate: float = DECAY_RATE,
+    *,
+    column: Callable[[int], np.ndarray] | None = None,
 ) -> GreedyMixture:
     """Greedy mixture search of the reference (§4.3) on a precomputed pool.
 
@@ -420,12 +441,16 @@ def greedy_mixture(
     min ½wᵀKw − Cᵀw (warm-started from the chosen weights), and keeps the one whose mixture
     MMD² = ‖Φ_u‖² + 2·obj* is least; a round that does not reach ``decay_rate`` times the
     previous MMD² ends the search (the first round always succeeds).
+
+    With ``column``, ``gram`` need only hold its diagonal: a round reads the columns of the
+    chosen members alone, and ``column(j)`` (⟨Φ_i, Φ_j⟩ for every i) fills column and row j
+    of ``gram`` (in place) when j has been chosen and another round follows.
     """
     with single_threaded_blas():  # one limit for every small solve below
-        return _greedy_mixture(gram, cross, user_self, max_members, decay_rate)
+        return _greedy_mixture(gram, cross, user_self, max_members, decay_rate, column)
 
 
-def _greedy_mixture(gram, cross, user_self, max_members, decay_rate) -> GreedyMixture:
+def _greedy_mixture(gram, cross, user_self, max_members, decay_rate, column) -> GreedyMixture:
     chosen: list[int] = []
     weights = np.empty(0)
     current = math.inf
@@ -433,6 +458,11 @@ def _greedy_mixture(gram, cross, user_self, max_members, decay_rate) -> GreedyMi
     scale = max(float(np.abs(np.diag(gram)).max()), float(np.abs(cross).max()), 1e-300)
     for _ in range(min(max_members, len(cross))):
         best: tuple[float, int, np.ndarray] | None = None
+        if column is not None and chosen:
+            j = chosen[-1]
+            values = np.array(column(j), dtype=np.float64)
+            values[j] = gram[j, j]
+            gram[:, j] = gram[j, :] = values
         w0 = np.append(weights, 0.0) if chosen else None
         tried = [j for j in range(len(cross)) if j not in chosen]
         if chosen:
@@ -543,6 +573,7 @@ def search(
             "dropped_type",
             "dropped_shape",
             "dropped_gamma",
+            "dropped_language",
             "dropped_nonfinite",
             "scored",
             "mixture_pool",
@@ -578,6 +609,8 @@ def search(
             stats["dropped_shape"] += 1
         elif not _same_gamma(c.spec.gamma, key.gamma):
             stats["dropped_gamma"] += 1
+        elif key.spec_type == TEXT_SPEC_TYPE and not languages_cover(c.spec, spec):
+            stats["dropped_language"] += 1
         else:
             survivors.append(c)
     if not survivors:
@@ -641,6 +674,7 @@ def score_ranking(
     if user_self is None:
         user_self = user_self_term(spec)
     gamma = float(spec.gamma)
+    image = spec.spec_type == IMAGE_SPEC_TYPE
     dists = [float(d) for d in dists]
     similarity = _similarity(np.asarray(dists), user_self, np.asarray(self_terms))
     mix: GreedyMixture | None = None
@@ -649,17 +683,27 @@ def score_ranking(
     if dists and dists[0] > 0:
         pool = list(ids[: max_search_num**2])
         stats["mixture_pool"] = len(pool)
-        gram = inner_product_matrix([spec, *pool_specs(pool)], gamma)
-        mix = greedy_mixture(gram[1:, 1:], gram[0, 1:], user_self, max_search_num)
+        members = pool_specs(pool)
+        column = None
+        if image:
+            gram, cross, column = _image_pool(members, dists, self_terms, user_self)
+        else:
+            full = inner_product_matrix([spec, *members], gamma)
+            gram, cross = full[1:, 1:], full[0, 1:]
+        mix = greedy_mixture(gram, cross, user_self, max_search_num, column=column)
         stats["qp_solves"] = mix.qp_solves
         if len(mix.members) < 2:
             mix = None
         else:
-            k = gram[1:, 1:][np.ix_(mix.members, mix.members)]
+            k = gram[np.ix_(mix.members, mix.members)]
             mix_similarity = float(_similarity(mix.mmd2, user_self, mix.weights @ k @ mix.weights))
     if not dists:
         return [], None
-    scores, mix_score = reference_scores(dists, None if mix is None else mix.mmd2)
+    mix_dist = None if mix is None else mix.mmd2
+    if image:  # the reference squashes image distances before scoring them
+        dists_scored = [squash_image_distance(d) for d in dists]
+        mix_dist = None if mix_dist is None else squash_image_distance(mix_dist)
+    scores, mix_score = reference_scores(dists_scored if image else dists, mix_dist)
     singles = [
         SingleMatch(i, d, float(s), float(sim))
         for i, d, s, sim in zip(ids, dists, scores, similarity, strict=False)
@@ -674,6 +718,25 @@ def score_ranking(
             similarity=mix_similarity,
         )
     return singles, mixture
+
+
+def squash_image_distance(d: float) -> float:
+    """The reference's map of an image MMD² into [0, 1): 1 − exp(−d / 5e−5)."""
+    return -math.expm1(-d / IMAGE_DIST_SCALE)
+
+
+def _image_pool(members, dists, self_terms, user_self):
+    """The mixture pool of image specs: a Gram matrix knowing only its diagonal (the specs'
+    self-terms), the user's inner products from the distances (⟨Φ_u, Φ_i⟩ =
+    (‖Φ_u‖² + ‖Φ_i‖² − MMD²) / 2) and the column callback that fills the rest on demand."""
+    from specification.nngp import inner_products
+
+    n = len(members)
+    selfs = np.asarray(self_terms[:n], dtype=np.float64)
+    gram = np.full((n, n), np.nan)
+    np.fill_diagonal(gram, selfs)
+    cross = (user_self + selfs - np.asarray(dists[:n], dtype=np.float64)) / 2.0
+    return gram, cross, lambda j: inner_products(members[j], members)
 
 
 def user_self_term(spec: RKME) -> float:

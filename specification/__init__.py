@@ -1,5 +1,5 @@
-"""Wharf's specification core: RKME, exact MMD², simplex QP, herding, index embeddings,
-spec files, semantic specifications and learnware packages.
+"""Wharf's specification core: RKME (tables, images, texts), exact MMD², simplex QP, herding,
+index embeddings, spec files, semantic specifications and learnware packages.
 
 Pure math and formats: nothing here starts a service or touches the network, so a user can
 compute a spec on a laptop with nothing running. Names are imported on first use, so a process
@@ -11,6 +11,8 @@ from typing import Any
 
 _EXPORTS = {
     "RKME": "rkme",
+    "RKMEImage": "image",
+    "RKMEText": "text",
     "effective_n_points": "rkme",
     "IndexEmbedding": "embedding",
     "PackageError": "errors",

@@ -3,6 +3,14 @@
     {"z": [[...], ...], "beta": [...], "gamma": 0.1, "num_points": 1257,
      "type": "RKMETableSpecification"}
 
+A text spec adds ``"language": ["en", ...]`` (type ``RKMETextSpecification``). An image spec
+has no γ and carries the reference's fields instead::
+
+    {"RKME_IMAGE_VERSION": 1, "msg": null, "z": [K × C × 32 × 32], "beta": [...],
+     "n_models": 16, "model_config": {"k": 2, "mu": 0, "sigma": null, "net_width": 128,
+     "net_depth": 3}, "type": "RKMEImageSpecification", "num_points": 1257}
+
+(``num_points`` is Wharf's addition; the reference reader ignores keys it does not know.)
 Floats are written with Python's shortest round-trip repr, so write → read is exact. Files of
 the legacy ``RKMEStatSpecification`` type, with no ``type``, or with extra keys (``cuda_idx``,
 ``device``, …) are read too. Anything that cannot be a spec is refused with a
@@ -20,31 +28,49 @@ from typing import Any
 import numpy as np
 
 from .errors import SpecificationError
+from .image import IMAGE_SPEC_TYPE, IMAGE_SPEC_VERSION, RKMEImage
 from .rkme import RKME, TABLE_SPEC_TYPE
+from .text import TEXT_SPEC_TYPE, RKMEText, check_languages
 
 #: Spec types read as a table RKME; the first is the one written.
 TABLE_TYPES = (TABLE_SPEC_TYPE, "RKMEStatSpecification")
+#: Every spec type a file may hold.
+SPEC_TYPES = (*TABLE_TYPES, TEXT_SPEC_TYPE, IMAGE_SPEC_TYPE)
 #: Refuse files and arrays beyond these sizes before parsing them.
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_POINTS = 1_000_000
 MAX_NUMBERS = 50_000_000
 
 
-def spec_to_dict(spec: RKME) -> dict[str, Any]:
-    return {
+def spec_to_dict(spec: RKME | RKMEImage) -> dict[str, Any]:
+    if spec.spec_type == IMAGE_SPEC_TYPE:
+        return {
+            "RKME_IMAGE_VERSION": IMAGE_SPEC_VERSION,
+            "msg": spec.msg,
+            "z": spec.z_.tolist(),
+            "beta": spec.beta_.tolist(),
+            "n_models": int(spec.n_models),
+            "model_config": spec.model_config_,
+            "type": IMAGE_SPEC_TYPE,
+            "num_points": int(spec.num_points_),
+        }
+    out = {
         "z": spec.z_.tolist(),
         "beta": spec.beta_.tolist(),
         "gamma": float(spec.gamma),
         "num_points": int(spec.num_points_),
-        "type": TABLE_SPEC_TYPE,
+        "type": spec.spec_type if spec.spec_type == TEXT_SPEC_TYPE else TABLE_SPEC_TYPE,
     }
+    if spec.spec_type == TEXT_SPEC_TYPE:
+        out["language"] = list(spec.language_)
+    return out
 
 
-def dumps_spec(spec: RKME) -> str:
+def dumps_spec(spec: RKME | RKMEImage) -> str:
     return json.dumps(spec_to_dict(spec), separators=(",", ":"), allow_nan=False)
 
 
-def save_spec(spec: RKME, path: str | os.PathLike) -> None:
+def save_spec(spec: RKME | RKMEImage, path: str | os.PathLike) -> None:
     """Write ``spec`` to ``path`` atomically (a reader never sees a half-written file)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -52,7 +78,7 @@ def save_spec(spec: RKME, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def load_spec(path: str | os.PathLike) -> RKME:
+def load_spec(path: str | os.PathLike) -> RKME | RKMEImage:
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -67,7 +93,7 @@ def _refuse_constant(name: str) -> float:
     raise SpecificationError(f"spec contains {name}; every number must be finite")
 
 
-def loads_spec(text: str | bytes) -> RKME:
+def loads_spec(text: str | bytes) -> RKME | RKMEImage:
     """Parse a spec file's content."""
     if len(text) > MAX_FILE_BYTES:
         raise SpecificationError(f"spec is over the {MAX_FILE_BYTES}-byte limit")
@@ -82,14 +108,16 @@ def loads_spec(text: str | bytes) -> RKME:
     return spec_from_dict(data)
 
 
-def spec_from_dict(data: Any) -> RKME:
+def spec_from_dict(data: Any) -> RKME | RKMEImage:
     if not isinstance(data, dict):
         raise SpecificationError(f"spec must be a JSON object, got {type(data).__name__}")
     spec_type = data.get("type", TABLE_SPEC_TYPE)
-    if spec_type not in TABLE_TYPES:
+    if spec_type not in SPEC_TYPES:
         raise SpecificationError(
-            f"type: unsupported spec type {spec_type!r}; supported: {', '.join(TABLE_TYPES)}"
+            f"type: unsupported spec type {spec_type!r}; supported: {', '.join(SPEC_TYPES)}"
         )
+    if spec_type == IMAGE_SPEC_TYPE:
+        return _image_from_dict(data)
     missing = [k for k in ("z", "beta", "gamma") if k not in data]
     if missing:
         raise SpecificationError(f"spec is missing required key(s): {', '.join(missing)}")
@@ -110,10 +138,53 @@ def spec_from_dict(data: Any) -> RKME:
         raise SpecificationError(
             f"beta has {beta.shape[0]} weights but z has {z.shape[0]} points; they must match"
         )
+    num_points = _num_points(data)
+    if spec_type == TEXT_SPEC_TYPE:
+        language = check_languages(data.get("language", []))
+        return RKMEText.from_arrays(z, beta, float(gamma), num_points, language)
+    return RKME.from_arrays(z, beta, float(gamma), num_points)
+
+
+def _num_points(data: dict) -> int:
     num_points = data.get("num_points", 0)
     if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 0:
         raise SpecificationError(f"num_points must be a non-negative integer, got {num_points!r}")
-    return RKME.from_arrays(z, beta, float(gamma), num_points)
+    return num_points
+
+
+def _image_from_dict(data: dict) -> RKMEImage:
+    missing = [k for k in ("z", "beta") if k not in data]
+    if missing:
+        raise SpecificationError(f"image spec is missing required key(s): {', '.join(missing)}")
+    version = data.get("RKME_IMAGE_VERSION", IMAGE_SPEC_VERSION)
+    if version != IMAGE_SPEC_VERSION:
+        raise SpecificationError(
+            f"RKME_IMAGE_VERSION {version!r} is not supported (only {IMAGE_SPEC_VERSION})"
+        )
+    z = _array(data["z"], "z")
+    if z.ndim != 4 or z.shape[2:] != (32, 32):
+        raise SpecificationError(
+            f"z of an image spec must be K images of shape (C, 32, 32), got shape {z.shape}"
+        )
+    beta = _array(data["beta"], "beta")
+    if beta.ndim != 1 or beta.shape[0] != z.shape[0]:
+        raise SpecificationError(
+            f"beta must be a flat list of K = {z.shape[0]} weights, got shape {beta.shape}"
+        )
+    n_models = data.get("n_models", 16)
+    if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:
+        raise SpecificationError(f"n_models must be a positive integer, got {n_models!r}")
+    msg = data.get("msg")
+    if msg is not None and not isinstance(msg, str):
+        raise SpecificationError(f"msg must be a string or null, got {type(msg).__name__}")
+    return RKMEImage.from_arrays(
+        z,
+        beta,
+        _num_points(data),
+        n_models=n_models,
+        model_config=data.get("model_config"),
+        msg=msg,
+    )
 
 
 def _array(value: Any, name: str) -> np.ndarray:

@@ -45,7 +45,14 @@ def _flat(spec: KernelMeanEmbedding) -> np.ndarray:
 def inner_product(
     a: KernelMeanEmbedding, b: KernelMeanEmbedding, gamma: float | None = None
 ) -> float:
-    """⟨Φ_a, Φ_b⟩ under the kernel of γ (``a.gamma`` unless given)."""
+    """⟨Φ_a, Φ_b⟩ under the kernel of γ (``a.gamma`` unless given); image specs under the
+    NNGP kernel."""
+    if _is_image(a) or _is_image(b):
+        if not (_is_image(a) and _is_image(b)):
+            raise SpecificationError("cannot compare an image spec with another kind of spec")
+        from .nngp import inner_product as image_inner_product
+
+        return image_inner_product(a, b)
     g = float(a.gamma if gamma is None else gamma)
     za, zb = torch.from_numpy(_flat(a)), torch.from_numpy(_flat(b))
     if za.shape[1] != zb.shape[1]:
@@ -56,6 +63,10 @@ def inner_product(
     ba = torch.as_tensor(np.asarray(a.beta_, dtype=np.float64))
     bb = torch.as_tensor(np.asarray(b.beta_, dtype=np.float64))
     return float(ba @ k @ bb)
+
+
+def _is_image(spec) -> bool:
+    return getattr(spec, "spec_type", None) == "RKMEImageSpecification"
 
 
 def check_comparable(a: KernelMeanEmbedding, b: KernelMeanEmbedding) -> None:
@@ -72,7 +83,15 @@ def check_comparable(a: KernelMeanEmbedding, b: KernelMeanEmbedding) -> None:
 
 
 def mmd2(a: KernelMeanEmbedding, b: KernelMeanEmbedding) -> float:
-    """Squared MMD between two specs of the same γ and feature shape."""
+    """Squared MMD between two specs of the same type, γ and feature shape (image specs
+    under the NNGP kernel of :mod:`specification.nngp`)."""
+    kinds = {getattr(a, "spec_type", None), getattr(b, "spec_type", None)}
+    if "RKMEImageSpecification" in kinds:
+        if len(kinds) > 1:
+            raise SpecificationError(f"cannot compare specs of types {sorted(map(str, kinds))}")
+        from .nngp import mmd2 as image_mmd2
+
+        return image_mmd2(a, b)
     check_comparable(a, b)
     return inner_product(a, a) - 2.0 * inner_product(a, b) + inner_product(b, b)
 

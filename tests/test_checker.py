@@ -113,20 +113,22 @@ class Market:
         kwargs: dict | None = None,
         files: dict[str, bytes] | None = None,
         requirements: dict[str, bytes] | None = None,
+        spec_class: str = "RKMETableSpecification",
+        spec_json: bytes | None = None,
     ) -> Path:
         manifest = (
             f"model:\n  class_name: {class_name}\n  module_path: {module_path}\n"
             f"  kwargs: {json.dumps(kwargs or {})}\n"
             "stat_specifications:\n"
             "  - module_path: learnware.specification\n"
-            "    class_name: RKMETableSpecification\n"
+            f"    class_name: {spec_class}\n"
             "    file_name: rkme.json\n"
             "    kwargs: {}\n"
         )
         contents = {
             "learnware.yaml": manifest.encode(),
             "__init__.py": b"",
-            "rkme.json": self.spec_json,
+            "rkme.json": spec_json if spec_json is not None else self.spec_json,
             **(requirements or {"requirements.txt": b"numpy\n"}),
             **(files or {}),
         }
@@ -349,7 +351,7 @@ RULES = {
     "image_not_supported": (
         dict(input_shape=(4,), output_shape=(1,), outputs="X[:, :1]"),
         semantic(Data={"Type": "Class", "Values": ["Image"]}),
-        "RKMEImageSpecification learnwares are not supported yet",
+        "Image learnwares carry one RKMEImageSpecification and nothing else",
     ),
 }
 
@@ -891,3 +893,107 @@ def test_unsafe_archives_are_rejected_before_anything_runs(
     assert not report.accepted
     assert "package:" in report.log and reason in report.log.lower()
     assert "sandbox" not in report.log.lower()  # nothing reached the model run
+
+
+# --- image and text learnwares -------------------------------------------------------------------
+
+IMAGE_MODEL = """
+import json
+import numpy as np
+
+class Model:
+    input_shape = {input_shape}
+    output_shape = (3,)
+
+    def predict(self, X):
+        X = np.asarray(X)
+        probe = dict(shape=list(X.shape), dtype=str(X.dtype), lo=int(X.min()), hi=int(X.max()))
+        print("PROBES " + json.dumps(probe))
+        return np.full((len(X), 3), 1.0 / 3)
+"""
+
+TEXT_MODEL = """
+import numpy as np
+
+class Model:
+    input_shape = None
+    output_shape = (1,)
+
+    def predict(self, X):
+        assert isinstance(X, list) and all(isinstance(t, str) for t in X), type(X)
+        assert all(10 <= len(t) <= 1000 for t in X)
+        return np.array([len(t) % 2 for t in X])
+"""
+
+
+@pytest.fixture(scope="module")
+def image_spec_json() -> bytes:
+    from specification.image import RKMEImage
+
+    rng = np.random.default_rng(0)
+    spec = RKMEImage.from_arrays(rng.normal(size=(3, 1, 32, 32)), [0.2, 0.3, 0.5], 30)
+    return dumps_spec(spec).encode()
+
+
+@pytest.fixture(scope="module")
+def text_spec_json() -> bytes:
+    from specification.text import RKMEText
+
+    rng = np.random.default_rng(0)
+    spec = RKMEText.from_arrays(rng.normal(size=(3, 384)), [0.2, 0.3, 0.5], 0.1, 30, ["en"])
+    return dumps_spec(spec).encode()
+
+
+def test_image_model_is_accepted_on_random_images_of_its_shape(market, image_spec_json) -> None:
+    source = IMAGE_MODEL.format(input_shape=(1, 8, 8)).replace('print("PROBES', 'print("SEEN')
+    package = market.package(source, spec_class="RKMEImageSpecification", spec_json=image_spec_json)
+    sem = semantic("Classification", 3, Data={"Type": "Class", "Values": ["Image"]}, Input=None)
+    report = market.check(package, sem)
+    assert report.accepted, report.log
+    assert report.spec_meta["spec_type"] == "RKMEImageSpecification"
+    assert report.spec_meta["spec_shape"] == [1, 32, 32] and report.spec_meta["spec_gamma"] == 0
+    assert "20 random images of integers in [0, 255)" in report.log
+
+    # The probes themselves: what a model that fails after looking at them saw.
+    failing = IMAGE_MODEL.format(input_shape=(3, 5, 4)).replace(
+        "return np.full", "raise RuntimeError('seen')\n        return np.full"
+    )
+    probe = probes(
+        market.check(
+            market.package(failing, spec_class="RKMEImageSpecification", spec_json=image_spec_json),
+            sem,
+        )
+    )
+    assert probe["shape"] == [20, 3, 5, 4] and probe["dtype"] == "int64"
+    assert 0 <= probe["lo"] and probe["hi"] < 255
+
+
+def test_image_model_without_an_input_shape_is_rejected(market, image_spec_json) -> None:
+    package = market.package(
+        IMAGE_MODEL.format(input_shape=None),
+        spec_class="RKMEImageSpecification",
+        spec_json=image_spec_json,
+    )
+    sem = semantic("Classification", 3, Data={"Type": "Class", "Values": ["Image"]}, Input=None)
+    assert_rejected(market.check(package, sem), "an image model must declare the shape of one")
+
+
+def test_text_model_gets_strings_and_is_accepted(market, text_spec_json) -> None:
+    package = market.package(
+        TEXT_MODEL, spec_class="RKMETextSpecification", spec_json=text_spec_json
+    )
+    sem = semantic("Classification", 2, Data={"Type": "Class", "Values": ["Text"]}, Input=None)
+    report = market.check(package, sem)
+    assert report.accepted, report.log
+    assert "languages ['en']" in report.log and "passed to predict as a list of str" in report.log
+    assert report.spec_meta["spec_type"] == "RKMETextSpecification"
+
+
+def test_a_spec_file_of_another_type_than_declared_is_rejected(market, image_spec_json) -> None:
+    package = market.package(
+        TEXT_MODEL, spec_class="RKMETextSpecification", spec_json=image_spec_json
+    )
+    sem = semantic("Classification", 2, Data={"Type": "Class", "Values": ["Text"]}, Input=None)
+    assert_rejected(
+        market.check(package, sem), "holds an RKMEImageSpecification, but learnware.yaml"
+    )

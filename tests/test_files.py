@@ -83,7 +83,8 @@ def _with(**changes):
         (_with(beta=[1.0]), "beta has 1 weights but z has 2 points"),
         (_with(beta=[[0.5], [0.5]]), "flat list"),
         (_with(num_points=-3), "num_points"),
-        (_with(type="RKMEImageSpecification"), "unsupported spec type"),
+        (_with(type="HeteroMapTableSpecification"), "unsupported spec type"),
+        (_with(type="RKMEImageSpecification"), "z of an image spec must be K images"),
         (b"\xff\xfe", "UTF-8|not valid JSON"),
     ],
 )

@@ -30,6 +30,7 @@ def index_config(settings: Settings) -> IndexConfig:
         embedding_size=settings.index_embedding_size,
         exact_max_rows=settings.index_exact_max_rows,
         min_candidates=settings.index_min_candidates,
+        image_device=settings.index_image_device,
         coarse=CoarseConfig(
             flat_max=settings.index_flat_max,
             memory_budget_bytes=settings.index_memory_budget_bytes,

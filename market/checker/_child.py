@@ -5,6 +5,11 @@ package directory, the model's file (already resolved by the host from ``learnwa
 its class and keyword arguments, the input file, the output directory, extra site
 directories (a cached requirements environment) and an output size cap.
 
+Inputs come from ``inputs.npy``: numbers, or strings (a unicode array, handed to ``predict``
+as a list of str, as text models expect). If an image recipe (``images.json``) lies beside
+it instead, the inputs are random integer images of the shape the model declares as its
+``input_shape``, which only the model knows.
+
 It imports the model file as part of a package named ``_learnware_pkg`` rooted at the
 package directory, so relative imports between the learnware's modules work; builds the
 model; records ``input_shape``/``output_shape``; calls ``predict`` on the inputs; and writes
@@ -30,6 +35,8 @@ import traceback
 
 PACKAGE_NAME = "_learnware_pkg"
 MAX_TEXT = 4000
+#: The image recipe's file name: ``{"n", "seed", "low", "high", "max_values"}``.
+IMAGE_RECIPE = "images.json"
 
 
 def main(argv: list[str]) -> int:
@@ -38,7 +45,7 @@ def main(argv: list[str]) -> int:
     result: dict = {"status": "error", "stage": "setup"}
     try:
         _add_site_dirs(job.get("site_dirs", []))
-        import numpy as np
+        import numpy  # noqa: F401 - a missing numpy fails the setup stage, not the model's
 
         result["stage"] = "import"
         cls = _load_class(job["package_dir"], job["module_file"], job["class_name"])
@@ -46,7 +53,8 @@ def main(argv: list[str]) -> int:
         model = cls(**job["kwargs"])
         result["input_shape"] = _shape(getattr(model, "input_shape", None))
         result["output_shape"] = _shape(getattr(model, "output_shape", None))
-        inputs = np.load(job["inputs"], allow_pickle=False)
+        result["stage"] = "inputs"
+        inputs = _inputs(job["inputs"], result["input_shape"])
         result["stage"] = "predict"
         raw = model.predict(inputs)
         result["stage"] = "outputs"
@@ -63,6 +71,33 @@ def main(argv: list[str]) -> int:
     with open(os.path.join(job["out_dir"], "result.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, default=repr)
     return 0 if result["status"] == "ok" else 1
+
+
+def _inputs(path: str, input_shape: object) -> object:
+    import numpy as np
+
+    recipe_path = os.path.join(os.path.dirname(path), IMAGE_RECIPE)
+    if not os.path.exists(recipe_path):
+        inputs = np.load(path, allow_pickle=False)
+        return inputs.tolist() if inputs.dtype.kind == "U" else inputs
+    with open(recipe_path, encoding="utf-8") as f:
+        recipe = json.load(f)
+    shape = input_shape
+    if not (isinstance(shape, list) and shape and all(s > 0 for s in shape)):
+        raise ValueError(
+            f"an image model must declare input_shape, the shape of one image such as "
+            f"(3, 32, 32); it is {shape!r}"
+        )
+    count = recipe["n"]
+    for s in shape:
+        count *= s
+    if count > recipe["max_values"]:
+        raise ValueError(
+            f"input_shape {tuple(shape)} is too large: {recipe['n']} images of it would hold "
+            f"{count} numbers, over the limit of {recipe['max_values']}"
+        )
+    rng = np.random.default_rng(recipe["seed"])
+    return rng.integers(recipe["low"], recipe["high"], size=(recipe["n"], *shape))
 
 
 def _add_site_dirs(dirs: list[str]) -> None:

@@ -84,16 +84,28 @@ def read_capped(path: Path, cap: int) -> bytes | None:
 
 
 def check_model_shapes(result: dict[str, Any], semantic: SemanticSpec, log: CheckLog) -> bool:
-    """The model's declared ``input_shape`` must be ``(Input.Dimension,)`` for a table."""
+    """The model's declared ``input_shape`` must be ``(Input.Dimension,)`` for a table and
+    the shape of one image (positive ints) for images; a text model's may be anything."""
     input_shape = result.get("input_shape")
-    expected = [semantic.input_dim]
-    if input_shape != expected:
-        log.fail(
-            f"model.input_shape is {_show(input_shape)} but the semantic Input.Dimension is "
-            f"{semantic.input_dim}, so it must be ({semantic.input_dim},)"
-        )
-        return False
-    log.ok(f"model.input_shape {_show(input_shape)} matches Input.Dimension")
+    if semantic.data_type == "Image":
+        if not (isinstance(input_shape, list) and input_shape and all(d > 0 for d in input_shape)):
+            log.fail(
+                f"model.input_shape is {_show(input_shape)}: an image model must declare the "
+                "shape of one image as a tuple of positive ints, such as (3, 32, 32)"
+            )
+            return False
+        log.ok(f"model.input_shape {_show(input_shape)}: the shape of the probe images")
+    elif semantic.data_type == "Text":
+        log.info(f"model.input_shape is {_show(input_shape)} (a text model takes strings)")
+    else:
+        expected = [semantic.input_dim]
+        if input_shape != expected:
+            log.fail(
+                f"model.input_shape is {_show(input_shape)} but the semantic Input.Dimension "
+                f"is {semantic.input_dim}, so it must be ({semantic.input_dim},)"
+            )
+            return False
+        log.ok(f"model.input_shape {_show(input_shape)} matches Input.Dimension")
     output_shape = result.get("output_shape")
     if isinstance(output_shape, str):
         log.fail(f"model.output_shape must be a tuple of ints or None, got {output_shape}")

@@ -1,9 +1,12 @@
-"""Checking a package's statistical specifications against its semantic specification.
+"""Checking a package's statistical specification against its semantic specification.
 
-Only table learnwares (``Data`` = Table with an ``RKMETableSpecification``) can be checked so
-far; image and text specifications are refused with a message saying so. A table spec must
-parse, have a finite, positive self inner product ⟨Φ, Φ⟩, and describe as many features as the
-semantic ``Input.Dimension`` (the rule of the reference market's upload check).
+Each data type needs its spec type: Table an ``RKMETableSpecification``, Image an
+``RKMEImageSpecification``, Text an ``RKMETextSpecification``; the package must declare that
+one and no other. The spec file must parse as that type and have a finite, positive self
+inner product ⟨Φ, Φ⟩ (under the NNGP kernel for images). A table spec must also describe as
+many features as the semantic ``Input.Dimension`` (the rule of the reference market's upload
+check); image and text specs live in a space of their own (32×32 standardised images, 384-d
+sentence embeddings), so their shape says nothing of the model's input.
 """
 
 from __future__ import annotations
@@ -15,49 +18,52 @@ import numpy as np
 
 from specification.errors import PackageError, SpecificationError
 from specification.files import loads_spec
+from specification.image import IMAGE_SPEC_TYPE, RKMEImage
 from specification.mmd import inner_product
 from specification.package import LearnwarePackage
 from specification.rkme import RKME, TABLE_SPEC_TYPE
 from specification.semantic import SemanticSpec
+from specification.text import TEXT_SPEC_TYPE
 
 from .log import CheckLog
 
-#: The spec type each data type needs; only the first is supported by this checker yet.
+#: The spec type each data type needs.
 SPEC_TYPE_FOR_DATA = {
     "Table": TABLE_SPEC_TYPE,
-    "Image": "RKMEImageSpecification",
-    "Text": "RKMETextSpecification",
+    "Image": IMAGE_SPEC_TYPE,
+    "Text": TEXT_SPEC_TYPE,
 }
 
 
 def check_stat_specs(
     package: LearnwarePackage, semantic: SemanticSpec, log: CheckLog
-) -> RKME | None:
-    """The table spec if every rule holds; otherwise ``None``, with the reason logged."""
+) -> RKME | RKMEImage | None:
+    """The spec if every rule holds; otherwise ``None``, with the reason logged."""
     data_type = semantic.data_type
-    if data_type != "Table":
+    wanted = SPEC_TYPE_FOR_DATA.get(data_type)
+    if wanted is None:
+        log.fail(f"Data is {data_type}: no statistical specification type is known for it")
+        return None
+    others = [entry for entry in package.stat_specs if entry.type != wanted]
+    if others:
+        names = ", ".join(f"{e.type} ({e.file_name})" for e in others)
         log.fail(
-            f"Data is {data_type}: only Table learnwares (with an {TABLE_SPEC_TYPE}) can be "
-            f"checked so far; {SPEC_TYPE_FOR_DATA.get(data_type, 'this')} learnwares are not "
-            "supported yet"
+            f"the package declares {names}, but {data_type} learnwares carry one {wanted} "
+            "and nothing else; remove the other specifications from learnware.yaml"
         )
         return None
-    unsupported = [entry for entry in package.stat_specs if entry.type != TABLE_SPEC_TYPE]
-    if unsupported:
-        names = ", ".join(f"{e.type} ({e.file_name})" for e in unsupported)
-        log.fail(
-            f"the package declares {names}: only {TABLE_SPEC_TYPE} is supported yet; "
-            "remove the other specifications from learnware.yaml"
-        )
-        return None
-    entries = [entry for entry in package.stat_specs if entry.type == TABLE_SPEC_TYPE]
+    entries = [entry for entry in package.stat_specs if entry.type == wanted]
     if not entries:
-        log.fail(f"Data is Table but the package declares no {TABLE_SPEC_TYPE}")
+        log.fail(f"Data is {data_type} but the package declares no {wanted}")
         return None
     entry = entries[0]
     try:
         spec = loads_spec(package.read_member(entry.file_name))
-        self_product = inner_product(spec, spec)
+        if spec.spec_type != wanted:
+            raise SpecificationError(
+                f"the file holds an {spec.spec_type}, but learnware.yaml declares an {wanted}"
+            )
+        self_product = inner_product(spec, spec)  # NNGP kernel for images
     except (SpecificationError, PackageError) as exc:
         log.fail(f"statistical specification {entry.file_name}: {exc}")
         return None
@@ -68,25 +74,37 @@ def check_stat_specs(
         )
         return None
     features = int(np.prod(spec.feature_shape))
-    if features != semantic.input_dim:
+    if wanted == TABLE_SPEC_TYPE and features != semantic.input_dim:
         log.fail(
             f"statistical specification {entry.file_name} describes {features} features "
             f"(shape {spec.feature_shape}) but the semantic Input.Dimension is "
             f"{semantic.input_dim}; they must be equal"
         )
         return None
-    log.ok(
-        f"statistical specification {entry.file_name}: {TABLE_SPEC_TYPE}, "
-        f"{spec.z_.shape[0]} points of {features} features, gamma {spec.gamma:g}, "
-        f"fitted on {spec.num_points_} rows"
-    )
+    log.ok(f"statistical specification {entry.file_name}: {_describe(spec)}")
     return spec
 
 
-def spec_meta(spec: RKME) -> dict[str, Any]:
+def _describe(spec: RKME | RKMEImage) -> str:
+    k = spec.z_.shape[0]
+    if spec.spec_type == IMAGE_SPEC_TYPE:
+        return (
+            f"{IMAGE_SPEC_TYPE}, {k} points of shape {spec.feature_shape}, "
+            f"fitted on {spec.num_points_} images"
+        )
+    text = (
+        f"{spec.spec_type}, {k} points of {int(np.prod(spec.feature_shape))} features, "
+        f"gamma {spec.gamma:g}, fitted on {spec.num_points_} rows"
+    )
+    if spec.spec_type == TEXT_SPEC_TYPE:
+        text += f", languages {spec.language_ or 'unknown'}"
+    return text
+
+
+def spec_meta(spec: RKME | RKMEImage) -> dict[str, Any]:
     """What the catalog records about an accepted learnware's spec."""
     return {
-        "spec_type": TABLE_SPEC_TYPE,
+        "spec_type": spec.spec_type,
         "spec_shape": list(spec.feature_shape),
         "spec_gamma": float(spec.gamma),
         "spec_points": int(spec.z_.shape[0]),

@@ -1,17 +1,24 @@
 """The submission check: from a package zip and a semantic spec to accepted or rejected.
 
 Steps, each logged: read the package; check the semantic spec; check the statistical spec
-against it; decide and install requirements; run the model in the sandbox on pseudo-samples
-herded from the learnware's own RKME; check what it returned. The first failed step rejects.
-Nothing from the package is imported or run in this process.
+against it; decide and install requirements; run the model in the sandbox on inputs of its
+kind; check what it returned. The first failed step rejects. Nothing from the package is
+imported or run in this process.
+
+The inputs: for a table, pseudo-samples herded from the learnware's own RKME; for text,
+random strings of 10 to 1,000 printable characters; for images, integers in [0, 255) of the
+model's declared ``input_shape``, drawn inside the sandbox once the model says its shape
+(the reference's three probes, seeded).
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
+import string
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -24,11 +31,14 @@ import numpy as np
 from market.settings import Settings
 from specification.errors import PackageError, SemanticSpecError, SpecificationError
 from specification.herding import herd
+from specification.image import IMAGE_SPEC_TYPE, RKMEImage
 from specification.package import LearnwarePackage, read_package
 from specification.rkme import RKME
 from specification.semantic import SemanticSpec, check_semantic_spec
+from specification.text import TEXT_SPEC_TYPE
 
 from . import bubblewrap, envs, outputs, sandbox
+from ._child import IMAGE_RECIPE
 from .log import CheckLog
 from .requirements import Decision, plan_requirements
 from .specs import check_stat_specs, spec_meta
@@ -37,6 +47,11 @@ logger = logging.getLogger(__name__)
 
 #: Pseudo-samples the model is asked to predict.
 N_INPUTS = 20
+#: Random probe texts: lengths in this range, characters from this alphabet.
+TEXT_LENGTHS = (10, 1000)
+TEXT_ALPHABET = string.ascii_letters + string.digits + string.punctuation
+#: Random probe images: values in [0, 255), at most this many numbers in all.
+MAX_IMAGE_VALUES = 1 << 24
 MiB = 1024 * 1024
 STDERR_SHOWN = 4000
 
@@ -49,14 +64,14 @@ class CheckReport:
     ----------
     accepted: whether every check passed.
     log: the readable, timestamped log of the check.
-    stat_spec: the learnware's table RKME, when accepted.
+    stat_spec: the learnware's RKME (table, text or image), when accepted.
     spec_meta: ``spec_type``, ``spec_shape``, ``spec_gamma``, ``spec_points`` (K) and
         ``num_points`` of that spec, when accepted.
     """
 
     accepted: bool
     log: str
-    stat_spec: RKME | None = None
+    stat_spec: RKME | RKMEImage | None = None
     spec_meta: dict[str, Any] | None = None
 
 
@@ -120,7 +135,7 @@ def _check(
     scratch: Path,
     log: CheckLog,
     bwrap_path: str | os.PathLike[str] | None,
-) -> RKME:
+) -> RKME | RKMEImage:
     with _step(log, "reading the package"):
         package = _read_package(package_path, log)
         semantic = _check_semantic(semantic_spec, log)
@@ -195,16 +210,39 @@ def _extract(package: LearnwarePackage, directory: Path, log: CheckLog) -> Path:
         raise _Rejected from None
 
 
-def _write_inputs(spec: RKME, directory: Path, log: CheckLog) -> None:
+def _write_inputs(spec: RKME | RKMEImage, directory: Path, log: CheckLog) -> None:
+    directory.mkdir()
+    if spec.spec_type == IMAGE_SPEC_TYPE:
+        recipe = {"n": N_INPUTS, "seed": 0, "low": 0, "high": 255, "max_values": MAX_IMAGE_VALUES}
+        (directory / IMAGE_RECIPE).write_text(json.dumps(recipe), encoding="utf-8")
+        log.info(
+            f"inputs: {N_INPUTS} random images of integers in [0, 255), of the model's "
+            "input_shape (seed 0)"
+        )
+        return
+    if spec.spec_type == TEXT_SPEC_TYPE:
+        np.save(directory / "inputs.npy", random_texts(N_INPUTS, seed=0), allow_pickle=False)
+        log.info(
+            f"inputs: {N_INPUTS} random strings of {TEXT_LENGTHS[0]} to {TEXT_LENGTHS[1]} "
+            "printable characters (seed 0), passed to predict as a list of str"
+        )
+        return
     try:
         # A table model takes flat rows of Input.Dimension features, whatever z's shape.
         inputs = herd(spec, N_INPUTS, seed=0, device="cpu").reshape(N_INPUTS, -1)
     except SpecificationError as exc:
         log.fail(f"statistical specification: cannot draw inputs for the model from it: {exc}")
         raise _Rejected from None
-    directory.mkdir()
     np.save(directory / "inputs.npy", inputs, allow_pickle=False)
     log.info(f"inputs: {N_INPUTS} pseudo-samples herded from the learnware's RKME (seed 0)")
+
+
+def random_texts(n: int, *, seed: int) -> np.ndarray:
+    """``n`` random strings (a numpy unicode array: ``.npy`` without pickle)."""
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list(TEXT_ALPHABET))
+    lengths = rng.integers(TEXT_LENGTHS[0], TEXT_LENGTHS[1] + 1, size=n)
+    return np.array(["".join(rng.choice(alphabet, size=int(k))) for k in lengths])
 
 
 def _check_semantic(semantic_spec: dict, log: CheckLog) -> SemanticSpec:
@@ -340,6 +378,7 @@ _STAGE_VERBS = {
     "setup": "started",
     "import": "imported",
     "init": "instantiated",
+    "inputs": "drawing its inputs",
     "predict": "predicting",
     "outputs": "returning its outputs",
 }

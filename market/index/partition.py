@@ -12,8 +12,10 @@ with an index embedding, a FAISS index of the embeddings
 
 Either way the distances returned are exact; only *which* specs are ranked can differ from a
 full scan, and the benchmark ``bench/search_scale.py`` measures how often that changes a top-10.
-A spec type without an embedding (none yet; image specs will bring their own) is always
-scanned exactly.
+Image specs (compared by the NNGP kernel, which has no finite feature map) have no embedding:
+their partitions keep the specs in an :class:`~market.index.images.ImageSpecs` store and are
+always scanned exactly. Text partitions also keep each learnware's languages, and a query
+ranks only those whose languages include all of its own (the reference's filter).
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ import numpy as np
 
 from market.search import GAMMA_RTOL, PartitionKey, partition_key
 from specification.embedding import IndexEmbedding
+from specification.image import IMAGE_SPEC_TYPE
 from specification.mmd import KernelMeanEmbedding
+from specification.text import TEXT_SPEC_TYPE
 
 from .coarse import CoarseConfig, CoarseIndex
+from .images import ImageSpecs
 from .packed import PackedSpecs
 
 #: Spec types whose partitions get a FAISS index of :class:`IndexEmbedding` vectors.
@@ -45,6 +50,8 @@ class IndexConfig:
     exact_max_rows: int = 100_000
     min_candidates: int = 200
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    #: Where image partitions keep their points and run the NNGP kernel ("cuda" on a GPU).
+    image_device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class Ranked:
     method: str  # "exact" or "coarse"
     in_scope: int  # learnwares the query could match in this partition
     pool: list  # the specs of the first ``pool`` ids (StoredSpec), read with the ranking
+    dropped_language: int = 0  # text learnwares in scope lacking one of the query's languages
 
 
 class PartitionIndex:
@@ -66,7 +74,9 @@ class PartitionIndex:
         self.key = PartitionKey(key.spec_type, tuple(key.feature_shape), float(key.gamma))
         self.config = config or IndexConfig()
         dim = math.prod(self.key.feature_shape)
-        self.specs = PackedSpecs(self.key.gamma, dim)
+        self.specs: PackedSpecs | ImageSpecs = self._new_store()
+        #: Text partitions: each learnware's languages.
+        self.languages: dict[int, frozenset[str]] = {}
         self.embedding: IndexEmbedding | None = None
         self.coarse: CoarseIndex | None = None
         if self.key.spec_type in EMBEDDED_SPEC_TYPES:
@@ -75,6 +85,25 @@ class PartitionIndex:
             )
             self.coarse = CoarseIndex(self.embedding.size, self.config.coarse)
         self._lock = threading.RLock()
+
+    def _new_store(self, state=None) -> PackedSpecs | ImageSpecs:
+        """The spec store of this partition's kind, empty or restored from a snapshot."""
+        if self.key.spec_type == IMAGE_SPEC_TYPE:
+            device = self.config.image_device
+            if state is None:
+                return ImageSpecs(self.key.feature_shape, device=device)
+            return ImageSpecs.from_state(self.key.feature_shape, state, device=device)
+        dim = math.prod(self.key.feature_shape)
+        if state is None:
+            return PackedSpecs(self.key.gamma, dim)
+        return PackedSpecs.from_state(self.key.gamma, dim, state)
+
+    def load_state(self, state, header: dict) -> None:
+        """Restore the specs (and a text partition's languages) saved by a snapshot."""
+        self.specs = self._new_store(state)
+        self.languages = {
+            int(i): frozenset(langs) for i, langs in header.get("languages", {}).items()
+        }
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -96,6 +125,9 @@ class PartitionIndex:
         with self._lock:
             self.remove(ids)
             self.specs.add(ids, specs)
+            if self.key.spec_type == TEXT_SPEC_TYPE:
+                for i, spec in zip(ids.tolist(), specs, strict=True):
+                    self.languages[i] = frozenset(getattr(spec, "language_", ()))
             if self.coarse is not None:
                 self.coarse.add(ids, self.embedding.embed_many(specs))
 
@@ -106,6 +138,8 @@ class PartitionIndex:
         with self._lock:
             if self.coarse is not None:
                 self.coarse.remove(ids)
+            for i in ids.tolist():
+                self.languages.pop(i, None)
             return self.specs.remove(ids)
 
     def candidates_for(self, top: int) -> int:
@@ -133,6 +167,16 @@ class PartitionIndex:
                 scope = np.asarray(
                     [i for i in np.asarray(allowed).tolist() if i in self.specs], dtype=np.int64
                 )
+            wanted = frozenset(getattr(query, "language_", ()))
+            dropped = 0
+            if self.key.spec_type == TEXT_SPEC_TYPE and wanted:
+                base = self.specs.ids if scope is None else scope
+                keep = np.fromiter(
+                    (wanted <= self.languages.get(i, frozenset()) for i in base.tolist()),
+                    dtype=bool,
+                    count=len(base),
+                )
+                scope, dropped = base[keep], int((~keep).sum())
             in_scope = len(self.specs) if scope is None else len(scope)
             rows = self.specs.rows(scope)
             if self.coarse is None or in_scope <= c or rows <= self.config.exact_max_rows:
@@ -147,7 +191,7 @@ class PartitionIndex:
             ids, dist, self_terms = ids[finite], dist[finite], self_terms[finite]
             order = np.lexsort((ids, dist))
             specs = [self.specs.spec(i) for i in ids[order][:pool]]
-        return Ranked(ids[order], dist[order], self_terms[order], method, in_scope, specs)
+        return Ranked(ids[order], dist[order], self_terms[order], method, in_scope, specs, dropped)
 
     def describe(self) -> dict:
         """Size, index kind and measured recall, for search stats and metrics."""
@@ -157,6 +201,7 @@ class PartitionIndex:
             "gamma": self.key.gamma,
             "size": len(self),
             "rows": self.specs.rows(),
+            "kernel": "nngp" if self.key.spec_type == IMAGE_SPEC_TYPE else "gaussian",
         }
         if self.coarse is not None:
             out["coarse"] = self.coarse.info.to_dict()

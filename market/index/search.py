@@ -4,7 +4,8 @@
 The semantic stage runs before, in the catalog (tags) and on the names it returns (fuzzy), and
 hands over the ids it allows. The partition ranks them (exactly, or FAISS candidates re-ranked
 exactly), and :func:`market.search.score_ranking` computes the same scores and mixture as the
-exact scan. A partition scanned exactly gives what :func:`market.search.search` gives.
+exact scan. A partition scanned exactly gives what :func:`market.search.search` gives, for
+table, text (with the language filter) and image specs alike.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def search_index(
     ranked = part.rank(spec, allowed=allowed, candidates=c, pool=max_search_num**2)
     t1 = time.perf_counter()
     stats.update(partition=part.describe(), method=ranked.method, in_scope=ranked.in_scope)
+    stats["dropped_language"] = ranked.dropped_language
     stats["scored"] = len(ranked.ids)
     ids = ranked.ids.tolist()
     names = {i: format_id(i) for i in ids}

@@ -3,8 +3,9 @@
 A new search worker starts from the newest snapshot and reads only the change-log tail after
 it, instead of parsing every accepted spec from the catalog. Layout under ``index/snapshots/``:
 
-- ``<name>/part-<i>.npz``: one partition — its packed specs (:meth:`PackedSpecs.state`), the
-  serialized FAISS index and a JSON header (key, embedding, coarse info);
+- ``<name>/part-<i>.npz``: one partition — its specs (:meth:`PackedSpecs.state`, or
+  :meth:`ImageSpecs.state` for images), the serialized FAISS index and a JSON header (key,
+  coarse info, and a text partition's languages by learnware id);
 - ``<name>/manifest.json``: the change-log position the snapshot reflects (``seq``, ``high``
   and ``gaps``, as :mod:`market.index.sync` keeps them), the index configuration and the
   partition files;
@@ -30,7 +31,6 @@ from market.search import PartitionKey
 from market.store import ObjectNotFound, ObjectStore
 
 from .coarse import CoarseConfig, CoarseIndex
-from .packed import PackedSpecs
 from .partition import IndexConfig, MarketIndex, PartitionIndex
 
 log = logging.getLogger("wharf.index")
@@ -57,6 +57,8 @@ def save_snapshot(
         for i, part in enumerate(index.partitions.values()):
             header = {"key": [part.key.spec_type, list(part.key.feature_shape), part.key.gamma]}
             arrays = dict(part.specs.state())
+            if part.languages:
+                header["languages"] = {str(i): sorted(v) for i, v in part.languages.items()}
             if part.coarse is not None:
                 header["coarse"] = part.coarse.info.to_dict()
                 arrays["faiss"] = part.coarse.serialize()
@@ -108,7 +110,7 @@ def load_snapshot(
                 header = json.loads(bytes(data["header"]).decode())
                 spec_type, shape, gamma = header["key"]
                 part = PartitionIndex(PartitionKey(spec_type, tuple(shape), float(gamma)), config)
-                part.specs = PackedSpecs.from_state(part.specs.gamma, part.specs.dim, data)
+                part.load_state(data, header)
                 if part.coarse is not None:
                     part.coarse = CoarseIndex.deserialize(
                         data["faiss"], part.embedding.size, header["coarse"], config.coarse
@@ -126,6 +128,7 @@ def _read(store: ObjectStore, key: str) -> bytes:
 
 def _config_dict(config: IndexConfig) -> dict:
     out = asdict(config)
+    out.pop("image_device", None)  # where a worker computes does not change what it stores
     out["coarse"] = asdict(config.coarse) if isinstance(config.coarse, CoarseConfig) else {}
     return json.loads(json.dumps(out))
 
