@@ -18,7 +18,7 @@ from workers.app import make_celery
 from . import metrics, problems, ratelimit
 from .deps import Services
 from .limits import BodySizeLimit
-from .routes import health, jobs, learnwares, searches, tokens
+from .routes import bulk, health, jobs, learnwares, searches, tokens
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,9 +38,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     registry = metrics.install(app, services)
     # Multipart overhead on top of the package itself.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + 1024 * 1024)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_upload_bytes + 1024 * 1024,
+        paths={bulk.PATH: settings.bulk_max_bytes + 1024 * 1024},
+    )
     # Outermost: a refused request costs one counter look-up and nothing else.
     app.state.rate_limiter = ratelimit.install(app, settings, registry)
-    for module in (learnwares, jobs, searches, tokens, health):
+    for module in (learnwares, jobs, searches, tokens, bulk, health):
         app.include_router(module.router)
     return app

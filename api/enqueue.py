@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import logging
 
+from celery import chord
 from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
 
 from market.catalog import Job, repo
-from workers.app import CHECK_QUEUE, CHECK_TASK, SEARCH_QUEUE, SEARCH_TASK
+from workers.app import (
+    BULK_BATCH_TASK,
+    BULK_FINISH_TASK,
+    CHECK_QUEUE,
+    CHECK_TASK,
+    INDEX_QUEUE,
+    SEARCH_QUEUE,
+    SEARCH_TASK,
+)
 
 from .deps import Services
 from .problems import Problem
@@ -50,3 +59,31 @@ def enqueue_check(services: Services, session: Session, job: Job, learnware_id: 
 
 def enqueue_search(services: Services, session: Session, job: Job) -> None:
     _send(services, session, job, SEARCH_TASK, SEARCH_QUEUE, [job.id])
+
+
+def enqueue_bulk_import(services: Services, session: Session, job: Job, batches: int) -> None:
+    """Send a bulk import as a chord: one index task per batch, then one that finishes the
+    job (a 503, with the job failed, if the broker is unreachable)."""
+    celery = services.celery
+    header = [
+        celery.signature(BULK_BATCH_TASK, args=[job.id, i], queue=INDEX_QUEUE)
+        for i in range(batches)
+    ]
+    body = celery.signature(BULK_FINISH_TASK, args=[job.id], queue=INDEX_QUEUE)
+    try:
+        chord(header, body).apply_async(task_id=job.id)
+    except OperationalError:
+        repo.fail_job(session, job.id, "the job queue was unreachable; upload the bundle again")
+        session.commit()
+        raise Problem(
+            503,
+            "the job queue (broker) is unreachable right now; nothing was imported — "
+            "retry in a little while",
+            headers={"Retry-After": "5"},
+        ) from None
+    log.info(
+        "queued bulk import %s (%d batches)",
+        job.id,
+        batches,
+        extra={"job_id": job.id, "kind": str(job.kind)},
+    )

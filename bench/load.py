@@ -168,7 +168,8 @@ def main() -> None:
             __doc__.split("\n\n", 1)[1].strip(),
             "",
             f"{args.clients} clients × {args.rate}/s for {args.seconds:.0f} s; API: uvicorn with "
-            f"{args.api_workers} worker processes. Status codes seen: {codes}.",
+            f"{args.api_workers} worker processes; catalog: {catalog.engine.dialect.name}. "
+            f"Status codes seen: {codes}.",
             "",
             "## Enqueue latency (ms)",
             "",

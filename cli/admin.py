@@ -28,6 +28,18 @@ def add_parsers(admin_sub: argparse._SubParsersAction) -> None:
         "requeue", help="queue again the checks that were interrupted or lost by the broker"
     )
     p.set_defaults(func=cmd_requeue)
+    p = admin_sub.add_parser(
+        "export", help="write accepted learnwares as a bundle (manifest.jsonl + packages/)"
+    )
+    p.add_argument("dir", help="a new directory for the bundle")
+    p.add_argument("--ids", help="comma-separated learnware ids (default: every accepted one)")
+    p.set_defaults(func=cmd_export)
+    p = admin_sub.add_parser(
+        "import", help="import a trusted bundle straight into the catalog (no checks run)"
+    )
+    p.add_argument("dir", help="a bundle directory (wharf admin export)")
+    p.add_argument("--user", default="admin", help="the admin who will own the learnwares")
+    p.set_defaults(func=cmd_import)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -75,3 +87,71 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     ids = requeue_interrupted_checks(Catalog(settings.catalog_url), make_celery(settings))
     print(f"queued again: {', '.join(ids)}" if ids else "nothing to queue again")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from market.bundle import BundleError
+    from market.catalog import Catalog, repo
+    from market.settings import get_settings
+    from market.store import make_store
+    from market.transfer import export_bundle
+
+    settings = get_settings()
+    try:
+        ids = [repo.parse_id(i.strip()) for i in args.ids.split(",")] if args.ids else None
+    except ValueError as exc:
+        print(f"error: --ids: {exc}", file=sys.stderr)
+        return 1
+    catalog = Catalog(settings.catalog_url)
+    with catalog.session(read_only=True) as s:
+        total = len(ids) if ids is not None else repo.accepted_count(s)
+    with tqdm(total=total, unit="learnware", desc="export") as bar:
+        try:
+            report = export_bundle(
+                catalog, make_store(settings), args.dir, ids=ids, on_learnware=bar.update
+            )
+        except BundleError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(f"exported {report.exported} learnwares to {args.dir}")
+    for lid, reason in report.skipped:
+        print(f"skipped {lid}: {reason}", file=sys.stderr)
+    return 0 if not report.skipped else 1
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from market.bundle import BundleError
+    from market.catalog import Catalog, Role, repo
+    from market.settings import get_settings
+    from market.store import make_store
+    from market.transfer import import_bundle
+
+    from .bulk import print_report
+
+    settings = get_settings()
+    catalog = Catalog(settings.catalog_url)
+    with catalog.session(read_only=True) as s:
+        user = repo.get_user_by_name(s, args.user)
+    if user is None or user.role != Role.admin:
+        print(f"error: {args.user!r} is not an admin of this market (--user)", file=sys.stderr)
+        return 1
+    with tqdm(unit="learnware", desc="import") as bar:
+        try:
+            report = import_bundle(
+                catalog,
+                make_store(settings),
+                args.dir,
+                owner_id=user.id,
+                who=user.name,
+                max_package_bytes=settings.max_upload_bytes,
+                batch_size=settings.bulk_batch_size,
+                on_batch=lambda batch: bar.update(batch.entries),
+            )
+        except BundleError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    return print_report(report.to_dict())

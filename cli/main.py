@@ -8,7 +8,7 @@ import sys
 from client import WharfError
 from specification import SpecificationError
 
-from . import demo, market, serve, spec
+from . import bulk, demo, market, serve, spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     serve.add_parsers(sub)
     market.add_parsers(sub)
+    bulk.add_parser(sub)
     return parser
 
 

@@ -48,7 +48,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--rkme", help="your RKME spec JSON")
     src.add_argument(
         "--data",
-        help="your data (.csv or .npy): its RKME is computed here, and only the RKME is sent",
+        help="your data (a table: .csv/.npy; images: .npy N×C×H×W; texts: .txt/.json): its "
+        "RKME is computed here, and only the RKME is sent",
+    )
+    p.add_argument(
+        "--type",
+        choices=["auto", "table", "image", "text"],
+        default="auto",
+        help="with --data: the kind of data (default: from the file)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="with --data: fit steps (see wharf spec fit)"
     )
     p.add_argument("--semantic", help="requirement semantic spec JSON file")
     p.add_argument("--top", type=int, default=None, help="at most this many single results")
@@ -131,7 +141,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.data:
         from .spec import fit_file  # the RKME is computed here: raw data never leaves
 
-        spec = fit_file(args.data, points=100, gamma=args.gamma, seed=0, device="auto")
+        spec = fit_file(
+            args.data,
+            points=None,
+            gamma=args.gamma,
+            seed=0,
+            device="auto",
+            kind=args.type,
+            steps=args.steps,
+        )
     semantic = _read_json(args.semantic) if args.semantic else None
     if spec is None and semantic is None:
         raise SystemExit("error: give --rkme, --data or --semantic")

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     # Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client address.
     trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
 
+    # Bulk imports (POST /v1/bulk-imports, admins): the largest bundle, both as uploaded and
+    # unpacked, and the manifest lines each index task imports in one catalog transaction.
+    bulk_max_bytes: int = Field(default=4096 * MiB, ge=1)
+    bulk_batch_size: int = Field(default=1000, ge=1, le=10_000)
+
     # Submission checks.
     check_soft_time_limit_s: int = 600
     check_time_limit_s: int = 660
@@ -138,6 +143,8 @@ class Settings(BaseSettings):
     index_flat_max: int = Field(default=50_000, ge=1)
     index_memory_budget_bytes: int = Field(default=3 * 1024 * MiB, ge=1)
     index_target_recall: float = Field(default=0.99, gt=0, le=1)
+    # Where image partitions run the NNGP kernel: "cpu", or "cuda"/"cuda:N" on a GPU worker.
+    index_image_device: str = "cpu"
     # A search worker writes a snapshot of its index to the store after this many changes
     # (0: never); new workers start from the newest snapshot and the change log after it.
     index_snapshot_every: int = Field(default=5_000, ge=0)

@@ -205,3 +205,33 @@ def test_admin_requeue(tmp_path, monkeypatch, capsys):
         assert capsys.readouterr().out.strip() == "nothing to queue again"
     finally:
         get_settings.cache_clear()
+
+
+def test_fit_and_check_images_and_texts(tmp_path, capsys):
+    images = tmp_path / "images.npy"
+    np.save(images, np.random.default_rng(0).random((30, 8, 8)))
+    out = tmp_path / "img.json"
+    args = ["--points", "4", "--steps", "1", "--nets", "1", "--net-width", "4", "--device", "cpu"]
+    assert main(["spec", "fit", str(images), "-o", str(out), *args]) == 0
+    spec = load_spec(out)
+    assert spec.spec_type == "RKMEImageSpecification" and spec.z_.shape == (4, 1, 32, 32)
+    assert "RKME image specification: K=4" in capsys.readouterr().out
+    assert main(["spec", "check", str(out)]) == 0
+    assert "valid RKME image specification" in capsys.readouterr().out
+    assert main(["spec", "dist", str(out), str(out)]) == 0
+    assert abs(float(capsys.readouterr().out)) < 1e-12
+
+    texts = tmp_path / "reviews.txt"
+    texts.write_text("The soup was far too salty.\n\nThe bread came out golden.\nLovely cake.\n")
+    as_json = tmp_path / "reviews.json"
+    as_json.write_text(json.dumps(["The soup was far too salty.", "The bread came out golden."]))
+    for path in (texts, as_json):
+        out = tmp_path / f"{path.suffix[1:]}.json"
+        assert main(["spec", "fit", str(path), "-o", str(out), "--points", "1"]) == 0
+        spec = load_spec(out)
+        assert spec.spec_type == "RKMETextSpecification" and spec.language_ == ["en"]
+    assert load_spec(tmp_path / "txt.json").num_points_ == 3  # the blank line is skipped
+    table = tmp_path / "table.npy"
+    np.save(table, np.ones((5, 2)))
+    assert main(["spec", "fit", str(table), "-o", str(out), "--type", "image"]) == 1
+    assert "images must have shape" in capsys.readouterr().err

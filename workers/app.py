@@ -16,6 +16,9 @@ QUEUES = (CHECK_QUEUE, SEARCH_QUEUE, INDEX_QUEUE)
 
 CHECK_TASK = "wharf.check"
 SEARCH_TASK = "wharf.search"
+# A bulk import is a chord on the index queue: one task per batch, then one that finishes it.
+BULK_BATCH_TASK = "wharf.bulk.batch"
+BULK_FINISH_TASK = "wharf.bulk.finish"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -23,7 +26,15 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],
         task_default_queue=CHECK_QUEUE,
-        task_routes={CHECK_TASK: {"queue": CHECK_QUEUE}, SEARCH_TASK: {"queue": SEARCH_QUEUE}},
+        task_routes={
+            CHECK_TASK: {"queue": CHECK_QUEUE},
+            SEARCH_TASK: {"queue": SEARCH_QUEUE},
+            BULK_BATCH_TASK: {"queue": INDEX_QUEUE},
+            BULK_FINISH_TASK: {"queue": INDEX_QUEUE},
+        },
+        # Result backends without native chords (the embedded file backend) poll for a
+        # chord's end; the default of once a second would add up to a second to each import.
+        result_chord_retry_interval=0.2,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -47,6 +58,7 @@ def make_celery(settings: Settings) -> Celery:
         control_dir = settings.broker_folder / "control"
         for path in (queue_dir, control_dir, settings.data_dir / "results"):
             path.mkdir(parents=True, exist_ok=True)
+        app.conf.broker_transport = "workers.fsbroker:Transport"  # messages written atomically
         app.conf.broker_transport_options = {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),

@@ -13,16 +13,17 @@ from pathlib import Path
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import after_setup_logger, after_setup_task_logger
-from sqlalchemy.exc import OperationalError
 
 from market import logs
 from market.catalog import Catalog, LearnwareStatus, repo
 from market.checker import check_submission
 from market.settings import get_settings
-from market.store import StoreUnavailable, make_store
+from market.store import make_store
 from specification.files import dumps_spec
 
+from . import bulk  # noqa: F401 (registers the bulk-import tasks)
 from .app import CHECK_TASK, SEARCH_TASK, app
+from .retry import RETRY
 from .searching import run_search
 
 # torch, the checker and the search are imported here, in the worker's parent process, so the
@@ -30,8 +31,6 @@ from .searching import run_search
 
 log = logging.getLogger("wharf.worker")
 settings = get_settings()
-
-TRANSIENT = (StoreUnavailable, OperationalError)
 
 
 @after_setup_logger.connect
@@ -64,17 +63,6 @@ class JobTask(Task):
             spec_key = (job.request or {}).get("spec_key") if job is not None else None
         if spec_key:
             store().delete(spec_key)  # a search's uploaded spec is not needed any more
-
-
-RETRY = dict(
-    autoretry_for=TRANSIENT,
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=5,
-    acks_late=True,
-    reject_on_worker_lost=True,
-)
 
 
 @app.task(

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, undefer
 
@@ -227,9 +227,12 @@ def list_tokens(s: Session, user_id: int, *, include_revoked: bool = True) -> li
 # -- learnwares -----------------------------------------------------------------------------
 
 
-def _semantic_columns(semantic_spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The filter columns copied from a semantic spec (raises ``SemanticSpecError`` if bad)."""
-    spec = SemanticSpec.from_dict(semantic_spec)
+def _semantic_columns(
+    semantic_spec: Mapping[str, Any], parsed: SemanticSpec | None = None
+) -> dict[str, Any]:
+    """The filter columns copied from a semantic spec (raises ``SemanticSpecError`` if bad);
+    ``parsed``, if given, is that spec already parsed (bulk imports parse thousands)."""
+    spec = parsed if parsed is not None else SemanticSpec.from_dict(semantic_spec)
     for key, values in (
         ("Data", spec.values("Data")),
         ("Task", spec.values("Task")),
@@ -782,6 +785,15 @@ def set_progress(s: Session, job_id: str, progress: float, stage: str | None = N
     if stage is not None:
         values["stage"] = stage[:200]
     return _job_update(s, job_id, (JobState.running,), **values)
+
+
+def advance_progress(s: Session, job_id: str, delta: float, *, cap: float = 0.99) -> bool:
+    """Add ``delta`` to a running job's progress (at most ``cap``) in one ``UPDATE``, so
+    tasks working on parts of one job in parallel each report theirs without a race."""
+    if not (isinstance(delta, int | float) and 0.0 <= delta <= 1.0 and 0.0 <= cap <= 1.0):
+        raise ValueError(f"delta and cap must be between 0 and 1, got {delta!r}, {cap!r}")
+    value = case((Job.progress + delta > cap, cap), else_=Job.progress + delta)
+    return _job_update(s, job_id, (JobState.running,), progress=value)
 
 
 def finish_job(s: Session, job_id: str, result: Mapping[str, Any] | None = None) -> bool:

@@ -1,0 +1,82 @@
+"""``/v1/bulk-imports``: admins import a trusted bundle of accepted learnwares in one upload."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+
+from market.bulk import delete_staged, new_prefix, stage_upload
+from market.bundle import BundleError
+from market.catalog import JobKind, repo
+
+from ..deps import AdminUser, ServicesDep, SessionDep
+from ..enqueue import enqueue_bulk_import
+from ..problems import Problem
+from ..schemas import BulkImportAccepted
+
+PATH = "/v1/bulk-imports"
+router = APIRouter(prefix=PATH, tags=["bulk imports"])
+
+UNTRUSTED = (
+    "only trusted bundles are imported here (send trusted=true): their learnwares are "
+    "accepted without a check, so use it for bundles from a market you trust (wharf admin "
+    "export). To submit many learnwares for checking, run 'wharf bulk-index PATH' without "
+    "--trusted: it submits each package through POST /v1/learnwares."
+)
+
+
+@router.post("", status_code=202, response_model=BulkImportAccepted)
+def create_bulk_import(
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+    user: AdminUser,
+    bundle: Annotated[
+        UploadFile,
+        File(description="the bundle directory (wharf admin export) as a .tar or .tar.gz"),
+    ],
+    trusted: Annotated[
+        bool, Form(description="must be true: the learnwares are accepted without a check")
+    ] = False,
+) -> BulkImportAccepted:
+    """Stage the bundle in the object store and queue its import; poll the returned job.
+
+    The archive is checked before anything is queued (422 if it is unsafe or has no
+    manifest); entries with problems of their own are reported in the job's result.
+    """
+    if not trusted:
+        raise Problem(422, UNTRUSTED, field="trusted")
+    settings = services.settings
+    session.commit()  # no catalog transaction while the bundle streams to the store
+    prefix = new_prefix()
+    try:
+        staged = stage_upload(
+            bundle.file,
+            services.store,
+            prefix,
+            max_bytes=settings.bulk_max_bytes,
+            max_package_bytes=settings.max_upload_bytes,
+            max_line_bytes=settings.max_spec_bytes + 1024 * 1024,
+            batch_size=settings.bulk_batch_size,
+        )
+    except BundleError as exc:
+        raise Problem(422, f"bundle: {exc}", field="bundle") from None
+    job = repo.create_job(
+        session,
+        JobKind.index,
+        owner_id=user.id,
+        request={"bulk_import": bundle.filename or "bundle", "trusted": True, **staged.to_dict()},
+    )
+    session.commit()
+    try:
+        enqueue_bulk_import(services, session, job, len(staged.batches))
+    except Problem:
+        delete_staged(services.store, prefix)
+        raise
+    return BulkImportAccepted(
+        job_id=job.id,
+        status_url=str(request.url_for("get_job", job_id=job.id)),
+        entries=staged.entries,
+        batches=len(staged.batches),
+    )

@@ -1,0 +1,462 @@
+"""Bulk indexing without workers: the bundle format, trusted imports straight into a catalog,
+export, and the API's checks of an uploaded bundle (FastAPI TestClient, real SQLite and
+local store). ``test_bulk_e2e.py`` runs the same through real worker processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from examples.bundles import write_bundle
+from market.bundle import MANIFEST, BundleError
+from market.catalog import Catalog, Job, JobKind, LearnwareStatus, Role, repo
+from market.settings import Settings
+from market.store import LocalStore, S3Store
+from market.transfer import export_bundle, import_bundle
+
+MAX_PACKAGE = 1 << 20
+
+
+@pytest.fixture
+def market(catalog, tmp_path):
+    """A catalog (SQLite, then PostgreSQL), a local store and an admin's id."""
+    with catalog.session() as s:
+        admin = repo.create_user(s, "admin", Role.admin)
+    return catalog, LocalStore(tmp_path / "objects"), admin.id
+
+
+def _import(market, bundle: Path, **kwargs):
+    catalog, store, admin_id = market
+    return import_bundle(
+        catalog,
+        store,
+        bundle,
+        owner_id=admin_id,
+        who="admin",
+        max_package_bytes=MAX_PACKAGE,
+        **kwargs,
+    )
+
+
+def _lines(bundle: Path) -> list[dict]:
+    return [json.loads(line) for line in (bundle / MANIFEST).read_text().splitlines()]
+
+
+def _write_lines(bundle: Path, records: list[dict]) -> None:
+    (bundle / MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_trusted_import_accepts_logs_and_skips_duplicates(market, tmp_path):
+    catalog, store, _ = market
+    made = write_bundle(tmp_path / "bundle", 7)
+    report = _import(market, tmp_path / "bundle", batch_size=3)
+    assert (report.entries, report.imported, report.duplicate_count) == (7, 7, 0)
+    with catalog.session() as s:
+        rows = repo.get_learnwares(s, repo.accepted_spec_ids(s))
+        assert [lw.content_sha256 for lw in rows] == [lw.sha256 for lw in made]
+        assert all(lw.status == LearnwareStatus.accepted and lw.checked_at for lw in rows)
+        assert "trusted bundle" in rows[0].check_log
+        assert rows[0].spec_shape == [10] and rows[0].spec_points == 50
+        assert [link.scenario for link in rows[1].scenario_links] == rows[1].scenarios
+        assert store.open(rows[0].package_key).read() == made[0].package
+        assert rows[0].package_key.startswith("packages/")
+        # Every accepted row is in the index change log: the search workers will see them.
+        assert sorted(lid for _, lid in repo.index_changes_after(s, 0)) == [lw.id for lw in rows]
+
+    again = _import(market, tmp_path / "bundle")
+    assert (again.imported, again.duplicate_count) == (0, 7)
+    assert again.duplicates[0]["existing_learnware"] == repo.format_id(rows[0].id)
+    with catalog.session() as s:
+        assert repo.learnware_counts(s) == {"accepted": 7}
+
+
+def test_bad_entries_are_rejected_with_a_reason_and_the_rest_imported(market, tmp_path):
+    bundle = tmp_path / "bundle"
+    write_bundle(bundle, 8)
+    records = _lines(bundle)
+    records[0]["sha256"] = "0" * 64  # the package's bytes do not match
+    spec = json.loads(records[1]["stat_spec"])
+    spec["beta"] = spec["beta"][:-1]
+    records[1]["stat_spec"] = json.dumps(spec)  # not a valid RKME any more
+    records[2]["gamma"] = 0.5  # disagrees with the spec it describes
+    records[3]["semantic_spec"]["Task"]["Values"] = ["Cooking"]
+    records[4]["package"] = "../../etc/passwd"
+    (bundle / records[5]["package"]).unlink()
+    records[6]["size"] += 1
+    _write_lines(bundle, records)
+    with (bundle / MANIFEST).open("a") as fh:
+        fh.write("\n{not json\n")
+
+    report = _import(market, bundle)
+    assert report.imported == 1 and report.rejected_count == 8
+    reasons = {r["line"]: r["reason"] for r in report.rejected}
+    assert "sha256" in reasons[1] and "manifest says" in reasons[1]
+    assert "beta has 49 weights" in reasons[2]
+    assert "gamma" in reasons[3] and "must agree" in reasons[3]
+    assert reasons[4].startswith("semantic_spec.Task")
+    assert "leaves the bundle" in reasons[5]
+    assert "not a file in the bundle" in reasons[6]
+    assert "bytes" in reasons[7]
+    assert "not a JSON object" in reasons[10]
+    catalog = market[0]
+    with catalog.session() as s:
+        assert repo.learnware_counts(s) == {"accepted": 1}
+    assert len(market[1].list("packages/")) == 1  # nothing stored for the rejected ones
+
+
+def test_duplicates_inside_one_bundle_are_reported(market, tmp_path):
+    bundle = tmp_path / "bundle"
+    write_bundle(bundle, 2)
+    records = _lines(bundle)
+    _write_lines(bundle, [records[0], records[1], records[0]])
+    report = _import(market, bundle)
+    assert report.imported == 2 and report.duplicates == [
+        {"line": 3, "sha256": records[0]["sha256"], "duplicate_of_line": 1}
+    ]
+
+
+def test_export_round_trip(market, tmp_path):
+    catalog, store, _ = market
+    write_bundle(tmp_path / "bundle", 4)
+    _import(market, tmp_path / "bundle")
+    with catalog.session() as s:
+        ids = repo.accepted_spec_ids(s)
+        pending = repo.create_learnware(
+            s,
+            repo.get_learnware(s, ids[0]).owner_id,
+            _lines(tmp_path / "bundle")[0]["semantic_spec"],
+            "f" * 64,
+            "packages/x.zip",
+            3,
+        )
+    report = export_bundle(catalog, store, tmp_path / "out")
+    assert report.exported == 4 and not report.skipped
+    exported = _lines(tmp_path / "out")
+    original = _lines(tmp_path / "bundle")
+    for got, want in zip(exported, original, strict=True):
+        assert got["sha256"] == want["sha256"] and got["stat_spec"] == want["stat_spec"]
+        assert got["semantic_spec"] == want["semantic_spec"]
+        assert (tmp_path / "out" / got["package"]).read_bytes() == (
+            tmp_path / "bundle" / want["package"]
+        ).read_bytes()
+
+    with pytest.raises(BundleError, match="already holds a bundle"):
+        export_bundle(catalog, store, tmp_path / "out")
+    with pytest.raises(BundleError, match=repo.format_id(pending.id)):
+        export_bundle(catalog, store, tmp_path / "some", ids=[ids[1], pending.id])
+    report = export_bundle(catalog, store, tmp_path / "some", ids=[ids[1]])
+    assert [r["source_id"] for r in _lines(tmp_path / "some")] == [repo.format_id(ids[1])]
+
+    with catalog.session() as s:  # a package lost from the store is skipped, and said so
+        store.delete(repo.get_learnware(s, ids[2]).package_key)
+    report = export_bundle(catalog, store, tmp_path / "lossy")
+    assert report.exported == 3 and report.skipped[0][0] == repo.format_id(ids[2])
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(tmp_path):
+    from api.app import create_app
+
+    settings = Settings(
+        data_dir=tmp_path / "market", max_upload_bytes=200_000, bulk_max_bytes=2_000_000
+    )
+    catalog = Catalog.create(settings.catalog_url)
+    with catalog.session() as s:
+        tokens = {
+            name: repo.create_token(s, repo.create_user(s, name, role).id, "test")[0]
+            for name, role in (("admin", Role.admin), ("alice", Role.user))
+        }
+    client = TestClient(create_app(settings))
+    client.tokens, client.catalog, client.store = tokens, catalog, LocalStore(settings.objects_dir)
+    return client
+
+
+def tar_of(members: dict[str, bytes | tarfile.TarInfo], *, gz: bool = False) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tar:
+        for name, data in members.items():
+            if isinstance(data, tarfile.TarInfo):
+                tar.addfile(data)
+                continue
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def bundle_tar(tmp_path: Path, n: int = 3, *, top: str = "", gz: bool = False, **extra) -> bytes:
+    write_bundle(tmp_path / "bundle", n)
+    members = {
+        f"{top}{p.relative_to(tmp_path / 'bundle').as_posix()}": p.read_bytes()
+        for p in sorted((tmp_path / "bundle").rglob("*"))
+        if p.is_file()
+    }
+    return tar_of({**members, **extra}, gz=gz)
+
+
+def upload(api, body: bytes, who: str | None = "admin", trusted: str | None = "true"):
+    return api.post(
+        "/v1/bulk-imports",
+        headers={"Authorization": f"Bearer {api.tokens[who]}"} if who else {},
+        files={"bundle": ("bundle.tar", body, "application/x-tar")},
+        data={"trusted": trusted} if trusted is not None else {},
+    )
+
+
+@pytest.mark.parametrize("top, gz", [("", False), ("export/", True), ("./", False)])
+def test_a_bundle_upload_is_staged_and_queued(api, tmp_path, top, gz):
+    r = upload(api, bundle_tar(tmp_path, 3, top=top, gz=gz))
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["entries"] == 3 and body["batches"] == 1
+    assert body["status_url"].endswith(f"/v1/jobs/{body['job_id']}")
+    with api.catalog.session() as s:
+        job = repo.get_job(s, body["job_id"])
+        assert job.kind == JobKind.index and job.request["entries"] == 3
+        keys = api.store.list(job.request["prefix"] + "/")
+    prefix = job.request["prefix"]
+    assert keys == [f"{prefix}/bundle.tar", f"{prefix}/members.json"]
+    assert job.request["batches"][0]["first_line"] == 1
+    job = api.get(body["status_url"], headers={"Authorization": f"Bearer {api.tokens['admin']}"})
+    assert job.json()["state"] == "queued"
+
+
+def test_only_admins_may_import_and_only_trusted(api, tmp_path):
+    body = bundle_tar(tmp_path, 1)
+    assert upload(api, body, who=None).status_code == 401
+    r = upload(api, body, who="alice")
+    assert r.status_code == 403 and "admin" in r.json()["detail"]
+    r = upload(api, body, trusted=None)
+    assert r.status_code == 422 and "wharf bulk-index" in r.json()["detail"]
+    assert upload(api, body, trusted="false").status_code == 422
+
+
+def _link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"../evil.zip": b"x"}, "leaves the bundle"),
+        ({"packages/../../evil.zip": b"x"}, "leaves the bundle"),
+        ({"/etc/evil": b"x"}, "absolute"),
+        ({"packages/l.zip": _link("packages/l.zip", "/etc/passwd", tarfile.SYMTYPE)}, "symbolic"),
+        ({"packages/h.zip": _link("packages/h.zip", "/etc/passwd", tarfile.LNKTYPE)}, "hard link"),
+        ({"dev": _link("dev", "", tarfile.CHRTYPE)}, "device"),
+        ({"packages/big.zip": bytes(300_000)}, "package limit"),
+    ],
+)
+def test_unsafe_archives_are_refused_and_nothing_is_kept(api, tmp_path, extra, message):
+    r = upload(api, bundle_tar(tmp_path, 2, **extra))
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"] and r.json()["field"] == "bundle"
+    assert api.store.list("bulk/") == []
+    with api.catalog.session() as s:
+        assert s.query(Job).count() == 0
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"not a tar at all" * 100, "not a readable tar"),
+        (b"\x1f\x8bnot gzip", "not a valid gzip"),
+        (tar_of({"packages/a.zip": b"x"}), "must hold one manifest.jsonl"),
+        (tar_of({MANIFEST: b"\n\n"}), "lists no learnwares"),
+        (tar_of({MANIFEST: b"{}\n", "a/manifest.jsonl": b"{}\n"}), "found 2"),
+        (tar_of({MANIFEST: b"{}\n", MANIFEST + "/": b""}), "twice"),
+    ],
+)
+def test_unusable_uploads_are_422(api, body, message):
+    r = upload(api, body)
+    assert r.status_code == 422 and message in r.json()["detail"], r.text
+
+
+def test_bundle_size_limits(api):
+    bomb = tar_of(
+        {MANIFEST: b"{}\n", "packages/zeros.zip": bytes(190_000)}
+        | {f"packages/z{i}.zip": bytes(190_000) for i in range(12)},
+        gz=True,
+    )
+    assert len(bomb) < 100_000  # small upload, large bundle
+    r = upload(api, bomb)
+    assert r.status_code == 422 and "WHARF_BULK_MAX_BYTES" in r.json()["detail"]
+    r = upload(api, bytes(3_200_000))
+    assert r.status_code == 413
+
+
+def test_admin_import_and_export_commands(tmp_path, monkeypatch, capsys):
+    from cli.main import main
+    from market.settings import get_settings
+
+    monkeypatch.setenv("WHARF_DATA_DIR", str(tmp_path / "market"))
+    get_settings.cache_clear()
+    try:
+        catalog = Catalog.create(get_settings().catalog_url)
+        with catalog.session() as s:
+            repo.create_user(s, "root", Role.admin)
+            repo.create_user(s, "plain", Role.user)
+        write_bundle(tmp_path / "bundle", 3)
+        assert main(["admin", "import", str(tmp_path / "bundle"), "--user", "plain"]) == 1
+        assert "not an admin" in capsys.readouterr().err
+        assert main(["admin", "import", str(tmp_path / "bundle"), "--user", "root"]) == 0
+        assert "imported 3 of 3: 0 already in the market" in capsys.readouterr().out
+        assert main(["admin", "export", str(tmp_path / "out"), "--ids", "1,00000003"]) == 0
+        assert "exported 2 learnwares" in capsys.readouterr().out
+        assert [r["source_id"] for r in _lines(tmp_path / "out")] == ["00000001", "00000003"]
+        assert main(["admin", "export", str(tmp_path / "x"), "--ids", "1,7"]) == 1
+        assert "00000007" in capsys.readouterr().err
+        assert main(["admin", "import", str(tmp_path / "nothing"), "--user", "root"]) == 1
+        assert "holds no manifest.jsonl" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()
+
+
+def test_staged_batches_keep_manifest_line_numbers(market, tmp_path):
+    from market.bulk import delete_staged, import_staged_batch, stage_upload
+
+    catalog, store, admin_id = market
+    bundle = tmp_path / "bundle"
+    write_bundle(bundle, 5)
+    lines = (bundle / MANIFEST).read_text().splitlines()
+    lines[2] = lines[2].replace('"size":', '"size":1,"_":')  # a line the importer rejects
+    (bundle / MANIFEST).write_text("\n".join([lines[0], "", *lines[1:3], "  ", *lines[3:]]))
+    body = io.BytesIO(
+        tar_of(
+            {
+                p.relative_to(bundle).as_posix(): p.read_bytes()
+                for p in bundle.rglob("*")
+                if p.is_file()
+            }
+        )
+    )
+    staged = stage_upload(
+        body,
+        store,
+        "bulk/t",
+        max_bytes=1 << 24,
+        max_package_bytes=MAX_PACKAGE,
+        max_line_bytes=1 << 20,
+        batch_size=2,
+    )
+    assert staged.entries == 5
+    assert [(b.first_line, b.entries) for b in staged.batches] == [(1, 2), (4, 2), (7, 1)]
+    reports = [
+        import_staged_batch(
+            catalog,
+            store,
+            "bulk/t",
+            batch,
+            job_id="j" * 32,
+            owner_id=admin_id,
+            check_log="imported",
+            max_package_bytes=MAX_PACKAGE,
+        )
+        for batch in staged.batches
+    ]
+    assert [r.imported for r in reports] == [2, 1, 1]
+    assert reports[1].rejected == [{"line": 4, "reason": reports[1].rejected[0]["reason"]}]
+    assert "bytes but the manifest says" in reports[1].rejected[0]["reason"]
+    # A batch run again (its worker died after the commit) finds its own rows: no duplicates.
+    again = import_staged_batch(
+        catalog,
+        store,
+        "bulk/t",
+        staged.batches[0],
+        job_id="j" * 32,
+        owner_id=admin_id,
+        check_log="imported",
+        max_package_bytes=MAX_PACKAGE,
+    )
+    assert (again.imported, again.duplicate_count) == (2, 0)
+    delete_staged(store, "bulk/t")
+    assert store.list("bulk/") == []
+    with catalog.session() as s:
+        assert repo.learnware_counts(s) == {"accepted": 4}
+
+
+def test_staged_import_from_either_store(object_store, tmp_path):
+    """Local: read in place. S3 (no random access): downloaded once per process, then
+    forgotten."""
+    from market import bulk
+
+    catalog = Catalog.create(f"sqlite:///{tmp_path / 'c.db'}")
+    with catalog.session() as s:
+        admin_id = repo.create_user(s, "admin", Role.admin).id
+    body = io.BytesIO(bundle_tar(tmp_path, 3, gz=True))
+    staged = bulk.stage_upload(
+        body,
+        object_store,
+        "bulk/s",
+        max_bytes=1 << 24,
+        max_package_bytes=MAX_PACKAGE,
+        max_line_bytes=1 << 20,
+        batch_size=2,
+    )
+    for batch in staged.batches:
+        bulk.import_staged_batch(
+            catalog,
+            object_store,
+            "bulk/s",
+            batch,
+            job_id="k" * 32,
+            owner_id=admin_id,
+            check_log="imported",
+            max_package_bytes=MAX_PACKAGE,
+        )
+    copy = bulk._cached.get("file")
+    assert (copy is not None) == isinstance(object_store, S3Store)
+    bulk.forget_bundle()
+    assert copy is None or not Path(copy).exists()
+    with catalog.session() as s:
+        assert repo.learnware_counts(s) == {"accepted": 3}
+        keys = [lw.package_key for lw in repo.get_learnwares(s, repo.accepted_spec_ids(s))]
+    assert all(object_store.exists(k) for k in keys)
+    bulk.delete_staged(object_store, "bulk/s")
+    assert object_store.list("bulk/") == []
+
+
+def test_bulk_index_finds_packages_and_their_semantic_specs(tmp_path):
+    import zipfile
+
+    from cli.bulk import find_items
+
+    semantic = {"Name": {"Type": "String", "Values": "x"}}
+    folder = tmp_path / "pkgs"
+    folder.mkdir()
+    for name in ("a", "b", "c", "d"):
+        with zipfile.ZipFile(folder / f"{name}.zip", "w") as zf:
+            zf.writestr(f"{name}/learnware.yaml", "model: {}\n")
+            if name == "c":
+                zf.writestr("c/semantic_spec.json", json.dumps(semantic))
+    (folder / "a.json").write_text(json.dumps(semantic))
+    (folder / "b.semantic.json").write_text(json.dumps(semantic))
+    items = {i.package.name: i for i in find_items(folder)}
+    assert [items[n].semantic for n in ("a.zip", "b.zip", "c.zip")] == [semantic] * 3
+    assert items["d.zip"].semantic is None and "d.json" in items["d.zip"].problem
+
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text(
+        "\n".join(
+            [
+                json.dumps({"package": "pkgs/a.zip", "semantic_spec": semantic}),
+                json.dumps({"package": "pkgs/d.zip", "semantic": "pkgs/a.json"}),
+                "",
+                json.dumps({"package": "pkgs/b.zip"}),
+                "{broken",
+            ]
+        )
+    )
+    items = find_items(manifest)
+    assert [i.semantic for i in items[:3]] == [semantic] * 3
+    assert items[3].problem and "line 5" in items[3].problem

@@ -1,0 +1,207 @@
+"""Bulk indexing end to end, through real markets (the API and Celery worker processes).
+
+The source market gets the example learnwares from ``wharf bulk-index`` without
+``--trusted``: each package is submitted and checked in the sandbox. ``wharf admin export``
+writes them as a bundle, and a second market imports it with ``wharf bulk-index --trusted``:
+a chord of index tasks (two learnwares a batch here), over the embedded default (file broker
+and results) and over Redis (broker and native chords), both with SQLite and a local store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+from cli.main import main
+from cli.serve import LocalMarket
+from client import WharfClient, WharfError
+from examples.bundles import write_bundle
+from examples.learnwares import build_examples
+from specification import RKME
+
+REDIS_DB = 9
+
+
+def _embedded_env(mp: pytest.MonkeyPatch) -> None:
+    for name in [k for k in os.environ if k.startswith("WHARF_")]:
+        mp.delenv(name)
+    mp.setenv("WHARF_MODEL_TIME_LIMIT_S", "20")
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    """The example packages, each with its semantic spec beside it (``<name>.json``)."""
+    made = build_examples(tmp_path_factory.mktemp("examples"))
+    for ex in made:
+        ex.package.with_suffix(".json").write_text(json.dumps(ex.semantic))
+    return made
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        _embedded_env(mp)
+        with LocalMarket(tmp_path_factory.mktemp("source"), workers=2) as market:
+            yield market
+
+
+@pytest.fixture(scope="module")
+def submitted(source, examples):
+    """``wharf bulk-index DIR`` (untrusted) of the examples into the source market."""
+    folder = examples[0].package.parent
+    argv = ["bulk-index", str(folder), "--url", source.url, "--token", source.token]
+    argv += ["--timeout", "300"]
+    with pytest.MonkeyPatch.context() as mp:
+        out = io.StringIO()
+        mp.setattr("sys.stdout", out)
+        code = main(argv)
+        again = io.StringIO()
+        mp.setattr("sys.stdout", again)
+        code_again = main(argv)
+    return code, out.getvalue(), code_again, again.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bundle(source, submitted, tmp_path_factory):
+    """``wharf admin export`` of the source market (settings from the environment)."""
+    from market.settings import get_settings
+
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    with pytest.MonkeyPatch.context() as mp:
+        _embedded_env(mp)
+        mp.setenv("WHARF_DATA_DIR", str(source.data_dir))
+        get_settings.cache_clear()
+        try:
+            assert main(["admin", "export", str(out)]) == 0
+        finally:
+            get_settings.cache_clear()
+    return out
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def target(request, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        _embedded_env(mp)
+        mp.setenv("WHARF_BULK_BATCH_SIZE", "2")
+        if request.param == "redis":
+            import redis
+
+            request.getfixturevalue("redis_url")  # fails, or skips, if Redis is not there
+            redis.Redis(host="127.0.0.1", db=REDIS_DB).flushdb()
+            mp.setenv("WHARF_BROKER_URL", f"redis://127.0.0.1:6379/{REDIS_DB}")
+        with LocalMarket(tmp_path_factory.mktemp(f"target-{request.param}"), workers=2) as m:
+            yield m
+        if request.param == "redis":
+            redis.Redis(host="127.0.0.1", db=REDIS_DB).flushdb()
+
+
+@pytest.fixture(scope="module")
+def admin(target):
+    with WharfClient(target.url, target.token) as client:
+        yield client
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(argv)
+    return code, capsys.readouterr().out
+
+
+def test_untrusted_bulk_index_checks_every_package(submitted, examples):
+    code, out, code_again, again = submitted
+    assert code == 0, out
+    assert out.startswith(f"accepted {len(examples)}, rejected 0, failed 0"), out
+    assert code_again == 0
+    assert f"already in the market {len(examples)}" in again, again
+
+
+def test_export_holds_every_accepted_learnware(bundle, examples):
+    lines = [json.loads(line) for line in (bundle / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["semantic_spec"]["Name"]["Values"] for r in lines) == sorted(
+        ex.semantic["Name"]["Values"] for ex in examples
+    )
+    assert all((bundle / r["package"]).is_file() for r in lines)
+
+
+def test_trusted_import_then_search_finds_them(target, bundle, admin, examples, capsys):
+    argv = ["bulk-index", str(bundle), "--trusted", "--url", target.url, "--token", target.token]
+    argv += ["--timeout", "120"]
+    code, out = _run(argv, capsys)
+    assert code == 0, out
+    assert f"imported {len(examples)} of {len(examples)}: 0 already" in out, out
+    page = admin.learnwares(status="accepted")
+    assert page["total"] == len(examples)
+    by_name = {lw["name"]: lw["id"] for lw in page["items"]}
+    log = admin.log(page["items"][0]["id"])
+    assert "trusted bundle" in log and "admin" in log
+
+    ex = next(e for e in examples if e.name == "digits 5-9")
+    result = admin.search(spec=RKME(n_points=50, seed=1, device="cpu").fit(ex.X_test), top=3)
+    assert result["singles"][0]["id"] == by_name[ex.semantic["Name"]["Values"]]
+
+    # The same bundle again: everything is already there.
+    code, out = _run(argv, capsys)
+    assert code == 0 and f"imported 0 of {len(examples)}: {len(examples)} already" in out, out
+    assert admin.learnwares(status="accepted")["total"] == len(examples)
+
+
+def test_bad_entries_are_rejected_and_the_rest_imported(target, admin, tmp_path):
+    made = write_bundle(tmp_path / "b", 5, seed=7)
+    lines = (tmp_path / "b" / "manifest.jsonl").read_text().splitlines()
+    bad_sha = json.loads(lines[1])
+    bad_sha["sha256"] = "0" * 64
+    bad_spec = json.loads(lines[3])
+    bad_spec["stat_spec"] = '{"z": [[1, 2]], "beta": [1], "gamma": -1}'
+    lines[1], lines[3] = json.dumps(bad_sha), json.dumps(bad_spec)
+    (tmp_path / "b" / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    from cli.bulk import pack_bundle
+
+    accepted = admin.bulk_import(pack_bundle(tmp_path / "b", tmp_path / "b.tar"), trusted=True)
+    assert accepted["entries"] == 5 and accepted["batches"] == 3
+    job = admin.wait(accepted["job_id"], timeout=120)
+    result = job["result"]
+    assert (result["imported"], result["rejected"], result["duplicates"]) == (3, 2, 0)
+    reasons = {r["line"]: r["reason"] for r in result["rejected_entries"]}
+    assert set(reasons) == {2, 4}
+    assert "sha256" in reasons[2] and "gamma must be > 0" in reasons[4]
+    assert job["progress"] == 1.0 and job["kind"] == "index"
+
+    # Data drawn around a learnware's centre finds that learnware.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = made[4].centre + rng.normal(scale=0.5, size=(200, 10))
+    result = admin.search(spec=RKME(n_points=30, seed=0, device="cpu").fit(X), top=1)
+    assert result["singles"][0]["name"] == made[4].name
+
+
+def test_only_admins_may_import_and_archives_are_checked(target, admin, tmp_path):
+    write_bundle(tmp_path / "b", 1, seed=9)
+    from cli.bulk import pack_bundle
+
+    tar = pack_bundle(tmp_path / "b", tmp_path / "b.tar")
+    token = admin.create_token("e2e", user="mallory")["token"]
+    with WharfClient(target.url, token) as mallory, pytest.raises(WharfError) as err:
+        mallory.bulk_import(tar, trusted=True)
+    assert err.value.status == 403
+
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as out, tarfile.open(tar) as src:
+        for member in src.getmembers():
+            out.addfile(member, src.extractfile(member))
+        info = tarfile.TarInfo("../../outside.txt")
+        info.size = 1
+        out.addfile(info, io.BytesIO(b"x"))
+    evil.seek(0)
+    with pytest.raises(WharfError) as err:
+        admin.bulk_import(evil, trusted=True)
+    assert err.value.status == 422 and "leaves the bundle" in str(err.value)
+    with pytest.raises(WharfError) as err:
+        admin.bulk_import(tar, trusted=False)
+    assert err.value.status == 422 and "wharf bulk-index" in str(err.value)
+    staged = (target.data_dir / "objects").glob("bulk/**/*")
+    assert not [p for p in staged if p.is_file()]  # every staged batch was removed

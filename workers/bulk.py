@@ -1,0 +1,135 @@
+"""Bulk-import tasks, on the index queue: a chord of batch imports and a callback.
+
+The API stages the bundle (:func:`market.bulk.stage_upload`), creates an ``index`` job whose
+request lists the batches, and sends ``chord([batch(job, 0), batch(job, 1), …], finish(job))``.
+Each batch task imports its batch in one catalog transaction and adds its share to the job's
+progress; ``finish`` adds the batch reports up into the job's result and removes the staged
+bundle. Batch tasks are idempotent (:func:`market.bulk.import_staged_batch`): one that runs
+again after its worker died reports the same outcome and imports nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+
+from market.bulk import StagedBatch, delete_staged, forget_bundle, import_staged_batch
+from market.catalog import JobState, User, repo
+from market.settings import get_settings
+from market.transfer import ImportReport, trusted_log
+
+from .app import BULK_BATCH_TASK, BULK_FINISH_TASK, app
+from .retry import RETRY
+
+log = logging.getLogger("wharf.worker")
+settings = get_settings()
+
+#: A batch of 1,000 takes about a second; these only stop a task that hangs.
+BATCH_SOFT_TIME_LIMIT_S = 600
+BATCH_TIME_LIMIT_S = 660
+_FINISHED = (JobState.succeeded, JobState.failed)
+
+
+def _catalog():
+    from .tasks import catalog  # the worker's one engine (workers.tasks imports this module)
+
+    return catalog()
+
+
+def _store():
+    from .tasks import store
+
+    return store()
+
+
+class BulkTask(Task):
+    """Fails the whole job, and drops its staged bundle, when a task gives up."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        job_id = args[0] if self.name == BULK_BATCH_TASK else args[1]
+        where = f"batch {args[1] + 1}" if self.name == BULK_BATCH_TASK else "the summary"
+        message = (
+            f"{where} failed: {type(exc).__name__}: {exc}. The batches that had finished are "
+            "imported; import the bundle again to add the rest (what is here is skipped)."
+        )
+        with _catalog().session() as s:
+            repo.fail_job(s, job_id, message)
+            job = repo.get_job(s, job_id)
+            prefix = (job.request or {}).get("prefix") if job is not None else None
+        if prefix:
+            delete_staged(_store(), prefix)
+
+
+@app.task(
+    name=BULK_BATCH_TASK,
+    base=BulkTask,
+    soft_time_limit=BATCH_SOFT_TIME_LIMIT_S,
+    time_limit=BATCH_TIME_LIMIT_S,
+    **RETRY,
+)
+def import_batch(job_id: str, index: int) -> dict:
+    """Import batch ``index`` of a bulk-import job; returns its report (JSON)."""
+    with _catalog().session() as s:
+        job = repo.get_job(s, job_id)
+        if job is None or job.state in _FINISHED:
+            forget_bundle()
+            return ImportReport().to_dict()  # failed meanwhile: nothing more to do
+        request = dict(job.request or {})
+        if job.state == JobState.queued:
+            repo.start_job(s, job_id)
+            entries, batches = request["entries"], len(request["batches"])
+            repo.set_progress(s, job_id, 0.0, f"importing {entries} learnwares, {batches} batches")
+        owner = s.get(User, job.owner_id) if job.owner_id is not None else None
+        if owner is None:
+            repo.fail_job(s, job_id, "the user who started the import no longer exists")
+            return ImportReport().to_dict()
+        owner_id, owner_name = owner.id, owner.name
+    batch = StagedBatch(**request["batches"][index])
+    share = batch.entries / request["entries"]
+    report = import_staged_batch(
+        _catalog(),
+        _store(),
+        request["prefix"],
+        batch,
+        job_id=job_id,
+        owner_id=owner_id,
+        check_log=trusted_log(owner_name, f"bulk import job {job_id}"),
+        max_package_bytes=settings.max_upload_bytes,
+        in_transaction=lambda s: repo.advance_progress(s, job_id, share),
+    )
+    log.info(
+        "bulk import %s batch %d: %d imported, %d duplicates, %d rejected",
+        job_id,
+        index,
+        report.imported,
+        report.duplicate_count,
+        report.rejected_count,
+        extra={"job_id": job_id, "batch": index},
+    )
+    return report.to_dict()
+
+
+@app.task(name=BULK_FINISH_TASK, base=BulkTask, **RETRY)
+def finish(results: list[dict], job_id: str) -> str:
+    """The chord's callback: the job's result is the sum of the batch reports."""
+    total = ImportReport()
+    for result in results:
+        total.add(result)
+    summary = total.to_dict()
+    with _catalog().session() as s:
+        job = repo.get_job(s, job_id)
+        prefix = (job.request or {}).get("prefix") if job is not None else None
+        done = repo.finish_job(s, job_id, summary)
+    if prefix:
+        delete_staged(_store(), prefix)
+    forget_bundle()
+    log.info(
+        "bulk import %s: %d imported, %d duplicates, %d rejected",
+        job_id,
+        total.imported,
+        total.duplicate_count,
+        total.rejected_count,
+        extra={"job_id": job_id},
+    )
+    return "done" if done else "already finished"
