@@ -503,13 +503,21 @@ def test_fork_bomb_is_contained_and_cleaned_up(market: Market) -> None:
                     except OSError:
                         pass
     """
+    groups = Path("/sys/fs/cgroup/pids/wharf")
+
+    def run_groups() -> set[str]:
+        return (
+            {p.name for p in groups.iterdir() if p.name.startswith("check-")}
+            if groups.exists()
+            else set()
+        )
+
+    before = run_groups()  # other checks (or workers killed mid-check) may have their own
     report = market.check(market.package(source))
     assert_rejected(report, "the process limit refused")
     assert re.search(r"killed: (wall-clock|CPU time) limit", report.log), report.log
     assert _processes_mentioning(str(market.tmp)) == []  # nothing of the sandbox survives
-    leftovers = Path("/sys/fs/cgroup/pids/wharf")
-    if leftovers.exists():
-        assert not [p for p in leftovers.iterdir() if p.name.startswith("check-")]
+    assert run_groups() <= before  # and its cgroup is gone
 
 
 PROBE_MODEL = """
@@ -997,3 +1005,18 @@ def test_a_spec_file_of_another_type_than_declared_is_rejected(market, image_spe
     assert_rejected(
         market.check(package, sem), "holds an RKMEImageSpecification, but learnware.yaml"
     )
+
+
+def test_stale_run_cgroups_of_killed_workers_are_swept(tmp_path: Path) -> None:
+    from market.checker import cgroups
+
+    old, new, busy = (tmp_path / f"check-{n}" for n in ("old", "new", "busy"))
+    for d in (old, new, busy):
+        d.mkdir()
+    (busy / "cgroup.procs").write_text("12345\n")
+    past = time.time() - 2 * cgroups.STALE_AFTER_S
+    for d in (old, busy):
+        os.utime(d, (past, past))
+    cgroups._remove_stale(tmp_path)
+    assert not old.exists()  # empty and old: a worker died before removing it
+    assert new.exists() and busy.exists()  # maybe being set up, or still running

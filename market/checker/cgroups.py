@@ -106,6 +106,7 @@ def create_run_cgroups(
             groups.notes.append(f"no cgroup v1 {controller} controller at {base}")
             continue
         path = base / own.get(controller, "/").lstrip("/") / "wharf" / name
+        _remove_stale(path.parent)
         try:
             path.mkdir(parents=True)
             for file, value in values:
@@ -120,6 +121,26 @@ def create_run_cgroups(
             continue
         groups.dirs[controller] = path
     return groups
+
+
+#: An empty run cgroup older than this was left by a worker that died mid-check.
+STALE_AFTER_S = 120.0
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove the empty run cgroups that workers killed mid-check left behind (a process
+    killed with SIGKILL cannot remove its own); a group with processes is never touched."""
+    try:
+        runs = [d for d in folder.iterdir() if d.is_dir() and d.name.startswith("check-")]
+    except OSError:
+        return
+    now = time.time()
+    for d in runs:
+        try:
+            if now - d.stat().st_mtime > STALE_AFTER_S and not _read_pids(d):
+                d.rmdir()
+        except OSError:
+            pass  # in use again, or removed by another worker meanwhile
 
 
 def _own_paths() -> dict[str, str]:
