@@ -37,9 +37,8 @@ from .service import variant
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/14")
 
 
-async def client_loop(url, token, deadline, rate, payloads, rng, out, job_ids):
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+async def client_loop(http, deadline, rate, payloads, rng, out, job_ids):
+    try:
         next_at = time.monotonic() + rng.expovariate(rate)
         while True:
             now = time.monotonic()
@@ -64,15 +63,26 @@ async def client_loop(url, token, deadline, rate, payloads, rng, out, job_ids):
                 job_ids.append((kind, r.json()["job_id"]))
             next_at += rng.expovariate(rate)
 
+    finally:
+        await http.aclose()
+
 
 async def load(url, tokens, seconds, rate, payloads) -> tuple[list, list]:
     out: list = []
     job_ids: list = []
+    # Every client is made before the clock starts: making one takes milliseconds of the
+    # event loop (its TLS context), which would otherwise stall the requests in flight.
+    clients = [
+        httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {t}"}, timeout=30)
+        for t in tokens
+    ]
+    # Each opens its connection before the clock starts, too.
+    await asyncio.gather(*(http.get("/healthz") for http in clients))
     deadline = time.monotonic() + seconds
     await asyncio.gather(
         *(
-            client_loop(url, t, deadline, rate, payloads, random.Random(i), out, job_ids)
-            for i, t in enumerate(tokens)
+            client_loop(http, deadline, rate, payloads, random.Random(i), out, job_ids)
+            for i, http in enumerate(clients)
         )
     )
     return out, job_ids
@@ -104,12 +114,14 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="wharf-bench-load-"))
     examples = build_examples(tmp / "examples")
     ex = next(e for e in examples if e.name == "digits 5-9")
-    counter = iter(range(10**9))
+    # Distinct packages, made before the load: zipping inside it would stall the clients.
+    expected = int(args.clients * args.rate * args.seconds * 0.1 * 2) + 100
+    packages = iter([variant(ex.package, f"load {i} " + "x" * 30_000) for i in range(expected)])
     payloads = {
         "semantic": json.dumps({"Task": {"Type": "Class", "Values": ["Classification"]}}),
         "spec": dumps_spec(RKME(n_points=20, seed=1).fit(ex.X_test)).encode(),
         "lw_semantic": json.dumps(ex.semantic),
-        "package": lambda: variant(ex.package, f"load {next(counter)} " + "x" * 30_000),
+        "package": lambda: next(packages),
     }
     with LocalMarket(tmp / "market", workers=0, api_workers=args.api_workers) as m:
         catalog = Catalog(Settings(data_dir=tmp / "market").catalog_url)
