@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 from celery import chord
 from kombu.exceptions import OperationalError
@@ -25,8 +26,23 @@ from .problems import Problem
 log = logging.getLogger("wharf.api")
 
 
-def _send(services: Services, session: Session, job: Job, name: str, queue: str, args: list):
+@contextmanager
+def _broker_or_503(session: Session, job: Job, again: str, lost: str):
+    """A broker that cannot be reached fails the job and answers 503, saying what to redo."""
     try:
+        yield
+    except OperationalError:
+        repo.fail_job(session, job.id, f"the job queue was unreachable; {again}")
+        session.commit()
+        raise Problem(
+            503,
+            f"the job queue (broker) is unreachable right now; {lost} — retry in a little while",
+            headers={"Retry-After": "5"},
+        ) from None
+
+
+def _send(services: Services, session: Session, job: Job, name: str, queue: str, args: list):
+    with _broker_or_503(session, job, "submit again", "nothing was lost"):
         services.celery.send_task(
             name,
             args=args,
@@ -35,15 +51,6 @@ def _send(services: Services, session: Session, job: Job, name: str, queue: str,
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         )
-    except OperationalError:
-        repo.fail_job(session, job.id, "the job queue was unreachable; submit again")
-        session.commit()
-        raise Problem(
-            503,
-            "the job queue (broker) is unreachable right now; nothing was lost — "
-            "retry in a little while",
-            headers={"Retry-After": "5"},
-        ) from None
     lid = repo.format_id(job.learnware_id) if job.learnware_id else None
     log.info(
         "queued %s job %s",
@@ -70,17 +77,8 @@ def enqueue_bulk_import(services: Services, session: Session, job: Job, batches:
         for i in range(batches)
     ]
     body = celery.signature(BULK_FINISH_TASK, args=[job.id], queue=INDEX_QUEUE)
-    try:
+    with _broker_or_503(session, job, "upload the bundle again", "nothing was imported"):
         chord(header, body).apply_async(task_id=job.id)
-    except OperationalError:
-        repo.fail_job(session, job.id, "the job queue was unreachable; upload the bundle again")
-        session.commit()
-        raise Problem(
-            503,
-            "the job queue (broker) is unreachable right now; nothing was imported — "
-            "retry in a little while",
-            headers={"Retry-After": "5"},
-        ) from None
     log.info(
         "queued bulk import %s (%d batches)",
         job.id,
