@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import faiss
 import numpy as np
@@ -52,7 +52,6 @@ class CoarseConfig:
     target_recall: float = 0.99
     tune_k: int = 100
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class CoarseIndex:

@@ -142,9 +142,6 @@ class PartitionIndex:
                 self.languages.pop(i, None)
             return self.specs.remove(ids)
 
-    def candidates_for(self, top: int) -> int:
-        return max(self.config.min_candidates, 2 * top)
-
     def rank(
         self,
         query: KernelMeanEmbedding,
