@@ -96,8 +96,11 @@ def verdict(ok: bool) -> str:
     return "pass" if ok else "FAIL"
 
 
-def write_results(module: str, title: str, body: str) -> Path:
-    """Print ``body`` and write it, with the command, date and machine, to results/."""
+def write_results(module: str, title: str, body: str, *, suffix: str = "") -> Path:
+    """Print ``body`` and write it, with the command, date and machine, to results/.
+
+    ``suffix`` names a variant's own file (``_cuda``), so a GPU run keeps the CPU results.
+    """
     header = (
         f"# {title}\n\n"
         f"- command: `{command(module)}`\n"
@@ -109,7 +112,7 @@ def write_results(module: str, title: str, body: str) -> Path:
     text = header + body.rstrip() + "\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{module}.md"
+    path = RESULTS / f"{module}{suffix}.md"
     path.write_text(text)
     return path
 

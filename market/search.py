@@ -648,6 +648,7 @@ def search(
         max_search_num=max_search_num,
         stats=stats,
         user_self=user_self,
+        device=partition.device,
     )
     timings["mixture"] = 1e3 * (time.perf_counter() - t2)
     return done(singles, mixture)
@@ -663,13 +664,15 @@ def score_ranking(
     max_search_num: int,
     stats: dict[str, Any],
     user_self: float | None = None,
+    device: str = "cpu",
 ) -> tuple[list[SingleMatch], MixtureMatch | None]:
     """Steps 4–5 of the module docstring on learnwares already ranked by exact MMD².
 
     ``ids``, ``dists`` and ``self_terms`` are in ascending order of ``dists``;
     ``pool_specs(ids)`` returns the specs (``z_``, ``beta_``) of the first
     ``max_search_num²`` of them, for the mixture. ``stats`` gets ``mixture_pool`` and
-    ``qp_solves``.
+    ``qp_solves``. ``device`` computes the image pool's kernel columns (tables stay on the
+    CPU: their Gram matrix is small and float64).
     """
     if user_self is None:
         user_self = user_self_term(spec)
@@ -686,7 +689,7 @@ def score_ranking(
         members = pool_specs(pool)
         column = None
         if image:
-            gram, cross, column = _image_pool(members, dists, self_terms, user_self)
+            gram, cross, column = _image_pool(members, dists, self_terms, user_self, device)
         else:
             full = inner_product_matrix([spec, *members], gamma)
             gram, cross = full[1:, 1:], full[0, 1:]
@@ -725,7 +728,7 @@ def squash_image_distance(d: float) -> float:
     return -math.expm1(-d / IMAGE_DIST_SCALE)
 
 
-def _image_pool(members, dists, self_terms, user_self):
+def _image_pool(members, dists, self_terms, user_self, device):
     """The mixture pool of image specs: a Gram matrix knowing only its diagonal (the specs'
     self-terms), the user's inner products from the distances (⟨Φ_u, Φ_i⟩ =
     (‖Φ_u‖² + ‖Φ_i‖² − MMD²) / 2) and the column callback that fills the rest on demand."""
@@ -736,7 +739,7 @@ def _image_pool(members, dists, self_terms, user_self):
     gram = np.full((n, n), np.nan)
     np.fill_diagonal(gram, selfs)
     cross = (user_self + selfs - np.asarray(dists[:n], dtype=np.float64)) / 2.0
-    return gram, cross, lambda j: inner_products(members[j], members)
+    return gram, cross, lambda j: inner_products(members[j], members, device=device)
 
 
 def user_self_term(spec: RKME) -> float:

@@ -69,6 +69,7 @@ def search_index(
         max_search_num=max_search_num,
         stats=stats,
         user_self=user_self,
+        device=part.config.image_device,
     )
     t2 = time.perf_counter()
     timings.update(rank=1e3 * (t1 - t0), mixture=1e3 * (t2 - t1), total=1e3 * (t2 - t0))
