@@ -1,10 +1,12 @@
 """Synthetic bundles (:mod:`market.bundle`) for tests and benchmarks: any number of small,
-valid table learnwares, made without training or fitting anything.
+valid learnwares, made without training or fitting anything.
 
 Learnware ``i`` is a linear regressor with random weights (the examples' model code, so the
 package also runs) whose RKME is a random reduced set drawn around a centre of its own: K
-points, d features, β from a flat Dirichlet. Distinct centres make each learnware the best
-match for data drawn near its centre, so searches over an imported bundle have a known answer.
+points, β from a flat Dirichlet. Distinct centres make each learnware the best match for data
+drawn near its centre, so searches over an imported bundle have a known answer. A table
+learnware's points have ``dim`` features; ``data_type="Image"`` gives it an image spec
+(points of 1 × 32 × 32) and ``"Text"`` a text spec (384-d sentence-embedding points, English).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from market.bundle import MANIFEST, PACKAGES, package_path
-from specification.files import dumps_spec
+from specification.files import SPEC_TYPE_FOR_DATA, dumps_spec
+from specification.image import RKMEImage
 from specification.package import make_manifest, write_package
-from specification.rkme import RKME, TABLE_SPEC_TYPE
+from specification.rkme import RKME
 from specification.semantic import generate_semantic_spec
+from specification.text import RKMEText
 
 from .learnwares import MODEL_CODE
 
@@ -32,7 +36,7 @@ SCENARIOS = ("Business", "Financial", "Health", "Education")
 class SyntheticLearnware:
     name: str
     centre: np.ndarray
-    spec: RKME
+    spec: RKME | RKMEImage
     semantic: dict
     package: bytes
     sha256: str
@@ -42,7 +46,7 @@ class SyntheticLearnware:
             {
                 "semantic_spec": self.semantic,
                 "stat_spec": dumps_spec(self.spec),
-                "type": TABLE_SPEC_TYPE,
+                "type": self.spec.spec_type,
                 "shape": list(self.spec.feature_shape),
                 "gamma": float(self.spec.gamma),
                 "points": int(self.spec.z_.shape[0]),
@@ -56,13 +60,25 @@ class SyntheticLearnware:
 
 
 def synthetic_learnware(
-    i: int, *, dim: int = 10, points: int = 50, gamma: float = 0.1, seed: int = 0
+    i: int,
+    *,
+    dim: int = 10,
+    points: int = 50,
+    gamma: float = 0.1,
+    seed: int = 0,
+    data_type: str = "Table",
 ) -> SyntheticLearnware:
     rng = np.random.default_rng([seed, i])
-    centre = rng.normal(scale=3.0, size=dim)
-    z = centre + rng.normal(scale=0.5, size=(points, dim))
+    shape = {"Table": (dim,), "Image": (1, 32, 32), "Text": (384,)}[data_type]
+    centre = rng.normal(scale=3.0 if data_type == "Table" else 1.0, size=shape)
+    z = centre + rng.normal(scale=0.5, size=(points, *shape))
     beta = rng.dirichlet(np.ones(points))
-    spec = RKME.from_arrays(z, beta, gamma, num_points=1000)
+    if data_type == "Image":
+        spec = RKMEImage.from_arrays(z, beta, num_points=1000)
+    elif data_type == "Text":
+        spec = RKMEText.from_arrays(z, beta, gamma, num_points=1000, language=["en"])
+    else:
+        spec = RKME.from_arrays(z, beta, gamma, num_points=1000)
     weights = io.BytesIO()
     np.savez(weights, coef=rng.normal(size=(1, dim)), intercept=rng.normal(size=1))
     name = f"synthetic {seed}-{i}"
@@ -70,7 +86,9 @@ def synthetic_learnware(
     write_package(
         package,
         {
-            "learnware.yaml": make_manifest("LinearModel", {"kind": "regressor"}),
+            "learnware.yaml": make_manifest(
+                "LinearModel", {"kind": "regressor"}, spec_class=SPEC_TYPE_FOR_DATA[data_type]
+            ),
             "__init__.py": MODEL_CODE.encode(),
             "weights.npz": weights.getvalue(),
             "stat_spec.json": dumps_spec(spec).encode(),
@@ -81,7 +99,7 @@ def synthetic_learnware(
     semantic = generate_semantic_spec(
         name=name,
         description=f"A linear regressor with random weights, synthetic learnware {i}.",
-        data_type="Table",
+        data_type=data_type,
         task_type="Regression",
         library_type="Scikit-learn",
         scenarios=[SCENARIOS[i % len(SCENARIOS)]],

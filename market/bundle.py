@@ -16,8 +16,9 @@ and a manifest line holds what the catalog knows of an accepted learnware::
 
 A trusted import runs no model code, so what it accepts must be as sound as what a check
 accepts, statically: :func:`check_entry` applies the submission rules to the semantic spec,
-parses the RKME with the market's own reader, and holds it against the spec columns and the
-semantic ``Input.Dimension``; the importer then holds the package bytes against ``sha256``
+parses the RKME with the market's own reader, requires the spec type of the data type (table,
+image or text, as the checker does), and holds it against the spec columns and, for tables,
+the semantic ``Input.Dimension``; the importer then holds the package bytes against ``sha256``
 and ``size``. Every refusal is an :class:`EntryRejected` whose message says what is wrong.
 """
 
@@ -33,7 +34,8 @@ import numpy as np
 
 from market.catalog import Learnware, repo
 from specification.errors import SpecificationError
-from specification.files import loads_spec
+from specification.files import SPEC_TYPE_FOR_DATA, loads_spec
+from specification.image import IMAGE_SPEC_TYPE
 from specification.rkme import TABLE_SPEC_TYPE
 from specification.semantic import check_semantic_spec
 
@@ -154,9 +156,10 @@ def read_entry(line: int, text: str | bytes, *, max_package_bytes: int) -> Entry
 def check_entry(entry: Entry) -> dict[str, Any]:
     """Check an entry's specs; returns the catalog's semantic columns for it.
 
-    The semantic spec must pass the submission rules; the RKME must parse, have a finite,
-    positive self inner product, describe ``Input.Dimension`` features and agree with the
-    line's spec columns (the search index partitions on them).
+    The semantic spec must pass the submission rules; the RKME must parse, be of the data
+    type's spec type, have a finite, positive self inner product (under the NNGP kernel for
+    images), agree with the line's spec columns (the search index partitions on them) and, for
+    a table, describe ``Input.Dimension`` features.
     """
     try:
         semantic = check_semantic_spec(entry.semantic_spec)
@@ -165,18 +168,21 @@ def check_entry(entry: Entry) -> dict[str, Any]:
         raise EntryRejected(f"semantic_spec.{exc}") from None
     except ValueError as exc:
         raise EntryRejected(str(exc)) from None
-    if semantic.data_type != "Table":
-        raise EntryRejected(
-            f"Data is {semantic.data_type}: only Table learnwares (with an {TABLE_SPEC_TYPE}) "
-            "can be imported so far"
-        )
+    wanted = SPEC_TYPE_FOR_DATA.get(semantic.data_type)
+    if wanted is None:
+        raise EntryRejected(f"Data is {semantic.data_type}: no spec type is known for it")
     try:
         spec = loads_spec(entry.stat_spec)
     except SpecificationError as exc:
         raise EntryRejected(f"stat_spec: {exc}") from None
+    if spec.spec_type != wanted:
+        raise EntryRejected(
+            f"Data is {semantic.data_type}, so the stat_spec must be an {wanted}, "
+            f"not an {spec.spec_type}"
+        )
     meta = entry.spec_meta
     found = {
-        "type": TABLE_SPEC_TYPE,
+        "type": spec.spec_type,
         "shape": list(spec.feature_shape),
         "gamma": float(spec.gamma),
         "points": int(spec.z_.shape[0]),
@@ -188,12 +194,12 @@ def check_entry(entry: Entry) -> dict[str, Any]:
                 f"{key} is {meta[key]!r} but the stat_spec has {found[key]!r}; they must agree"
             )
     features = math.prod(spec.feature_shape)
-    if features != semantic.input_dim:
+    if wanted == TABLE_SPEC_TYPE and features != semantic.input_dim:
         raise EntryRejected(
             f"the stat_spec describes {features} features but the semantic Input.Dimension is "
             f"{semantic.input_dim}; they must be equal"
         )
-    self_product = _self_inner_product(spec.z_flat, spec.beta_, spec.gamma)
+    self_product = _self_inner_product(spec)
     if not (math.isfinite(self_product) and self_product > 0):
         raise EntryRejected(
             f"the stat_spec's self inner product is {self_product}, not a finite positive "
@@ -202,8 +208,14 @@ def check_entry(entry: Entry) -> dict[str, Any]:
     return columns
 
 
-def _self_inner_product(z: np.ndarray, beta: np.ndarray, gamma: float) -> float:
-    """βᵀ K(z, z) β under the Gaussian kernel, in numpy (the API process never loads torch)."""
+def _self_inner_product(spec) -> float:
+    """βᵀ K(z, z) β: under the Gaussian kernel in numpy; under the NNGP kernel (torch, loaded
+    only here, in the import worker) for an image spec."""
+    if spec.spec_type == IMAGE_SPEC_TYPE:
+        from specification.nngp import inner_product
+
+        return inner_product(spec, spec)
+    z, beta, gamma = spec.z_flat, spec.beta_, spec.gamma
     sq = np.einsum("ij,ij->i", z, z)
     distances = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
     return float(beta @ np.exp(-gamma * distances) @ beta)

@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     index_flat_max: int = Field(default=50_000, ge=1)
     index_memory_budget_bytes: int = Field(default=3 * 1024 * MiB, ge=1)
     index_target_recall: float = Field(default=0.99, gt=0, le=1)
+    # Image partitions likewise, with their own thresholds: an NNGP kernel pair costs about a
+    # thousand Gaussian ones.
+    index_image_exact_max_rows: int = Field(default=5_000, ge=0)
+    index_image_min_candidates: int = Field(default=50, ge=1)
     # Where image partitions run the NNGP kernel: "cpu", or "cuda"/"cuda:N" on a GPU worker.
     index_image_device: str = "cpu"
     # A search worker writes a snapshot of its index to the store after this many changes

@@ -36,6 +36,8 @@ from .text import TEXT_SPEC_TYPE, RKMEText, check_languages
 TABLE_TYPES = (TABLE_SPEC_TYPE, "RKMEStatSpecification")
 #: Every spec type a file may hold.
 SPEC_TYPES = (*TABLE_TYPES, TEXT_SPEC_TYPE, IMAGE_SPEC_TYPE)
+#: The spec type a learnware of each semantic data type carries.
+SPEC_TYPE_FOR_DATA = {"Table": TABLE_SPEC_TYPE, "Image": IMAGE_SPEC_TYPE, "Text": TEXT_SPEC_TYPE}
 #: Refuse files and arrays beyond these sizes before parsing them.
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_POINTS = 1_000_000

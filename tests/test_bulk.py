@@ -120,6 +120,50 @@ def test_duplicates_inside_one_bundle_are_reported(market, tmp_path):
     ]
 
 
+def test_image_and_text_learnwares_import_and_are_found(market, tmp_path):
+    import numpy as np
+
+    from examples.bundles import synthetic_learnware
+    from market.index.search import search_index
+    from market.index.sync import IndexSync
+    from specification.image import RKMEImage
+    from specification.text import RKMEText
+
+    catalog, store, _ = market
+    bundle = tmp_path / "bundle"
+    images = write_bundle(bundle, 3, data_type="Image", points=4)
+    texts = [synthetic_learnware(i, data_type="Text", seed=1, points=5) for i in range(4)]
+    for lw in texts:
+        (bundle / json.loads(lw.manifest_line())["package"]).write_bytes(lw.package)
+    wrong = json.loads(texts.pop().manifest_line())
+    wrong["semantic_spec"]["Data"]["Values"] = ["Image"]  # a text spec on an image learnware
+    with (bundle / MANIFEST).open("a") as fh:
+        fh.write("".join(lw.manifest_line() + "\n" for lw in texts) + json.dumps(wrong) + "\n")
+
+    report = _import(market, bundle)
+    assert (report.imported, report.rejected_count) == (6, 1)
+    assert (
+        "must be an RKMEImageSpecification, not an RKMETextSpecification"
+        in (report.rejected[0]["reason"])
+    )
+    with catalog.session() as s:
+        rows = repo.get_learnwares(s, repo.accepted_spec_ids(s))
+        kinds = {lw.name: (lw.data_type, lw.spec_type, lw.spec_shape) for lw in rows}
+    assert kinds[images[0].name] == ("Image", "RKMEImageSpecification", [1, 32, 32])
+    assert kinds[texts[0].name] == ("Text", "RKMETextSpecification", [384])
+
+    index = IndexSync(catalog, store).start()  # what a search worker builds from the catalog
+    assert len(index) == 6 and len(index.partitions) == 2
+    for made, kind in ((images, RKMEImage), (texts, RKMEText)):
+        rng = np.random.default_rng(3)
+        z = made[1].centre + rng.normal(scale=0.5, size=(4, *made[1].centre.shape))
+        extra = {} if kind is RKMEImage else {"gamma": 0.1, "language": ["en"]}
+        user = kind.from_arrays(z, np.full(4, 0.25), num_points=4, **extra)
+        with catalog.session() as s:
+            best = repo.get_learnware(s, int(search_index(index, user).singles[0].id))
+        assert best.name == made[1].name
+
+
 def test_export_round_trip(market, tmp_path):
     catalog, store, _ = market
     write_bundle(tmp_path / "bundle", 4)

@@ -252,3 +252,42 @@ def test_reading_an_image_spec_does_not_import_torch():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+# -- index embeddings -----------------------------------------------------------------------
+def test_random_convnet_features_estimate_the_nngp_kernel(digits):
+    from specification.image_embedding import ImageIndexEmbedding
+
+    x = prepare_images(digits[0][:120]).float()
+    exact = nngp_kernel(x.double()).numpy()
+    emb = ImageIndexEmbedding(1)
+    f = emb.features(x).numpy()
+    assert f.shape == (120, emb.size) == (120, 8 * 16 * 16)
+    approx = f @ f.T
+    assert np.mean(np.diag(approx) / np.diag(exact)) == pytest.approx(1.0, abs=0.1)
+    # MMD² between random halves of the data: what a FAISS search compares.
+    rng = np.random.default_rng(0)
+    pairs = []
+    for _ in range(60):
+        v = np.zeros(120)
+        v[rng.choice(120, 15, replace=False)] += 1 / 15
+        v[rng.choice(120, 15, replace=False)] -= 1 / 15
+        pairs.append((v @ exact @ v, v @ approx @ v))
+    assert np.corrcoef(np.array(pairs).T)[0, 1] > 0.95
+    # Centred on the kernel (a plain average pool, without the random signs, would add the
+    # covariances of neighbouring pixels).
+    assert np.median(np.array(pairs)[:, 1] / np.array(pairs)[:, 0]) == pytest.approx(1, abs=0.2)
+
+
+def test_image_embeddings_are_deterministic_and_weighted_by_beta():
+    from specification.image_embedding import ImageIndexEmbedding
+
+    rng = np.random.default_rng(5)
+    specs = [_spec(rng, k=3, c=3), _spec(rng, k=5, c=3)]
+    a, b = ImageIndexEmbedding(3), ImageIndexEmbedding(3)
+    np.testing.assert_array_equal(a.embed_many(specs), b.embed_many(specs, block_rows=2))
+    assert a.key == b.key != ImageIndexEmbedding(3, seed=1).key
+    feats = a.features(torch.from_numpy(specs[1].z_)).numpy()
+    np.testing.assert_allclose(a.embed(specs[1]), specs[1].beta_ @ feats, rtol=1e-5, atol=1e-7)
+    with pytest.raises(SpecificationError, match="shape"):
+        a.features(torch.zeros(2, 1, 32, 32))

@@ -67,7 +67,7 @@ def image_market():
 
 def test_indexed_image_search_equals_the_exact_scan(image_market):
     specs, users = image_market
-    index = MarketIndex(IndexConfig(exact_max_rows=0, min_candidates=2))  # no FAISS for images
+    index = MarketIndex(IndexConfig(image_min_candidates=100))  # scanned exactly
     index.add(list(range(1, 10)), specs)
     for user in users:
         exact = search(candidates(specs), spec=user, max_search_num=3)
@@ -160,3 +160,30 @@ def test_partitions_by_kind_and_snapshots_keep_images_and_languages(local_store,
     assert {s.id for s in search_index(loaded, german, format_id=int).singles} <= {20, 22}
     index.remove([1, 20])
     assert 1 not in index and 20 not in index and len(index) == 12
+
+
+def test_large_image_partitions_rank_faiss_candidates_exactly(local_store):
+    rng = np.random.default_rng(7)
+    specs = [image_spec(rng, i % 6, k=3, spread=0.3) for i in range(36)]
+    config = IndexConfig(image_exact_max_rows=0, image_min_candidates=8)
+    index = MarketIndex(config)
+    index.add(list(range(1, 37)), specs)
+    part = index.partition_for(specs[0])
+    assert part.describe()["embedding"].startswith("cnngp-rf")
+    for family in range(6):
+        user = image_spec(rng, family, k=3, spread=0.3)
+        got = search_index(index, user, max_search_num=2, top=4, format_id=int)
+        exact = search(candidates(specs), spec=user, max_search_num=2)
+        assert got.stats["method"] == "coarse" and got.stats["scored"] == 8
+        # FAISS proposes the user's family (6 learnwares); their exact MMD² ranks them first.
+        assert [s.id for s in got.singles] == [int(s.id) for s in exact.singles[:4]]
+        assert {s.id % 6 for s in got.singles} == {(family + 1) % 6}
+    save_snapshot(index, local_store)
+    loaded, _, _ = load_snapshot(local_store, config)
+    user = image_spec(rng, 2, k=3, spread=0.3)
+    a = search_index(index, user, top=5, format_id=int)
+    b = search_index(loaded, user, top=5, format_id=int)
+    assert b.stats["method"] == "coarse" and [s.id for s in a.singles] == [s.id for s in b.singles]
+    index.remove([3, 9])
+    c = search_index(index, image_spec(rng, 2, k=3, spread=0.3), top=5, format_id=int)
+    assert {3, 9}.isdisjoint(s.id for s in c.singles)

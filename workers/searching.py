@@ -30,6 +30,8 @@ def index_config(settings: Settings) -> IndexConfig:
         embedding_size=settings.index_embedding_size,
         exact_max_rows=settings.index_exact_max_rows,
         min_candidates=settings.index_min_candidates,
+        image_exact_max_rows=settings.index_image_exact_max_rows,
+        image_min_candidates=settings.index_image_min_candidates,
         image_device=settings.index_image_device,
         coarse=CoarseConfig(
             flat_max=settings.index_flat_max,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from specification.errors import PackageError, SpecificationError
-from specification.files import loads_spec
+from specification.files import SPEC_TYPE_FOR_DATA, loads_spec
 from specification.image import IMAGE_SPEC_TYPE, RKMEImage
 from specification.mmd import inner_product
 from specification.package import LearnwarePackage
@@ -26,13 +26,6 @@ from specification.semantic import SemanticSpec
 from specification.text import TEXT_SPEC_TYPE
 
 from .log import CheckLog
-
-#: The spec type each data type needs.
-SPEC_TYPE_FOR_DATA = {
-    "Table": TABLE_SPEC_TYPE,
-    "Image": IMAGE_SPEC_TYPE,
-    "Text": TEXT_SPEC_TYPE,
-}
 
 
 def check_stat_specs(

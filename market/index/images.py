@@ -1,8 +1,8 @@
 """The image specs of one partition, by learnware id, for exact MMD² under the NNGP kernel.
 
-Image specs are compared by the CNN-GP kernel (:mod:`specification.nngp`), which has no
-finite feature map, so there is no index embedding and no FAISS stage: a query is always an
-exact scan of the specs in scope. This store has the interface of
+Image specs are compared exactly by the CNN-GP kernel (:mod:`specification.nngp`); the FAISS
+stage over their random-ConvNet embeddings lives in the partition, as for tables. This store
+has the interface of
 :class:`~market.index.packed.PackedSpecs` that :class:`~market.index.partition.PartitionIndex`
 uses (add, remove, rows, ids, mmd2, self_terms, spec, state), so the partition's ranking,
 locking and snapshots work unchanged. Each spec's self-term is computed once, when it is added;

@@ -11,11 +11,14 @@ with an index embedding, a FAISS index of the embeddings
   exact MMD².
 
 Either way the distances returned are exact; only *which* specs are ranked can differ from a
-full scan, and the benchmark ``bench/search_scale.py`` measures how often that changes a top-10.
-Image specs (compared by the NNGP kernel, which has no finite feature map) have no embedding:
-their partitions keep the specs in an :class:`~market.index.images.ImageSpecs` store and are
-always scanned exactly. Text partitions also keep each learnware's languages, and a query
-ranks only those whose languages include all of its own (the reference's filter).
+full scan, and the benchmarks ``bench/search_scale.py`` and ``bench/image_index.py`` measure
+how often that changes a top-10. Table and text partitions embed with random Fourier features
+(:class:`~specification.embedding.IndexEmbedding`); image partitions keep their specs in an
+:class:`~market.index.images.ImageSpecs` store and embed with random ConvNets
+(:class:`~specification.image_embedding.ImageIndexEmbedding`). An NNGP kernel pair costs about
+a thousand Gaussian ones, so image partitions have their own, smaller thresholds. Text
+partitions also keep each learnware's languages, and a query ranks only those whose languages
+include all of its own (the reference's filter).
 """
 
 from __future__ import annotations
@@ -30,15 +33,13 @@ import numpy as np
 from market.search import GAMMA_RTOL, PartitionKey, partition_key
 from specification.embedding import IndexEmbedding
 from specification.image import IMAGE_SPEC_TYPE
+from specification.image_embedding import ImageIndexEmbedding
 from specification.mmd import KernelMeanEmbedding
 from specification.text import TEXT_SPEC_TYPE
 
 from .coarse import CoarseConfig, CoarseIndex
 from .images import ImageSpecs
 from .packed import PackedSpecs
-
-#: Spec types whose partitions get a FAISS index of :class:`IndexEmbedding` vectors.
-EMBEDDED_SPEC_TYPES = frozenset({"RKMETableSpecification", "RKMETextSpecification"})
 
 
 @dataclass
@@ -50,6 +51,10 @@ class IndexConfig:
     exact_max_rows: int = 100_000
     min_candidates: int = 200
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    #: Image partitions scan exactly up to this many points (100 specs of 50), and re-rank at
+    #: least this many FAISS candidates beyond.
+    image_exact_max_rows: int = 5_000
+    image_min_candidates: int = 50
     #: Where image partitions keep their points and run the NNGP kernel ("cuda" on a GPU).
     image_device: str = "cpu"
 
@@ -77,13 +82,20 @@ class PartitionIndex:
         self.specs: PackedSpecs | ImageSpecs = self._new_store()
         #: Text partitions: each learnware's languages.
         self.languages: dict[int, frozenset[str]] = {}
-        self.embedding: IndexEmbedding | None = None
-        self.coarse: CoarseIndex | None = None
-        if self.key.spec_type in EMBEDDED_SPEC_TYPES:
+        self.image = self.key.spec_type == IMAGE_SPEC_TYPE
+        self.embedding: IndexEmbedding | ImageIndexEmbedding
+        if self.image:
+            channels = self.key.feature_shape[0]
+            self.embedding = ImageIndexEmbedding(channels, seed=self.config.embedding_seed)
+            self.exact_max_rows = self.config.image_exact_max_rows
+            self.min_candidates = self.config.image_min_candidates
+        else:
             self.embedding = IndexEmbedding(
                 dim, self.key.gamma, self.config.embedding_size, self.config.embedding_seed
             )
-            self.coarse = CoarseIndex(self.embedding.size, self.config.coarse)
+            self.exact_max_rows = self.config.exact_max_rows
+            self.min_candidates = self.config.min_candidates
+        self.coarse = CoarseIndex(self.embedding.size, self.config.coarse)
         self._lock = threading.RLock()
 
     def _new_store(self, state=None) -> PackedSpecs | ImageSpecs:
@@ -128,16 +140,14 @@ class PartitionIndex:
             if self.key.spec_type == TEXT_SPEC_TYPE:
                 for i, spec in zip(ids.tolist(), specs, strict=True):
                     self.languages[i] = frozenset(getattr(spec, "language_", ()))
-            if self.coarse is not None:
-                self.coarse.add(ids, self.embedding.embed_many(specs))
+            self.coarse.add(ids, self._embed(specs))
 
     def remove(self, ids: Iterable[int]) -> int:
         ids = np.asarray([i for i in ids if i in self.specs], dtype=np.int64)
         if not len(ids):
             return 0
         with self._lock:
-            if self.coarse is not None:
-                self.coarse.remove(ids)
+            self.coarse.remove(ids)
             for i in ids.tolist():
                 self.languages.pop(i, None)
             return self.specs.remove(ids)
@@ -153,11 +163,11 @@ class PartitionIndex:
         """Exact MMD² from ``query`` to the best learnwares in scope (``allowed``, or all).
 
         Returns every learnware in scope when it is scanned exactly, else the ``candidates``
-        (default :attr:`IndexConfig.min_candidates`) that FAISS proposes. The specs of the
+        (default: :attr:`min_candidates`) that FAISS proposes. The specs of the
         best ``pool`` are read under the same lock, so a concurrent removal cannot split them
         from the ranking.
         """
-        c = candidates or self.config.min_candidates
+        c = candidates or self.min_candidates
         with self._lock:
             scope = None  # everything: not materialised unless scanned
             if allowed is not None:
@@ -176,11 +186,10 @@ class PartitionIndex:
                 scope, dropped = base[keep], int((~keep).sum())
             in_scope = len(self.specs) if scope is None else len(scope)
             rows = self.specs.rows(scope)
-            if self.coarse is None or in_scope <= c or rows <= self.config.exact_max_rows:
+            if in_scope <= c or rows <= self.exact_max_rows:
                 ids, method = self.specs.ids if scope is None else scope, "exact"
             else:
-                vector = self.embedding.embed(query)
-                ids = self.coarse.search(vector, c, scope)
+                ids = self.coarse.search(self._embed([query])[0], c, scope)
                 method = "coarse"
             dist = self.specs.mmd2(query, ids)
             self_terms = self.specs.self_terms(ids)
@@ -200,10 +209,14 @@ class PartitionIndex:
             "rows": self.specs.rows(),
             "kernel": "nngp" if self.key.spec_type == IMAGE_SPEC_TYPE else "gaussian",
         }
-        if self.coarse is not None:
-            out["coarse"] = self.coarse.info.to_dict()
-            out["embedding"] = self.embedding.key
+        out["coarse"] = self.coarse.info.to_dict()
+        out["embedding"] = self.embedding.key
         return out
+
+    def _embed(self, specs: Sequence[KernelMeanEmbedding]) -> np.ndarray:
+        if self.image:
+            return self.embedding.embed_many(specs, device=self.config.image_device)
+        return self.embedding.embed_many(specs)
 
 
 class MarketIndex:

@@ -52,7 +52,7 @@ def search_index(
         stats["partition"] = None
         timings["total"] = 1e3 * (time.perf_counter() - t0)
         return SearchResult([], None, False, stats)
-    c = max(part.config.min_candidates, 2 * (top or 0), max_search_num**2, candidates or 0)
+    c = max(part.min_candidates, 2 * (top or 0), max_search_num**2, candidates or 0)
     ranked = part.rank(spec, allowed=allowed, candidates=c, pool=max_search_num**2)
     t1 = time.perf_counter()
     stats.update(partition=part.describe(), method=ranked.method, in_scope=ranked.in_scope)

@@ -5,7 +5,7 @@ it, instead of parsing every accepted spec from the catalog. Layout under ``inde
 
 - ``<name>/part-<i>.npz``: one partition — its specs (:meth:`PackedSpecs.state`, or
   :meth:`ImageSpecs.state` for images), the serialized FAISS index and a JSON header (key,
-  coarse info, and a text partition's languages by learnware id);
+  index embedding, coarse info, and a text partition's languages by learnware id);
 - ``<name>/manifest.json``: the change-log position the snapshot reflects (``seq``, ``high``
   and ``gaps``, as :mod:`market.index.sync` keeps them), the index configuration and the
   partition files;
@@ -37,7 +37,7 @@ log = logging.getLogger("wharf.index")
 
 PREFIX = "index/snapshots"
 LATEST = f"{PREFIX}/LATEST"
-FORMAT = 1
+FORMAT = 2
 
 
 def save_snapshot(
@@ -59,9 +59,9 @@ def save_snapshot(
             arrays = dict(part.specs.state())
             if part.languages:
                 header["languages"] = {str(i): sorted(v) for i, v in part.languages.items()}
-            if part.coarse is not None:
-                header["coarse"] = part.coarse.info.to_dict()
-                arrays["faiss"] = part.coarse.serialize()
+            header["embedding"] = part.embedding.key
+            header["coarse"] = part.coarse.info.to_dict()
+            arrays["faiss"] = part.coarse.serialize()
             arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
             path = Path(tmp) / f"part-{i}.npz"
             np.savez(path, **arrays)
@@ -110,11 +110,19 @@ def load_snapshot(
                 header = json.loads(bytes(data["header"]).decode())
                 spec_type, shape, gamma = header["key"]
                 part = PartitionIndex(PartitionKey(spec_type, tuple(shape), float(gamma)), config)
-                part.load_state(data, header)
-                if part.coarse is not None:
-                    part.coarse = CoarseIndex.deserialize(
-                        data["faiss"], part.embedding.size, header["coarse"], config.coarse
+                if header.get("embedding") != part.embedding.key:
+                    log.warning(
+                        "index snapshot %s embeds %s with %s, this worker with %s; not used",
+                        name,
+                        part.key.spec_type,
+                        header.get("embedding"),
+                        part.embedding.key,
                     )
+                    return None
+                part.load_state(data, header)
+                part.coarse = CoarseIndex.deserialize(
+                    data["faiss"], part.embedding.size, header["coarse"], config.coarse
+                )
                 index.partitions[part.key] = part
             path.unlink()
     log.info("index snapshot %s loaded: %d learnwares at seq %d", name, len(index), index.seq)
