@@ -112,11 +112,13 @@ class ImageIndexEmbedding:
                 f"got {tuple(x.shape)}"
             )
         h = x.to(torch.float32)
-        for i, (w, b, signs) in enumerate(self._layers):
-            w, b, signs = (a.to(x.device) for a in (w, b, signs))
-            groups = 1 if i == 0 else self.nets  # the first layer sees the input, each net
-            h = F.conv2d(h, w, b, padding=1, groups=groups)
-            h = F.avg_pool2d(F.relu_(h).mul_(signs), 2)
+        # Full float32 on a GPU too (no TF32): workers on either device embed alike.
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            for i, (w, b, signs) in enumerate(self._layers):
+                w, b, signs = (a.to(x.device) for a in (w, b, signs))
+                groups = 1 if i == 0 else self.nets  # the first layer sees the input, each net
+                h = F.conv2d(h, w, b, padding=1, groups=groups)
+                h = F.avg_pool2d(F.relu_(h).mul_(signs), 2)
         return h.reshape(len(x), -1).mul_(1.0 / math.sqrt(self.width * self.nets * LAST_SIDE**2))
 
     def embed(self, spec: KernelMeanEmbedding, *, device: str = "cpu") -> np.ndarray:

@@ -82,3 +82,17 @@ def test_image_fit_on_the_gpu_matches_the_cpu_quality():
     data = RKMEImage.from_arrays(prepare_images(digits).numpy(), np.full(300, 1 / 300))
     assert mmd2(gpu, data) == pytest.approx(mmd2(cpu, data), rel=0.25)
     assert loads_spec(dumps_spec(gpu)).beta_.tolist() == gpu.beta_.tolist()
+
+
+def test_image_index_embeddings_on_the_gpu_equal_the_cpu():
+    from specification.image_embedding import ImageIndexEmbedding
+
+    rng = np.random.default_rng(4)
+    specs = [
+        RKMEImage.from_arrays(rng.normal(size=(6, 3, 32, 32)), rng.dirichlet(np.ones(6)))
+        for _ in range(5)
+    ]
+    emb = ImageIndexEmbedding(3)
+    np.testing.assert_allclose(
+        emb.embed_many(specs, device="cuda"), emb.embed_many(specs), rtol=1e-4, atol=1e-6
+    )
