@@ -34,7 +34,7 @@ import numpy as np
 
 from market.catalog import Learnware, repo
 from specification.errors import SpecificationError
-from specification.files import SPEC_TYPE_FOR_DATA, loads_spec
+from specification.files import SPEC_TYPE_FOR_DATA, load_json, loads_spec
 from specification.image import IMAGE_SPEC_TYPE
 from specification.rkme import TABLE_SPEC_TYPE
 from specification.semantic import check_semantic_spec
@@ -118,7 +118,7 @@ def clean_path(path: Any) -> str:
 def read_entry(line: int, text: str | bytes, *, max_package_bytes: int) -> Entry:
     """Parse one manifest line; :class:`EntryRejected` if a field is missing or mistyped."""
     try:
-        record = json.loads(text)
+        record = load_json(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EntryRejected(f"not a JSON object: {exc}") from None
     if not isinstance(record, dict):

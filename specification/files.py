@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from .errors import SpecificationError
 from .image import IMAGE_SPEC_TYPE, IMAGE_SPEC_VERSION, RKMEImage
@@ -95,12 +96,23 @@ def _refuse_constant(name: str) -> float:
     raise SpecificationError(f"spec contains {name}; every number must be finite")
 
 
+def load_json(text: str | bytes, **json_options: Any) -> Any:
+    """``json.loads``, through orjson (several times faster on the long float lists of specs).
+
+    Whatever orjson refuses (NaN, integers past 64 bits, invalid text) is parsed again by
+    ``json`` with ``json_options``, so results and error messages are ``json``'s."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text, **json_options)
+
+
 def loads_spec(text: str | bytes) -> RKME | RKMEImage:
     """Parse a spec file's content."""
     if len(text) > MAX_FILE_BYTES:
         raise SpecificationError(f"spec is over the {MAX_FILE_BYTES}-byte limit")
     try:
-        data = json.loads(text, parse_constant=_refuse_constant)
+        data = load_json(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise SpecificationError(
             f"spec is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
