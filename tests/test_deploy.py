@@ -13,12 +13,16 @@
 - every ``WHARF_*`` variable named anywhere in ``deploy/`` is a field of
   :class:`market.settings.Settings`, and the ConfigMap values are valid settings;
 - the Dockerfiles: pinned base images, non-root targets, no remote ``ADD``, what they copy;
-- ``entrypoint.sh``: syntax, the roles others call, and ``migrate`` for real on SQLite.
+- ``entrypoint.sh``: syntax, the roles others call, and ``migrate`` for real on SQLite;
+- Flower (optional): the ``monitoring`` extra in the image, the compose profile, the optional
+  Kubernetes manifest, and the ``flower`` role refusing to start without basic auth
+  (``tests/test_flower.py`` runs it for real against a worker).
 """
 
 from __future__ import annotations
 
 import copy
+import http.server
 import json
 import os
 import re
@@ -27,6 +31,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -61,7 +66,13 @@ SECRET_SETTINGS = {
     for name, field in Settings.model_fields.items()
     if field.annotation in (SecretStr, SecretStr | None)
 } | {"database_url", "broker_url", "result_backend"}
-ENTRYPOINT_ROLES = ("api", "worker", "migrate", "create-admin-token", "healthcheck")
+ENTRYPOINT_ROLES = ("api", "worker", "migrate", "create-admin-token", "flower", "healthcheck")
+#: Credentials of opt-in components, not market settings, and the entrypoint role that refuses
+#: to start without each. Compose interpolates the services of every profile, active or not, so
+#: these cannot be ``${VAR:?}``-required there: they default to empty and the role refuses.
+OPT_IN_SECRETS = {"FLOWER_BASIC_AUTH": "flower"}
+FLOWER_MANIFEST = K8S / "optional" / "flower.yaml"
+FLOWER_PORT = 5555
 
 
 def env_name(field: str) -> str:
@@ -145,6 +156,7 @@ def test_deploy_has_the_expected_files() -> None:
         "k8s/base/kustomization.yaml",
         "k8s/keda/kustomization.yaml",
         "k8s/secret.example.yaml",
+        "k8s/optional/flower.yaml",
     ):
         assert (DEPLOY / rel).is_file(), rel
 
@@ -258,36 +270,42 @@ def test_kustomize_builds_base_and_keda_overlay() -> None:
 # --- Kubernetes: workloads -----------------------------------------------------------------------
 
 
+def assert_locked_down(obj: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    """Requests, limits and a locked-down securityContext; its ServiceAccount in ``objects``."""
+    spec = pod_spec(obj)
+    name = obj["metadata"]["name"]
+    assert spec["automountServiceAccountToken"] is False, name
+    assert spec["enableServiceLinks"] is False, name  # no WHARF_*_PORT look-alikes
+    assert spec["securityContext"]["runAsNonRoot"] is True, name
+    assert spec["securityContext"]["runAsUser"] != 0, name
+    assert spec["serviceAccountName"], name
+    account = find(
+        objects,
+        "ServiceAccount",
+        spec["serviceAccountName"],
+        obj["metadata"]["namespace"],
+    )
+    assert account["automountServiceAccountToken"] is False, name
+    assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
+    volumes = spec.get("volumes", [])
+    assert all(set(v) - {"name"} <= {"emptyDir"} for v in volumes), f"{name}: {volumes}"
+    assert all(v["emptyDir"].get("sizeLimit") for v in volumes), name
+    for c in spec["containers"]:
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= c["resources"][kind].keys(), (name, kind)
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False, name
+        assert sc["readOnlyRootFilesystem"] is True, name
+        assert sc.get("privileged") is not True, name
+        assert sc["capabilities"] == {"drop": ["ALL"]}, name
+        assert c["args"][0] in ENTRYPOINT_ROLES, (name, c["args"])
+        mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+        assert "/tmp" in mounts, name
+
+
 def test_every_container_has_requests_limits_and_a_locked_down_security_context() -> None:
     for obj in workloads():
-        spec = pod_spec(obj)
-        name = obj["metadata"]["name"]
-        assert spec["automountServiceAccountToken"] is False, name
-        assert spec["enableServiceLinks"] is False, name  # no WHARF_*_PORT look-alikes
-        assert spec["securityContext"]["runAsNonRoot"] is True, name
-        assert spec["securityContext"]["runAsUser"] != 0, name
-        assert spec["serviceAccountName"], name
-        find(
-            base_objects(),
-            "ServiceAccount",
-            spec["serviceAccountName"],
-            obj["metadata"]["namespace"],
-        )
-        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
-        volumes = spec.get("volumes", [])
-        assert all(set(v) - {"name"} <= {"emptyDir"} for v in volumes), f"{name}: {volumes}"
-        assert all(v["emptyDir"].get("sizeLimit") for v in volumes), name
-        for c in spec["containers"]:
-            for kind in ("requests", "limits"):
-                assert {"cpu", "memory"} <= c["resources"][kind].keys(), (name, kind)
-            sc = c["securityContext"]
-            assert sc["allowPrivilegeEscalation"] is False, name
-            assert sc["readOnlyRootFilesystem"] is True, name
-            assert sc.get("privileged") is not True, name
-            assert sc["capabilities"] == {"drop": ["ALL"]}, name
-            assert c["args"][0] in ENTRYPOINT_ROLES, (name, c["args"])
-            mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
-            assert "/tmp" in mounts, name
+        assert_locked_down(obj, base_objects())
 
 
 def test_api_deployment_service_probes_and_disruption_budget() -> None:
@@ -511,7 +529,7 @@ def test_secret_template_is_empty_and_matches_what_pods_reference() -> None:
     for secret in secrets:
         assert secret["kind"] == "Secret"
         assert all(v == "" for v in secret["stringData"].values()), "a template holds no values"
-        assert set(secret["stringData"]) <= SECRET_VARIABLES
+        assert set(secret["stringData"]) <= SECRET_VARIABLES | OPT_IN_SECRETS.keys()
         assert {"WHARF_DATABASE_URL", "WHARF_BROKER_URL"} <= set(secret["stringData"])
     names = {s["metadata"]["name"] for s in secrets}
     for obj in workloads():
@@ -566,6 +584,7 @@ def test_compose_services_and_their_health() -> None:
         "redis",
         "minio",
         "minio-init",
+        "flower",
     }
     for name, svc in services.items():
         if name in ONE_SHOT:
@@ -663,6 +682,9 @@ def test_compose_variables_are_documented_in_env_example() -> None:
     for name in secrets:
         assert used[name] == {":?"}, f"{name} must always be required, never defaulted"
         assert documented[name] == "", f"env.example must not hold a value for {name}"
+    for name in OPT_IN_SECRETS:
+        assert used[name] == {":-"}, f"{name}: empty by default (the entrypoint refuses it)"
+        assert documented[name] == "", f"env.example must not hold a value for {name}"
 
 
 def test_compose_holds_no_literal_secret() -> None:
@@ -674,7 +696,12 @@ def test_compose_holds_no_literal_secret() -> None:
             if secretish.search(key) or key in SECRET_VARIABLES:
                 assert isinstance(value, str) and "${" in value, f"{name}: literal {key}"
                 for m in VAR.finditer(value):
-                    if m.group(1) not in ("WHARF_S3_BUCKET",):
+                    if m.group(1) in OPT_IN_SECRETS:
+                        # only in an opt-in service, empty by default, refused by its role
+                        assert svc.get("profiles"), f"{name}: {key} outside a profile"
+                        assert svc["command"][0] == OPT_IN_SECRETS[m.group(1)], name
+                        assert m.group(2) == ":-" and not m.group(3), f"{name}: {key} default"
+                    elif m.group(1) not in ("WHARF_S3_BUCKET",):
                         assert m.group(2) == ":?", f"{name}: {key} has a default"
     text = COMPOSE.read_text()
     assert not re.search(r"(?i)(password|secret)\s*[:=]\s*['\"]?(?!\$)[A-Za-z0-9]{6,}", text)
@@ -796,12 +823,16 @@ def test_dockerfile_has_no_remote_add_no_baked_secret_and_lean_apt(name: str) ->
             assert "--no-install-recommends" in rest and "rm -rf /var/lib/apt/lists" in rest
 
 
+#: ``pip install ... .`` or ``pip install ... ".[extra,...]"``: the project, with its extras.
+PROJECT_INSTALL = re.compile(r"pip install .*\s(['\"]?)\.(?:\[(?P<extras>[\w,-]+)\])?\1(\s|$)")
+
+
 @pytest.mark.parametrize("name", list(DOCKERFILES))
 def test_dockerfile_installs_torch_first_then_exactly_the_project_packages(name: str) -> None:
     body = instructions(DEPLOY / name)
     runs = [rest for k, rest in body if k == "RUN"]
     torch_at = next(i for i, r in enumerate(runs) if '"torch==${TORCH_VERSION}"' in r)
-    project_at = next(i for i, r in enumerate(runs) if re.search(r"pip install .*\s\.(\s|$)", r))
+    project_at = next(i for i, r in enumerate(runs) if PROJECT_INSTALL.search(r))
     assert torch_at < project_at
     assert ("ARG", "TORCH_VERSION=2.13.0") in body
     copied = {
@@ -901,6 +932,193 @@ def test_entrypoint_healthcheck_fails_when_nothing_answers(tmp_path: Path) -> No
         if s.connect_ex(("127.0.0.1", 8000)) == 0:
             pytest.skip("something listens on 127.0.0.1:8000")
     done = run_entrypoint(
-        "healthcheck", env={"WORKER_NODE_FILE": str(tmp_path / "none")}, timeout=30
+        "healthcheck",
+        env={
+            "WORKER_NODE_FILE": str(tmp_path / "none"),
+            "MONITOR_PORT_FILE": str(tmp_path / "none"),
+        },
+        timeout=30,
     )
     assert done.returncode != 0
+
+
+def test_entrypoint_usage_lists_every_role() -> None:
+    done = run_entrypoint(env={})
+    assert done.returncode == 64
+    for role in ENTRYPOINT_ROLES:
+        assert re.search(rf"^#\s+{re.escape(role)}\b", done.stderr, re.M), role
+
+
+# --- Flower (optional) ---------------------------------------------------------------------------
+
+
+def test_monitoring_extra_is_packaged_set_up_and_in_the_image() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(re.fullmatch(r"flower\s*>=\s*2(\.\d+)*", r) for r in extras["monitoring"])
+    # CI and `scripts/test` install the test dependencies through setup-env: Flower with them
+    setup = (ROOT / "scripts" / "setup-env").read_text()
+    installed = re.search(r"pip install .*-e\s+\"\.\[([\w,-]+)\]\"", setup)
+    assert installed and {"dev", "monitoring"} <= set(installed[1].split(","))
+    for name in DOCKERFILES:
+        for keyword, rest in instructions(DEPLOY / name):
+            m = PROJECT_INSTALL.search(rest) if keyword == "RUN" else None
+            if m and m["extras"]:
+                assert set(m["extras"].split(",")) <= extras.keys(), (name, m["extras"])
+    # the CPU images: the project with its monitoring extra, Flower pinned as torch is
+    build = stages(DEPLOY / "Dockerfile")["build"]["body"]
+    run = next(rest for k, rest in build if k == "RUN" and PROJECT_INSTALL.search(rest))
+    assert "monitoring" in PROJECT_INSTALL.search(run)["extras"].split(",")
+    assert "--constraint /tmp/constraints.txt" in run and "flower==%s" in run
+    assert '"${FLOWER_VERSION}"' in run
+    assert any(k == "ARG" and re.fullmatch(r"FLOWER_VERSION=\d+\.\d+\.\d+", r) for k, r in build)
+    assert re.search(r"python -c \"import [^\"]*\bflower\b", run), "the build imports it"
+
+
+def test_compose_flower_is_opt_in_authenticated_and_needs_only_the_broker() -> None:
+    services = compose()["services"]
+    flower = services["flower"]
+    assert flower["profiles"] == ["monitoring"]
+    assert [n for n, svc in services.items() if "profiles" in svc] == ["flower"]
+    assert flower["command"] == ["flower"]
+    assert flower["build"] == services["worker-search"]["build"]  # the `worker` image
+    assert flower["build"]["target"] == "worker"
+    assert flower["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    # the broker and its login, nothing else: no catalog, no object-store keys
+    env = flower["environment"]
+    assert set(env) == {"WHARF_BROKER_URL", *OPT_IN_SECRETS}
+    assert env["WHARF_BROKER_URL"] == services["api"]["environment"]["WHARF_BROKER_URL"]
+    assert flower["user"] == "10001:10001" and flower["read_only"] is True
+    assert flower["cap_drop"] == ["ALL"] and "no-new-privileges:true" in flower["security_opt"]
+    assert any(t.startswith("/tmp") for t in flower["tmpfs"])
+    assert flower["healthcheck"]["test"] == [
+        "CMD",
+        "/usr/local/bin/wharf-entrypoint",
+        "healthcheck",
+    ]
+    (published,) = flower["ports"]
+    assert published.endswith(f":{FLOWER_PORT}")
+    networks = compose()["networks"]
+    assert "backend" in flower["networks"]  # Redis
+    assert any(not networks[n].get("internal") for n in flower["networks"]), "nothing published"
+    # interpolated: the broker URL with Redis's password, the login, a local-only port
+    filled = {k: (v or f"test-{k.lower()}") for k, v in env_example().items()}
+    doc = yaml.safe_load(interpolate(COMPOSE.read_text(), filled))["services"]["flower"]
+    assert doc["environment"]["FLOWER_BASIC_AUTH"] == "test-flower_basic_auth"
+    assert doc["ports"] == [f"127.0.0.1:{FLOWER_PORT}:{FLOWER_PORT}"]
+    broker = doc["environment"]["WHARF_BROKER_URL"]
+    assert broker == "redis://:test-redis_password@redis:6379/0"
+    assert Settings(broker_url=broker).broker == broker  # all the Celery app needs
+    # without the login, compose still starts the rest: the variable is not `:?`-required
+    unset = {k: v for k, v in filled.items() if k not in OPT_IN_SECRETS}
+    doc = yaml.safe_load(interpolate(COMPOSE.read_text(), unset))["services"]["flower"]
+    assert doc["environment"]["FLOWER_BASIC_AUTH"] == ""  # which the role refuses (below)
+
+
+def test_k8s_optional_flower_is_locked_down_authenticated_and_not_applied_by_default() -> None:
+    docs = load_docs(FLOWER_MANIFEST)
+    assert sorted(d["kind"] for d in docs) == [
+        "Deployment",
+        "NetworkPolicy",
+        "Service",
+        "ServiceAccount",
+    ]
+    for doc in docs:  # applied with kubectl apply -f: no kustomization adds the label
+        assert doc["metadata"]["namespace"] == "wharf"
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "wharf"
+    deployment = find(docs, "Deployment", "wharf-flower", "wharf")
+    assert_locked_down(deployment, docs)
+    spec = pod_spec(deployment)
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (c,) = spec["containers"]
+    assert c["args"] == ["flower"]
+    assert c["ports"] == [{"name": "http", "containerPort": FLOWER_PORT, "protocol": "TCP"}]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthcheck", "port": "http"}, probe
+    images = {
+        i["name"]: i["newTag"]
+        for i in yaml.safe_load((BASE / "kustomization.yaml").read_text())["images"]
+    }
+    name, _, tag = c["image"].partition(":")
+    assert name == "wharf/worker" and tag == images[name]
+    # two keys of the existing Secret, each named: not envFrom, which would hand Flower the
+    # catalog's and the object store's credentials too
+    assert "envFrom" not in c
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"]}
+    assert set(refs) == {"WHARF_BROKER_URL", *OPT_IN_SECRETS}
+    template = find(load_docs(K8S / "secret.example.yaml"), "Secret", "wharf-secrets", "wharf")
+    for variable, ref in refs.items():
+        assert ref["name"] == "wharf-secrets" and ref["key"] == variable
+        assert ref["key"] in template["stringData"] and not ref.get("optional")
+    sandbox = find(
+        load_docs(K8S / "secret.example.yaml"), "Secret", "wharf-secrets", "wharf-sandbox"
+    )
+    assert not set(OPT_IN_SECRETS) & set(sandbox["stringData"]), "check workers never need it"
+    service = find(docs, "Service", "wharf-flower", "wharf")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    # reachable on its port only; Redis through the base egress policy
+    policy = find(docs, "NetworkPolicy", "flower-ingress", "wharf")
+    assert selects(policy, labels) and policy["spec"]["policyTypes"] == ["Ingress"]
+    assert {p["port"] for r in policy["spec"]["ingress"] for p in r["ports"]} == {FLOWER_PORT}
+    assert selects(
+        find(base_objects(), "NetworkPolicy", "backing-services-egress", "wharf"), labels
+    )
+    # optional: no kustomization lists it
+    for path in K8S.rglob("kustomization.yaml"):
+        for entry in yaml.safe_load(path.read_text()).get("resources", []):
+            resolved = (path.parent / entry).resolve()
+            assert resolved != FLOWER_MANIFEST.resolve() and resolved != FLOWER_MANIFEST.parent
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [None, "", "ops", ":secret", "ops:", "ops:secret,", "ops:secret,,admin:x"],
+    ids=["unset", "empty", "no-password", "no-user", "empty-password", "trailing-comma", "gap"],
+)
+def test_entrypoint_flower_refuses_to_start_without_basic_auth(
+    auth: str | None, tmp_path: Path, closed_port: int
+) -> None:
+    env = {
+        "WHARF_DATA_DIR": str(tmp_path / "data"),
+        # were it to start anyway, it would wait for this broker: the timeout fails the test
+        "WHARF_BROKER_URL": f"redis://127.0.0.1:{closed_port}/0",
+        "MONITOR_PORT_FILE": str(tmp_path / "port"),
+        "FLOWER_ADDRESS": "127.0.0.1",
+    }
+    if auth is not None:
+        env["FLOWER_BASIC_AUTH"] = auth
+    done = run_entrypoint("flower", env=env, timeout=30)
+    assert done.returncode == 64, done.stderr
+    assert done.stderr.startswith("wharf-entrypoint: FLOWER_BASIC_AUTH "), done.stderr
+    assert "refusing to start Flower" in done.stderr
+    assert not list(tmp_path.iterdir()), "it must stop before anything else"
+
+
+def test_entrypoint_healthcheck_asks_flower_when_the_container_runs_it(
+    tmp_path: Path, closed_port: int
+) -> None:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthcheck" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    port_file = tmp_path / "flower-port"
+    env = {"WORKER_NODE_FILE": str(tmp_path / "none"), "MONITOR_PORT_FILE": str(port_file)}
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            port_file.write_text(f"{server.server_address[1]}\n")
+            assert run_entrypoint("healthcheck", env=env, timeout=30).returncode == 0
+            port_file.write_text(f"{closed_port}\n")
+            done = run_entrypoint("healthcheck", env=env, timeout=30)
+            assert done.returncode != 0 and "unhealthy" in done.stderr
+        finally:
+            server.shutdown()
