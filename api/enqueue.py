@@ -48,6 +48,9 @@ def _send(services: Services, session: Session, job: Job, name: str, queue: str,
             args=args,
             queue=queue,
             task_id=job.id,
+            # Jobs report through the catalog: without this, each send would also subscribe
+            # the API to the task's result in the result backend.
+            ignore_result=True,
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         )

@@ -7,7 +7,8 @@ client. A refused request is not counted, so a client that waits ``Retry-After``
 Writes (POST, PUT, PATCH, DELETE) have budgets of their own, apart from reads.
 
 The counters live in Redis so that every API process and replica shares one budget; a Lua
-script checks and counts in one atomic step. The embedded market, which has no Redis, counts
+script checks and counts in one atomic step, sent from the event loop (redis.asyncio: no trip
+through the thread pool per request). The embedded market, which has no Redis, counts
 in the memory of its single API process. If Redis fails, requests pass and a warning is
 logged: the limiter protects the market and must not take it down.
 
@@ -18,20 +19,24 @@ an address past the anonymous read budget of those gets 429 for any token until 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
-import anyio.to_thread
 import redis
+import redis.asyncio
 from prometheus_client import CollectorRegistry, Counter
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -81,14 +86,15 @@ return {1, this, prev}
 class RedisCounters:
     """The counters in Redis, shared by every API process."""
 
-    blocking = True  # network I/O: run it off the event loop
+    # Short timeouts and no retries: a slow Redis must not hold requests up.
+    _OPTIONS = MappingProxyType({"socket_timeout": 0.5, "socket_connect_timeout": 0.5})
 
     def __init__(self, url: str):
-        # Short timeouts and no retries: a slow Redis must not hold requests up.
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
-        )
+        self.url = url
+        self.client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **self._OPTIONS)
         self._script = self.client.register_script(_LUA)
+        # An asyncio client is bound to the event loop it first ran in: one per loop.
+        self._async_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         parts = urlsplit(url)
         self.where = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
 
@@ -96,11 +102,21 @@ class RedisCounters:
         status, this, prev = self._script(keys=list(keys), args=[repr(a) for a in args])
         return int(status), int(this), int(prev)
 
+    async def ahit(self, keys: Sequence[str], args: Sequence[float]) -> tuple[int, int, int]:
+        loop = asyncio.get_running_loop()
+        script = self._async_scripts.get(loop)
+        if script is None:
+            client = redis.asyncio.Redis.from_url(
+                self.url, retry=AsyncRetry(NoBackoff(), 0), **self._OPTIONS
+            )
+            script = self._async_scripts[loop] = client.register_script(_LUA)
+        status, this, prev = await script(keys=list(keys), args=[repr(a) for a in args])
+        return int(status), int(this), int(prev)
+
 
 class MemoryCounters:
     """The same counters in this process's memory, for a market without Redis."""
 
-    blocking = False
     where = "process memory"
 
     def __init__(self, clock: Callable[[], float] = time.time):
@@ -128,6 +144,9 @@ class MemoryCounters:
             expiry = self._counts[keys[0]][1] if this else now + ttl
             self._counts[keys[0]] = (this + 1, expiry)
             return 1, this + 1, prev
+
+    async def ahit(self, keys: Sequence[str], args: Sequence[float]) -> tuple[int, int, int]:
+        return self.hit(keys, args)  # memory only: nothing to wait for
 
 
 Counters = RedisCounters | MemoryCounters
@@ -175,21 +194,53 @@ class RateLimiter:
     def hit(self, bucket: str, limit: int, gate: tuple[str, int] | None = None) -> Outcome | None:
         """Count one request against ``bucket`` if it fits ``limit`` (and, with ``gate``, only
         while that other bucket is within its own limit, which this does not count)."""
+        call = self._call(bucket, limit, gate)
+        if call is None:
+            return None
+        try:
+            counts = self.counters.hit(call[0], call[1])
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return None
+        return self._outcome(counts, limit, gate, *call[2:])
+
+    async def ahit(
+        self, bucket: str, limit: int, gate: tuple[str, int] | None = None
+    ) -> Outcome | None:
+        """:meth:`hit` from the event loop."""
+        call = self._call(bucket, limit, gate)
+        if call is None:
+            return None
+        try:
+            counts = await self.counters.ahit(call[0], call[1])
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return None
+        return self._outcome(counts, limit, gate, *call[2:])
+
+    def _call(self, bucket: str, limit: int, gate: tuple[str, int] | None):
+        """The counters' keys and arguments for a hit, with the window's weight and elapsed
+        seconds; ``None`` while Redis is skipped after a failure."""
         if time.monotonic() < self._skip_until:
             return None
-        now = self.clock()
-        index, elapsed = divmod(now, WINDOW_S)
+        index, elapsed = divmod(self.clock(), WINDOW_S)
         weight = 1 - elapsed / WINDOW_S
         keys = [self._key(bucket, index), self._key(bucket, index - 1)]
         args: list[float] = [limit, weight, 2 * WINDOW_S + 1]
         if gate is not None:
             keys += [self._key(gate[0], index), self._key(gate[0], index - 1)]
             args.append(gate[1])
-        try:
-            status, this, prev = self.counters.hit(keys, args)
-        except redis.RedisError as exc:
-            self._failed(exc)
-            return None
+        return keys, args, weight, elapsed
+
+    def _outcome(
+        self,
+        counts: tuple[int, int, int],
+        limit: int,
+        gate: tuple[str, int] | None,
+        weight: float,
+        elapsed: float,
+    ) -> Outcome:
+        status, this, prev = counts
         if self._failing:
             self._failing = False
             log.warning("rate limits are on again: %s answers", self.counters.where)
@@ -203,6 +254,9 @@ class RateLimiter:
     def charge(self, bucket: str) -> None:
         """Count one request against ``bucket`` regardless of its limit."""
         self.hit(bucket, _UNLIMITED)
+
+    async def acharge(self, bucket: str) -> None:
+        await self.ahit(bucket, _UNLIMITED)
 
     def _key(self, bucket: str, index: float) -> str:
         return f"{self.prefix}{bucket}:{int(index)}"
@@ -255,7 +309,7 @@ class RateLimit:
                 else s.rate_limit_anonymous_per_minute
             )
             gate = None
-        outcome = await self._run(self.limiter.hit, bucket, limit, gate)
+        outcome = await self.limiter.ahit(bucket, limit, gate)
         if outcome is not None and not outcome.allowed:
             self.rejected.labels("bad-token" if outcome.gate else client, kind).inc()
             headers = {**_headers(outcome), "Retry-After": str(outcome.reset_s)}
@@ -275,12 +329,7 @@ class RateLimit:
 
         await self.app(scope, receive, send_with_headers)
         if token is not None and status == 401:
-            await self._run(self.limiter.charge, bad_tokens)
-
-    async def _run(self, fn, *args):
-        if self.limiter.counters.blocking:
-            return await anyio.to_thread.run_sync(fn, *args)
-        return fn(*args)
+            await self.limiter.acharge(bad_tokens)
 
 
 def _headers(outcome: Outcome | None) -> dict[str, str]:

@@ -27,10 +27,12 @@ SEMANTIC = {
 
 
 def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """The same bytes for the same files: a fixed timestamp (zipfile would stamp the current
+    time, and two packages made across a 2-second boundary would differ)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in files.items():
-            zf.writestr(name, data)
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)
     return buf.getvalue()
 
 

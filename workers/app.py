@@ -66,6 +66,8 @@ def make_celery(settings: Settings) -> Celery:
             "polling_interval": 0.05,  # the default of 1 s would dominate a search's latency
         }
     elif settings.broker.startswith(("redis://", "rediss://")):
+        if settings.broker.startswith("redis://"):  # TLS keeps kombu's own transport
+            app.conf.broker_transport = "workers.redisbroker:Transport"
         # Redis re-delivers a message not acknowledged within this time: it must exceed the
         # longest task, or a slow check would run twice at once.
         app.conf.broker_transport_options = {

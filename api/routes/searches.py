@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import threading
 import time
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from market.catalog import JobKind, repo
-from market.store import ObjectTooLarge
+from market.store import ObjectTooLarge, StoreError
 from specification.errors import SpecificationError
 from specification.files import loads_spec
 from specification.rkme import RKME
 
-from ..deps import Reader, ServicesDep, SessionDep
+from ..deps import Reader, Services, ServicesDep, SessionDep
 from ..enqueue import enqueue_search
 from ..forms import semantic_spec_field
 from ..problems import Problem
@@ -44,28 +46,32 @@ def create_search(
     spec_text, spec = (
         _read_spec(stat_spec, services.settings.max_spec_bytes) if stat_spec else (None, None)
     )
+    request_fields = {"semantic": semantic, "top": top, "max_search_num": max_search_num}
     if spec is not None:
-        problem = requirement_problem(spec, semantic, _partitions(session))
+        problem = requirement_problem(spec, semantic, _partitions(services))
         if problem is not None:
-            problem = requirement_problem(spec, semantic, _partitions(session, fresh=True))
+            problem = requirement_problem(spec, semantic, _partitions(services, fresh=True))
         if problem is not None:
             raise Problem(422, f"stat_spec: {problem}", field="stat_spec")
-    job = repo.create_job(
-        session,
-        JobKind.search,
-        owner_id=user.id if user else None,
-        request={"semantic": semantic, "top": top, "max_search_num": max_search_num},
-    )
-    if spec_text is not None:
-        key = f"searches/{job.id}.json"
+        # Stored before the job's transaction, which then holds the catalog's write lock
+        # (on SQLite) for an insert only, not for the store's fsyncs.
+        key = request_fields["spec_key"] = f"searches/{uuid.uuid4().hex}.json"
         try:
             services.store.put(
                 key, io.BytesIO(spec_text), max_bytes=services.settings.max_spec_bytes
             )
         except ObjectTooLarge as exc:
             raise Problem(413, str(exc)) from None
-        job.request = {**job.request, "spec_key": key}
-    session.commit()
+    try:
+        job = repo.create_job(
+            session, JobKind.search, owner_id=user.id if user else None, request=request_fields
+        )
+        session.commit()
+    except BaseException:
+        if "spec_key" in request_fields:
+            with contextlib.suppress(StoreError):
+                services.store.delete(request_fields["spec_key"])
+        raise
     enqueue_search(services, session, job)
     return SearchAccepted(job_id=job.id, status_url=str(request.url_for("get_job", job_id=job.id)))
 
@@ -92,12 +98,15 @@ _cached: tuple[float, list] = (0.0, [])
 _cache_lock = threading.Lock()
 
 
-def _partitions(session, *, fresh: bool = False) -> list[tuple[str, tuple[int, ...], float | None]]:
+def _partitions(
+    services: Services, *, fresh: bool = False
+) -> list[tuple[str, tuple[int, ...], float | None]]:
     global _cached
     with _cache_lock:
         at, parts = _cached
         if fresh or time.monotonic() - at > PARTITIONS_TTL_S:
-            parts = repo.spec_partitions(session)
+            with services.catalog.session(read_only=True) as session:
+                parts = repo.spec_partitions(session)
             _cached = (time.monotonic(), parts)
         return parts
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from market.catalog import ApiToken, Role, User, repo
 from specification import semantic
 
-from ..deps import CurrentUser, ServicesDep, SessionDep
+from ..deps import CurrentUser, ServicesDep, SessionDep, forget_token
 from ..problems import Problem
 from ..schemas import TokenCreate, TokenOut
 
@@ -55,6 +55,7 @@ def revoke_token(session: SessionDep, user: CurrentUser, token_id: int) -> Respo
         raise Problem(404, f"no token {token_id}")
     repo.revoke_token(session, token_id)
     session.commit()
+    forget_token(token.token_hash)  # other API processes forget it within TOKEN_CACHE_S
     return Response(status_code=204)
 
 

@@ -113,6 +113,11 @@ class Catalog:
             upgrade(catalog.engine)
         return catalog
 
+    def new_session(self, *, read_only: bool = False) -> Session:
+        """A session not yet in a transaction (it begins at the first statement); the caller
+        commits or rolls back and closes it. Prefer :meth:`session`."""
+        return (self._read_only_sessions if read_only else self.sessions)()
+
     @contextmanager
     def session(self, *, read_only: bool = False) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on an exception.
@@ -122,8 +127,7 @@ class Catalog:
         the object store inside one: commit first (the session then starts a new
         transaction on its next statement).
         """
-        factory = self._read_only_sessions if read_only else self.sessions
-        with factory() as session:
+        with self.new_session(read_only=read_only) as session:
             try:
                 yield session
             except BaseException:
