@@ -6,6 +6,7 @@ import logging
 from contextlib import contextmanager
 
 from celery import chord
+from fastapi import Request
 from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
 
@@ -39,6 +40,12 @@ def _broker_or_503(session: Session, job: Job, again: str, lost: str):
             f"the job queue (broker) is unreachable right now; {lost} — retry in a little while",
             headers={"Retry-After": "5"},
         ) from None
+
+
+def job_url(request: Request, job_id: str) -> str:
+    """Where to poll a job (``GET /v1/jobs/{id}``). Built directly: ``request.url_for`` walks
+    every route of the app to find one, a good share of an enqueue's CPU time."""
+    return f"{str(request.base_url).rstrip('/')}/v1/jobs/{job_id}"
 
 
 def _send(services: Services, session: Session, job: Job, name: str, queue: str, args: list):

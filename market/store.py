@@ -147,12 +147,16 @@ class ObjectStore(ABC):
     """Where packages live. Implementations are safe to share between threads."""
 
     @abstractmethod
-    def put(self, key: str, stream: Readable, *, max_bytes: int | None = None) -> StoredObject:
+    def put(
+        self, key: str, stream: Readable, *, max_bytes: int | None = None, durable: bool = True
+    ) -> StoredObject:
         """Store everything ``stream.read`` yields under ``key`` (replacing any object there).
 
         Reads in chunks, never the whole stream at once. Raises :class:`ObjectTooLarge`
         (storing nothing, and leaving any previous object as it was) once more than
-        ``max_bytes`` bytes arrive.
+        ``max_bytes`` bytes arrive. ``durable=False`` is for short-lived objects (a search's
+        uploaded spec): the object is still whole or absent, but a backend may skip flushing
+        it to stable storage, so a power cut can lose it.
         """
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
@@ -227,7 +231,9 @@ class LocalStore(ObjectStore):
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
 
-    def put(self, key: str, stream: Readable, *, max_bytes: int | None = None) -> StoredObject:
+    def put(
+        self, key: str, stream: Readable, *, max_bytes: int | None = None, durable: bool = True
+    ) -> StoredObject:
         path = self._path(key)
         reader = _MeteredReader(key, stream, max_bytes)
         try:
@@ -239,8 +245,9 @@ class LocalStore(ObjectStore):
             with os.fdopen(fd, "wb") as f:
                 while chunk := reader.read(CHUNK_BYTES):
                     f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException as exc:
@@ -249,7 +256,8 @@ class LocalStore(ObjectStore):
             if isinstance(exc, OSError):
                 raise StoreError(f"cannot write {key!r}: {exc}") from exc
             raise
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
         return reader.stored()
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
@@ -534,7 +542,9 @@ class S3Store(ObjectStore):
                 if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
                     raise
 
-    def put(self, key: str, stream: Readable, *, max_bytes: int | None = None) -> StoredObject:
+    def put(
+        self, key: str, stream: Readable, *, max_bytes: int | None = None, durable: bool = True
+    ) -> StoredObject:
         validate_key(key)
         reader = _MeteredReader(key, stream, max_bytes)
         with self._errors(None):

@@ -99,6 +99,12 @@ def test_empty_object(object_store: ObjectStore):
     assert read_all(object_store, "empty") == b""
 
 
+def test_a_short_lived_object_is_stored_whole(object_store: ObjectStore):
+    object_store.put("searches/s.json", io.BytesIO(b'{"z": []}'), durable=False)
+    assert object_store.open("searches/s.json").read() == b'{"z": []}'
+    assert not [k for k in object_store.list("searches/") if k != "searches/s.json"]
+
+
 def test_put_streams_the_source_in_bounded_reads(object_store: ObjectStore):
     source = GeneratedStream(20 * MiB, seed=2)
     stored = object_store.put("big.bin", source, max_bytes=64 * MiB)

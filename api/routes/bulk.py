@@ -11,7 +11,7 @@ from market.bundle import BundleError
 from market.catalog import JobKind, repo
 
 from ..deps import AdminUser, ServicesDep, SessionDep
-from ..enqueue import enqueue_bulk_import
+from ..enqueue import enqueue_bulk_import, job_url
 from ..problems import Problem
 from ..schemas import BulkImportAccepted
 
@@ -76,7 +76,7 @@ def create_bulk_import(
         raise
     return BulkImportAccepted(
         job_id=job.id,
-        status_url=str(request.url_for("get_job", job_id=job.id)),
+        status_url=job_url(request, job.id),
         entries=staged.entries,
         batches=len(staged.batches),
     )

@@ -19,7 +19,7 @@ from specification.files import loads_spec
 from specification.rkme import RKME
 
 from ..deps import Reader, Services, ServicesDep, SessionDep
-from ..enqueue import enqueue_search
+from ..enqueue import enqueue_search, job_url
 from ..forms import semantic_spec_field
 from ..problems import Problem
 from ..schemas import SearchAccepted
@@ -58,7 +58,10 @@ def create_search(
         key = request_fields["spec_key"] = f"searches/{uuid.uuid4().hex}.json"
         try:
             services.store.put(
-                key, io.BytesIO(spec_text), max_bytes=services.settings.max_spec_bytes
+                key,
+                io.BytesIO(spec_text),
+                max_bytes=services.settings.max_spec_bytes,
+                durable=False,  # read once by the search; a lost one fails only that search
             )
         except ObjectTooLarge as exc:
             raise Problem(413, str(exc)) from None
@@ -73,7 +76,7 @@ def create_search(
                 services.store.delete(request_fields["spec_key"])
         raise
     enqueue_search(services, session, job)
-    return SearchAccepted(job_id=job.id, status_url=str(request.url_for("get_job", job_id=job.id)))
+    return SearchAccepted(job_id=job.id, status_url=job_url(request, job.id))
 
 
 def _read_spec(upload: UploadFile, limit: int) -> tuple[bytes, RKME]:
