@@ -8,6 +8,7 @@ at a hundred requests a second on a small machine was a good part of an enqueue'
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -79,7 +80,9 @@ def _find_token(services: Services, plaintext: str) -> tuple[User, ApiToken] | N
     if found is not None:  # unknown tokens are not kept: made-up ones cannot fill the cache
         if len(_token_cache) >= _TOKEN_CACHE_MAX:
             _token_cache.clear()
-        _token_cache[key] = (now + TOKEN_CACHE_S, *found)
+        # A random lifetime of 50–100 %: tokens first used together (a burst of clients, a
+        # restart) would otherwise all be looked up again together, every TOKEN_CACHE_S.
+        _token_cache[key] = (now + TOKEN_CACHE_S * random.uniform(0.5, 1.0), *found)
     return found
 
 
