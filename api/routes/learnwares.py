@@ -34,7 +34,7 @@ def submit(
     """Store the package and queue its check; poll the returned job for the outcome."""
     semantic = semantic_spec_field(semantic_spec)
     sha256, size = _hash(package.file)
-    _refuse_duplicate(session, sha256)
+    _refuse_duplicate(services, sha256)
     key = _store_package(services, session, package.file)
     try:
         lw = repo.create_learnware(session, user.id, semantic, sha256, key, size)
@@ -145,7 +145,7 @@ def edit(
     if package is not None:
         sha256, size = _hash(package.file)
         if sha256 != lw.content_sha256:
-            _refuse_duplicate(session, sha256)
+            _refuse_duplicate(services, sha256)
             # Stored before any catalog write, so a failed upload changes nothing.
             new_package = (sha256, _store_package(services, session, package.file), size)
     recheck = new_package is not None or (
@@ -267,8 +267,12 @@ def _hash(f: BinaryIO) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _refuse_duplicate(session: Session, sha256: str) -> None:
-    existing = repo.find_by_sha256(session, sha256)
+def _refuse_duplicate(services: Services, sha256: str) -> None:
+    """409 if the package is here already. A read-only look-up: on SQLite a read in the
+    request's session would take the write lock (the insert still refuses a duplicate that
+    arrives meanwhile)."""
+    with services.catalog.session(read_only=True) as session:
+        existing = repo.find_by_sha256(session, sha256)
     if existing is not None:
         raise _conflict(DuplicateContent(existing.id))
 
