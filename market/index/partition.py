@@ -207,7 +207,7 @@ class PartitionIndex:
             "gamma": self.key.gamma,
             "size": len(self),
             "rows": self.specs.rows(),
-            "kernel": "nngp" if self.key.spec_type == IMAGE_SPEC_TYPE else "gaussian",
+            "kernel": "nngp" if self.image else "gaussian",
         }
         out["coarse"] = self.coarse.info.to_dict()
         out["embedding"] = self.embedding.key
