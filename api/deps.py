@@ -70,11 +70,7 @@ _token_cache: dict[str, tuple[float, User, ApiToken]] = {}
 
 
 def _find_token(services: Services, plaintext: str) -> tuple[User, ApiToken] | None:
-    key = repo.hash_token(plaintext)
-    now = time.monotonic()
-    cached = _token_cache.get(key)
-    if cached is not None and cached[0] > now:
-        return cached[1], cached[2]
+    """Look the token up in the catalog and keep what was found (after a cache miss)."""
     with services.catalog.session(read_only=True) as session:
         found = repo.find_token(session, plaintext)
     if found is not None:  # unknown tokens are not kept: made-up ones cannot fill the cache
@@ -82,7 +78,8 @@ def _find_token(services: Services, plaintext: str) -> tuple[User, ApiToken] | N
             _token_cache.clear()
         # A random lifetime of 50–100 %: tokens first used together (a burst of clients, a
         # restart) would otherwise all be looked up again together, every TOKEN_CACHE_S.
-        _token_cache[key] = (now + TOKEN_CACHE_S * random.uniform(0.5, 1.0), *found)
+        expiry = time.monotonic() + TOKEN_CACHE_S * random.uniform(0.5, 1.0)
+        _token_cache[repo.hash_token(plaintext)] = (expiry, *found)
     return found
 
 

@@ -71,7 +71,7 @@ from specification.image import IMAGE_SPEC_TYPE
 from specification.kernel import map_ranges
 from specification.mmd import SpecBank
 from specification.qp import solve_simplex_qp
-from specification.rkme import RKME
+from specification.rkme import RKME, same_gamma
 from specification.semantic import SemanticSpec, tags_match
 from specification.text import TEXT_SPEC_TYPE, languages_cover
 
@@ -83,8 +83,6 @@ FUZZY_MAX_RESULTS = 50_000
 DECAY_RATE = 0.95
 #: Singles are kept while their reference score is at least this (and at least one is kept).
 SINGLE_MIN_SCORE = 0.6
-#: Two γ are the same kernel when they differ by at most this, relative to the user's γ.
-GAMMA_RTOL = 1e-12
 #: Image distances are squashed by d ↦ 1 − exp(−d / this) before scoring (the reference's).
 IMAGE_DIST_SCALE = 5e-5
 
@@ -162,10 +160,6 @@ def partition_key(spec: RKME) -> PartitionKey:
     return PartitionKey(spec.spec_type, tuple(spec.feature_shape), float(spec.gamma))
 
 
-def _same_gamma(gamma: float, reference: float) -> bool:
-    return abs(float(gamma) - reference) <= GAMMA_RTOL * abs(reference)
-
-
 class SpecPartition:
     """The specs of one :class:`PartitionKey` in a :class:`SpecBank`, by learnware id.
 
@@ -210,7 +204,7 @@ class SpecPartition:
             spec is not None
             and spec.spec_type == self.key.spec_type
             and tuple(spec.feature_shape) == self.key.feature_shape
-            and _same_gamma(spec.gamma, self.key.gamma)
+            and same_gamma(spec.gamma, self.key.gamma)
         )
 
     def __len__(self) -> int:
@@ -607,7 +601,7 @@ def search(
             stats["dropped_type"] += 1
         elif tuple(c.spec.feature_shape) != key.feature_shape:
             stats["dropped_shape"] += 1
-        elif not _same_gamma(c.spec.gamma, key.gamma):
+        elif not same_gamma(c.spec.gamma, key.gamma):
             stats["dropped_gamma"] += 1
         elif key.spec_type == TEXT_SPEC_TYPE and not languages_cover(c.spec, spec):
             stats["dropped_language"] += 1
@@ -622,7 +616,7 @@ def search(
     elif not (
         partition.key.spec_type == key.spec_type
         and partition.key.feature_shape == key.feature_shape
-        and _same_gamma(partition.key.gamma, key.gamma)
+        and same_gamma(partition.key.gamma, key.gamma)
     ):
         raise ValueError(f"partition {partition.key} does not match the user spec's {key}")
     survivor_ids = [c.id for c in survivors]

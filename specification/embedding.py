@@ -25,6 +25,7 @@ import scipy.sparse
 
 from .errors import SpecificationError
 from .mmd import KernelMeanEmbedding
+from .rkme import same_gamma
 
 EMBEDDING_VERSION = 1
 
@@ -121,7 +122,7 @@ class IndexEmbedding:
 
     def _embed_block(self, specs: Sequence[KernelMeanEmbedding]) -> np.ndarray:
         for spec in specs:
-            if not np.isclose(float(spec.gamma), self.gamma, rtol=1e-12, atol=0.0):
+            if not same_gamma(spec.gamma, self.gamma):
                 raise SpecificationError(
                     f"spec gamma {spec.gamma} differs from the partition's {self.gamma}"
                 )

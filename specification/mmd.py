@@ -28,6 +28,7 @@ from .kernel import (
     kernel_block,
     map_blocks,
 )
+from .rkme import same_gamma
 
 
 class KernelMeanEmbedding(Protocol):
@@ -70,7 +71,7 @@ def _is_image(spec) -> bool:
 
 
 def check_comparable(a: KernelMeanEmbedding, b: KernelMeanEmbedding) -> None:
-    if not np.isclose(float(a.gamma), float(b.gamma), rtol=1e-12, atol=0.0):
+    if not same_gamma(a.gamma, b.gamma):
         raise SpecificationError(
             f"specs use different kernels (gamma {a.gamma} and {b.gamma}); MMD between them "
             "is not meaningful — refit one with the other's gamma"
@@ -179,7 +180,7 @@ class SpecBank:
             return range(start, start)
         zs, bs = [], []
         for spec in specs:
-            if not np.isclose(float(spec.gamma), self.gamma, rtol=1e-12, atol=0.0):
+            if not same_gamma(spec.gamma, self.gamma):
                 raise SpecificationError(
                     f"spec gamma {spec.gamma} differs from the bank's {self.gamma}"
                 )
@@ -229,7 +230,7 @@ class SpecBank:
     def _mmd2(self, query, points_t, beta_t, owner, self_terms) -> np.ndarray:
         if len(self_terms) == 0:
             return np.empty(0)
-        if not np.isclose(float(query.gamma), self.gamma, rtol=1e-12, atol=0.0):
+        if not same_gamma(query.gamma, self.gamma):
             raise SpecificationError(
                 f"query gamma {query.gamma} differs from the bank's {self.gamma}"
             )

@@ -26,6 +26,13 @@ from .errors import SpecificationError
 MAX_REDUCED_SET_SIZE = 1_310_720
 
 TABLE_SPEC_TYPE = "RKMETableSpecification"
+#: Two γ are the same kernel when they differ by at most this, relative to the reference γ.
+GAMMA_RTOL = 1e-12
+
+
+def same_gamma(gamma: float, reference: float) -> bool:
+    """Whether ``gamma`` is the kernel parameter ``reference`` (within :data:`GAMMA_RTOL`)."""
+    return abs(float(gamma) - float(reference)) <= GAMMA_RTOL * abs(float(reference))
 
 
 def effective_n_points(n_points: int, n_samples: int, n_features: int) -> int:

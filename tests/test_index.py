@@ -114,6 +114,23 @@ def _market(n=120, families=6, seed=3):
     return rng, specs, cands
 
 
+def assert_same(got, exact, *, mmd2_atol: float = 0.0):
+    """An indexed search's result equals the exact scan's: ids, MMD², scores and mixture."""
+    assert [s.id for s in got.singles] == [s.id for s in exact.singles]
+    np.testing.assert_allclose(
+        [s.mmd2 for s in got.singles], [s.mmd2 for s in exact.singles], rtol=1e-10, atol=mmd2_atol
+    )
+    np.testing.assert_allclose(
+        [s.reference_score for s in got.singles],
+        [s.reference_score for s in exact.singles],
+        atol=1e-9,
+    )
+    assert (got.mixture is None) == (exact.mixture is None)
+    if exact.mixture is not None:
+        assert got.mixture.ids == exact.mixture.ids
+        np.testing.assert_allclose(got.mixture.weights, exact.mixture.weights, atol=1e-8)
+
+
 @pytest.mark.parametrize(
     "config",
     [
@@ -130,19 +147,7 @@ def test_indexed_search_equals_the_exact_scan(config):
         user = family_spec(rng, family, k=10)
         exact = search(cands, spec=user, max_search_num=3)
         got = search_index(index, user, max_search_num=3, format_id=lambda i: f"{i:08d}")
-        assert [s.id for s in got.singles] == [s.id for s in exact.singles]
-        np.testing.assert_allclose(
-            [s.mmd2 for s in got.singles], [s.mmd2 for s in exact.singles], rtol=1e-10
-        )
-        np.testing.assert_allclose(
-            [s.reference_score for s in got.singles],
-            [s.reference_score for s in exact.singles],
-            atol=1e-9,
-        )
-        assert (got.mixture is None) == (exact.mixture is None)
-        if exact.mixture is not None:
-            assert got.mixture.ids == exact.mixture.ids
-            np.testing.assert_allclose(got.mixture.weights, exact.mixture.weights, atol=1e-8)
+        assert_same(got, exact)
         coarse = config.exact_max_rows == 0 and config.min_candidates < len(specs)
         assert got.stats["method"] == ("coarse" if coarse else "exact")
 

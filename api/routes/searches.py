@@ -16,7 +16,7 @@ from market.catalog import JobKind, repo
 from market.store import ObjectTooLarge, StoreError
 from specification.errors import SpecificationError
 from specification.files import loads_spec
-from specification.rkme import RKME
+from specification.rkme import RKME, same_gamma
 
 from ..deps import Reader, Services, ServicesDep, SessionDep
 from ..enqueue import enqueue_search, job_url
@@ -90,9 +90,6 @@ def _read_spec(upload: UploadFile, limit: int) -> tuple[bytes, RKME]:
     return text, spec
 
 
-#: Two γ are the same kernel within this relative difference (``market.search.GAMMA_RTOL``;
-#: not imported from there, which would load torch into the API).
-GAMMA_RTOL = 1e-12
 #: How long the market's partitions are reused before the catalog is asked again. A spec that
 #: does not match the cached list is checked against a fresh one, so a new partition is never
 #: refused because of the cache.
@@ -143,7 +140,7 @@ def requirement_problem(spec, semantic: dict | None, partitions) -> str | None:
             f"{shapes}); a search compares specs of the same feature shape"
         )
     gammas = sorted({p[2] for p in same_shape if p[2] is not None})
-    if not any(math.isclose(spec.gamma, g, rel_tol=GAMMA_RTOL, abs_tol=0.0) for g in gammas):
+    if not any(same_gamma(spec.gamma, g) for g in gammas):
         listed = ", ".join(f"{g:g}" for g in gammas[:10])
         return (
             f"the spec has gamma {spec.gamma:g}, but learnwares of {_shape_text(shape)} use "

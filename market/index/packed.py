@@ -26,6 +26,7 @@ from scipy.spatial.distance import cdist
 from specification.errors import SpecificationError
 from specification.kernel import map_ranges
 from specification.mmd import KernelMeanEmbedding, self_inner_products
+from specification.rkme import same_gamma
 
 #: Rows per chunk of stored points (8 · dim · this many bytes each).
 CHUNK_ROWS = 1 << 18
@@ -139,7 +140,7 @@ class PackedSpecs:
             return
         zs, bs = [], []
         for spec in specs:
-            if not np.isclose(float(spec.gamma), self.gamma, rtol=1e-12, atol=0.0):
+            if not same_gamma(spec.gamma, self.gamma):
                 raise SpecificationError(f"spec gamma {spec.gamma} differs from {self.gamma}")
             z = np.asarray(spec.z_, dtype=np.float64).reshape(len(spec.beta_), -1)
             if z.shape[1] != self.dim:
@@ -300,7 +301,7 @@ class PackedSpecs:
         slots = self.slots(ids)
         if len(slots) == 0:
             return np.empty(0)
-        if not np.isclose(float(query.gamma), self.gamma, rtol=1e-12, atol=0.0):
+        if not same_gamma(query.gamma, self.gamma):
             raise SpecificationError(f"query gamma {query.gamma} differs from {self.gamma}")
         zq = np.asarray(query.z_, dtype=np.float64).reshape(len(query.beta_), -1)
         if zq.shape[1] != self.dim:

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from market.search import GAMMA_RTOL, PartitionKey, partition_key
+from market.search import PartitionKey, partition_key
 from specification.embedding import IndexEmbedding
 from specification.image import IMAGE_SPEC_TYPE
 from specification.image_embedding import ImageIndexEmbedding
 from specification.mmd import KernelMeanEmbedding
+from specification.rkme import same_gamma
 from specification.text import TEXT_SPEC_TYPE
 
 from .coarse import CoarseConfig, CoarseIndex
@@ -128,7 +129,7 @@ class PartitionIndex:
         return (
             key.spec_type == self.key.spec_type
             and key.feature_shape == self.key.feature_shape
-            and abs(key.gamma - self.key.gamma) <= GAMMA_RTOL * abs(self.key.gamma)
+            and same_gamma(key.gamma, self.key.gamma)
         )
 
     def add(self, ids: Sequence[int], specs: Sequence[KernelMeanEmbedding]) -> None:
