@@ -9,6 +9,12 @@ One index task imports one batch (:func:`import_staged_batch`), reading just its
 their packages from the stored tar, so the API copies nothing apart and the tasks share the
 work. On a local store the tasks read the object in place; from S3 each worker process
 downloads the bundle once and keeps it for the job's other batches.
+
+The stored tar stays as the *pack* of the imported learnwares: each one's package is the
+byte range of its member (:mod:`market.packages`), so an import writes no object per
+learnware (on a local disk, creating ten thousand small files and making them durable costs
+more than all the checks; on S3 it costs ten thousand PUTs). When the job ends,
+:func:`release_staged` drops the members index, and the tar too if no learnware uses it.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from sqlalchemy.orm import Session
 from market.catalog import Catalog
 from market.store import ObjectStore, StoreError
 
-from .bundle import MANIFEST, BundleError, EntryRejected, clean_path
-from .transfer import ImportReport, import_batch, new_package_key
+from .bundle import MANIFEST, BundleError, Entry, EntryRejected, clean_path
+from .packages import release_pack
+from .transfer import ImportReport, Placement, import_batch
 
 #: Staged bundles live under this prefix of the object store: the tar and its index.
 STAGING = "bulk"
@@ -62,9 +69,15 @@ class StagedBundle:
     entries: int
     batches: list[StagedBatch]
 
+    @property
+    def pack(self) -> str:
+        """The stored tar: the pack of the learnwares the job imports."""
+        return f"{self.prefix}/{BUNDLE}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "prefix": self.prefix,
+            "pack": self.pack,
             "entries": self.entries,
             "batches": [asdict(b) for b in self.batches],
         }
@@ -254,7 +267,6 @@ def import_staged_batch(
     prefix: str,
     batch: StagedBatch,
     *,
-    job_id: str,
     owner_id: int,
     check_log: str,
     max_package_bytes: int,
@@ -262,8 +274,9 @@ def import_staged_batch(
 ) -> ImportReport:
     """Import one batch of a staged bundle (:func:`market.transfer.import_batch`).
 
-    Package keys derive from the job and the line, so a run after a crash recognises the
-    rows the crashed run committed.
+    Each package stays where it is in the stored tar; a run after a crash recognises the
+    rows the crashed run committed by that place. ``in_transaction`` may raise to roll the
+    batch back (the job has ended meanwhile).
     """
     index = _index(store, prefix)
     with _open_bundle(store, prefix) as bundle:
@@ -278,6 +291,7 @@ def import_staged_batch(
             if line.strip()
         ]
         members = index["members"]
+        pack = f"{prefix}/{BUNDLE}"
 
         def read_package(name: str, size: int) -> bytes:
             where = members.get(name)
@@ -291,13 +305,17 @@ def import_staged_batch(
             bundle.seek(offset)
             return bundle.read(length)
 
+        def place(entry: Entry) -> Placement:
+            where = members.get(entry.package)  # a missing one is rejected when it is read
+            return Placement(pack, where[0] if where else -1)
+
         return import_batch(
             catalog,
             store,
             lines,
             owner_id=owner_id,
             read_package=read_package,
-            package_key=lambda entry: new_package_key(f"{job_id}:{entry.line}"),
+            place=place,
             check_log=check_log,
             max_package_bytes=max_package_bytes,
             in_transaction=in_transaction,
@@ -343,6 +361,16 @@ def forget_bundle() -> None:
 
 
 def delete_staged(store: ObjectStore, prefix: str) -> None:
-    """Remove a staged bundle (after its job, whatever the outcome)."""
+    """Remove a staged bundle whose job never started."""
     for key in store.list(prefix + "/"):
         store.delete(key)
+
+
+def release_staged(s: Session, store: ObjectStore, prefix: str) -> None:
+    """After the job has ended (committed), whatever the outcome: remove the members index,
+    and the tar unless learnwares keep their packages in it."""
+    try:
+        store.delete(f"{prefix}/{MEMBERS}")
+    except StoreError:
+        pass  # an orphan under bulk/ wastes space but misleads nobody
+    release_pack(s, store, f"{prefix}/{BUNDLE}")

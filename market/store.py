@@ -19,6 +19,7 @@ Both behave the same way for every caller:
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import secrets
@@ -183,6 +184,13 @@ class ObjectStore(ABC):
         """
 
     @abstractmethod
+    def open_range(self, key: str, start: int, length: int) -> BinaryIO:
+        """Like :meth:`open`, for bytes ``start`` to ``start + length`` of the object.
+
+        Raises :class:`ObjectNotFound`, or :class:`StoreError` if the object is shorter.
+        """
+
+    @abstractmethod
     def download_to(self, key: str, path: str | os.PathLike[str]) -> None:
         """Copy the object to a local file (written whole or not at all)."""
 
@@ -309,6 +317,21 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
 
+    def open_range(self, key: str, start: int, length: int) -> BinaryIO:
+        fh = self.open(key)
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            if start < 0 or length < 0 or start + length > size:
+                raise StoreError(
+                    f"bytes {start} to {start + length} of {key!r} were asked for, but it holds "
+                    f"{size} bytes"
+                )
+            fh.seek(start)
+        except BaseException:
+            fh.close()
+            raise
+        return _Slice(fh, length)
+
     def download_to(self, key: str, path: str | os.PathLike[str]) -> None:
         target = Path(path)
         with self.open(key) as src:
@@ -379,6 +402,32 @@ class _BytesReader:
         chunk = bytes(self._view[self._pos : end])
         self._pos += len(chunk)
         return chunk
+
+
+class _Slice(io.RawIOBase):
+    """The next ``length`` bytes of an open file, as a stream of their own."""
+
+    def __init__(self, fh: BinaryIO, length: int):
+        self._fh = fh
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1, /) -> bytes:
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        chunk = self._fh.read(n)
+        self._left -= len(chunk)
+        return chunk
+
+    def readinto(self, buffer) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -556,6 +605,23 @@ class S3Store(ObjectStore):
         with self._errors(key):
             response = self._client.get_object(Bucket=self.bucket, Key=key)
         return response["Body"]  # botocore's StreamingBody: read(n), close(), iter_chunks()
+
+    def open_range(self, key: str, start: int, length: int) -> BinaryIO:
+        validate_key(key)
+        if start < 0 or length < 0 or (length == 0 and self.size(key) < start):
+            raise StoreError(f"bytes {start} to {start + length} of {key!r} cannot be read")
+        if length == 0:  # S3 has no empty range
+            return io.BytesIO(b"")
+        with self._errors(key):
+            response = self._client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+            )
+        if int(response["ContentLength"]) != length:
+            response["Body"].close()
+            raise StoreError(
+                f"bytes {start} to {start + length} of {key!r} were asked for, but it is shorter"
+            )
+        return response["Body"]
 
     def download_to(self, key: str, path: str | os.PathLike[str]) -> None:
         validate_key(key)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from sqlalchemy.orm import Session, undefer
 
 from market.catalog import Catalog, Learnware, LearnwareStatus, repo
 from market.catalog.bulk import AcceptedRow, insert_accepted, packages_by_sha256
+from market.packages import new_package_key, open_package
 from market.store import ObjectNotFound, ObjectStore, StoreError
 
 from .bundle import (
@@ -52,14 +52,21 @@ _EXPORT_PAGE = 500
 _INSERT_TRIES = 3
 
 
-def new_package_key(token: str | None = None) -> str:
-    """A package's object key, in the API's layout (``packages/<32 hex>.zip``).
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where an imported package is kept.
 
-    With ``token`` the key is derived from it (a re-run of the same import step writes the
-    same keys, so it recognises its own rows); without, it is random like the API's.
+    ``offset`` ``None``: the import writes the package as the object ``key``. Otherwise the
+    package is already stored, ``offset`` bytes into the object ``key`` (a pack: a bulk
+    import's uploaded bundle, :mod:`market.bulk`), and nothing is written.
     """
-    name = uuid.uuid5(uuid.NAMESPACE_URL, f"wharf-import:{token}") if token else uuid.uuid4()
-    return f"packages/{name.hex}.zip"
+
+    key: str
+    offset: int | None = None
+
+    def holds(self, found: tuple[int, str, int | None]) -> bool:
+        """Whether the catalog row ``found`` (``packages_by_sha256``) points here."""
+        return found[1:] == (self.key, self.offset)
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -151,7 +158,11 @@ def _gc_paused() -> Iterator[None]:
 class _Ready:
     entry: Entry
     row: AcceptedRow
-    data: bytes
+    data: bytes  # to write; empty for a package kept in a pack
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.row.package_key, self.row.package_offset)
 
 
 @_gc_paused()
@@ -162,7 +173,7 @@ def import_batch(
     *,
     owner_id: int,
     read_package: Callable[[str, int], bytes],
-    package_key: Callable[[Entry], str],
+    place: Callable[[Entry], Placement],
     check_log: str,
     max_package_bytes: int,
     in_transaction: Callable[[Session], None] | None = None,
@@ -170,11 +181,12 @@ def import_batch(
     """Import one batch of manifest lines ``(line number, text)``; one catalog transaction.
 
     ``read_package(path, size)`` returns the bytes of a bundle-relative package path (raising
-    :class:`EntryRejected` if it is missing or larger than ``size``). ``package_key(entry)``
-    names its object. An entry whose content is already stored under the key this call would
-    give it was imported by an earlier run of the same step: it counts as imported, so the
-    step can run again after a crash. ``in_transaction(session)`` runs inside the catalog
-    transaction (to record progress with the rows).
+    :class:`EntryRejected` if it is missing or larger than ``size``); they are verified
+    against the line's sha256 and size. ``place(entry)`` says where the package is kept. An
+    entry whose content the catalog already has at the place this call would give it was
+    imported by an earlier run of the same step: it counts as imported, so the step can run
+    again after a crash. ``in_transaction(session)`` runs inside the catalog transaction (to
+    record progress with the rows).
     """
     report = ImportReport()
     entries: list[Entry] = []
@@ -194,7 +206,7 @@ def import_batch(
 
     with catalog.session(read_only=True) as s:
         present = packages_by_sha256(s, first_line)
-    fresh = _skip_present(entries, present, package_key, report)
+    fresh = _skip_present(entries, present, place, report)
 
     ready: list[_Ready] = []
     for entry in fresh:
@@ -205,30 +217,32 @@ def import_batch(
         except EntryRejected as exc:
             report.reject(entry.line, str(exc))
             continue
+        placement = place(entry)
         row = AcceptedRow(
             semantic=columns,
             spec_meta=entry.spec_meta,
             stat_spec=entry.stat_spec,
             sha256=entry.sha256,
-            package_key=package_key(entry),
+            package_key=placement.key,
             package_size=entry.size,
+            package_offset=placement.offset,
         )
-        ready.append(_Ready(entry, row, data))
+        ready.append(_Ready(entry, row, data if placement.offset is None else b""))
 
-    _put_packages(store, ready)
+    written = _put_packages(store, ready)
     try:
         duplicates = _insert(catalog, owner_id, ready, check_log, report, in_transaction)
     except BaseException:
-        _delete_quietly(store, [r.row.package_key for r in ready])
+        _delete_quietly(store, written)
         raise
-    _delete_quietly(store, duplicates)
+    _delete_quietly(store, [d.row.package_key for d in duplicates if d.row.package_offset is None])
     return report
 
 
 def _skip_present(
     entries: list[Entry],
-    present: dict[str, tuple[int, str]],
-    package_key: Callable[[Entry], str],
+    present: dict[str, tuple[int, str, int | None]],
+    place: Callable[[Entry], Placement],
     report: ImportReport,
 ) -> list[Entry]:
     fresh = []
@@ -236,7 +250,7 @@ def _skip_present(
         found = present.get(entry.sha256)
         if found is None:
             fresh.append(entry)
-        elif found[1] == package_key(entry):
+        elif place(entry).holds(found):
             report.imported += 1  # an earlier run of this very step imported it
         else:
             report.duplicate(entry.line, entry.sha256, existing_learnware=repo.format_id(found[0]))
@@ -255,11 +269,16 @@ def _verify_package(entry: Entry, data: bytes) -> None:
         )
 
 
-def _put_packages(store: ObjectStore, ready: list[_Ready]) -> None:
-    """Write the packages, a bounded amount of memory at a time; free their bytes."""
+def _put_packages(store: ObjectStore, ready: list[_Ready]) -> list[str]:
+    """Write the packages not kept in a pack, a bounded amount of memory at a time; free
+    their bytes. Returns the keys written."""
     pending: list[tuple[str, bytes]] = []
+    written: list[str] = []
     held = 0
     for item in ready:
+        if item.row.package_offset is not None:
+            continue
+        written.append(item.row.package_key)
         pending.append((item.row.package_key, item.data))
         held += len(item.data)
         item.data = b""
@@ -267,6 +286,7 @@ def _put_packages(store: ObjectStore, ready: list[_Ready]) -> None:
             store.put_many(pending)
             pending, held = [], 0
     store.put_many(pending)
+    return written
 
 
 def _insert(
@@ -276,9 +296,9 @@ def _insert(
     check_log: str,
     report: ImportReport,
     in_transaction: Callable[[Session], None] | None,
-) -> list[str]:
-    """Insert the rows whose content is not in the catalog by now; returns the object keys
-    of those that turned out duplicates (to delete).
+) -> list[_Ready]:
+    """Insert the rows whose content is not in the catalog by now; returns those that turned
+    out duplicates (their written packages are to be deleted).
 
     The duplicate look-up runs again inside the write transaction: on SQLite that holds the
     write lock, so nothing can slip in between; on PostgreSQL a concurrent import can still
@@ -294,7 +314,7 @@ def _insert(
                 found = present.get(item.entry.sha256)
                 if found is None:
                     rows.append(item.row)
-                elif found[1] == item.row.package_key:
+                elif item.placement.holds(found):
                     earlier += 1
                 else:
                     duplicates.append((item, found[0]))
@@ -312,7 +332,7 @@ def _insert(
         report.duplicate(
             item.entry.line, item.entry.sha256, existing_learnware=repo.format_id(existing)
         )
-    return [item.row.package_key for item, _ in duplicates]
+    return [item for item, _ in duplicates]
 
 
 def _delete_quietly(store: ObjectStore, keys: list[str]) -> None:
@@ -358,7 +378,7 @@ def import_bundle(
                 batch,
                 owner_id=owner_id,
                 read_package=read_package,
-                package_key=lambda entry: new_package_key(),
+                place=lambda entry: Placement(new_package_key()),
                 check_log=log,
                 max_package_bytes=max_package_bytes,
             )
@@ -458,7 +478,7 @@ def _copy_package(store: ObjectStore, lw: Learnware, out: Path) -> str | None:
     target = out / package_path(lw.content_sha256)
     digest = hashlib.sha256()
     try:
-        with store.open(lw.package_key) as src, target.open("wb") as dst:
+        with open_package(store, lw) as src, target.open("wb") as dst:
             while chunk := src.read(1 << 20):
                 digest.update(chunk)
                 dst.write(chunk)

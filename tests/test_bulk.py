@@ -4,6 +4,7 @@ local store). ``test_bulk_e2e.py`` runs the same through real worker processes."
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from examples.bundles import write_bundle
 from market.bundle import MANIFEST, BundleError
 from market.catalog import Catalog, Job, JobKind, LearnwareStatus, Role, repo
+from market.packages import open_package
 from market.settings import Settings
 from market.store import LocalStore, S3Store
 from market.transfer import export_bundle, import_bundle
@@ -367,7 +369,7 @@ def test_admin_import_and_export_commands(tmp_path, monkeypatch, capsys):
 
 
 def test_staged_batches_keep_manifest_line_numbers(market, tmp_path):
-    from market.bulk import delete_staged, import_staged_batch, stage_upload
+    from market.bulk import import_staged_batch, release_staged, stage_upload
 
     catalog, store, admin_id = market
     bundle = tmp_path / "bundle"
@@ -401,7 +403,6 @@ def test_staged_batches_keep_manifest_line_numbers(market, tmp_path):
             store,
             "bulk/t",
             batch,
-            job_id="j" * 32,
             owner_id=admin_id,
             check_log="imported",
             max_package_bytes=MAX_PACKAGE,
@@ -417,16 +418,79 @@ def test_staged_batches_keep_manifest_line_numbers(market, tmp_path):
         store,
         "bulk/t",
         staged.batches[0],
-        job_id="j" * 32,
         owner_id=admin_id,
         check_log="imported",
         max_package_bytes=MAX_PACKAGE,
     )
     assert (again.imported, again.duplicate_count) == (2, 0)
-    delete_staged(store, "bulk/t")
-    assert store.list("bulk/") == []
     with catalog.session() as s:
         assert repo.learnware_counts(s) == {"accepted": 4}
+        release_staged(s, store, "bulk/t")
+    assert store.list("bulk/") == ["bulk/t/bundle.tar"]  # the pack of the four
+
+
+def test_packed_packages_are_read_and_released_with_their_pack(market, tmp_path):
+    """A bulk import keeps the packages in its tar: each is read from its byte range, and the
+    tar goes with the last learnware that uses it (not while its import may add more)."""
+    from market.bulk import import_staged_batch, release_staged, stage_upload
+    from market.packages import download_package, open_package, release_package
+
+    catalog, store, admin_id = market
+    made = write_bundle(tmp_path / "bundle", 3)
+    body = io.BytesIO(
+        tar_of(
+            {
+                p.relative_to(tmp_path / "bundle").as_posix(): p.read_bytes()
+                for p in (tmp_path / "bundle").rglob("*")
+                if p.is_file()
+            }
+        )
+    )
+    staged = stage_upload(
+        body,
+        store,
+        "bulk/p",
+        max_bytes=1 << 24,
+        max_package_bytes=MAX_PACKAGE,
+        max_line_bytes=1 << 20,
+        batch_size=10,
+    )
+    with catalog.session() as s:  # the import's job, still running, names its pack
+        job = repo.create_job(s, "index", owner_id=admin_id, request=staged.to_dict())
+        repo.start_job(s, job.id)
+    import_staged_batch(
+        catalog,
+        store,
+        "bulk/p",
+        staged.batches[0],
+        owner_id=admin_id,
+        check_log="imported",
+        max_package_bytes=MAX_PACKAGE,
+    )
+    assert store.list("packages/") == []  # nothing written per learnware
+    with catalog.session() as s:
+        rows = repo.get_learnwares(s, repo.accepted_spec_ids(s))
+        by_sha = {lw.content_sha256: lw for lw in rows}
+        for item in made:
+            lw = by_sha[item.sha256]
+            assert (lw.package_key, lw.package_size) == ("bulk/p/bundle.tar", len(item.package))
+            with open_package(store, lw) as fh:
+                assert fh.read() == item.package
+            download_package(store, lw, tmp_path / "copy.zip")
+            assert (tmp_path / "copy.zip").read_bytes() == item.package
+        ids = [lw.id for lw in rows]
+    for lid in ids:
+        with catalog.session() as s:
+            lw = repo.delete_learnware(s, lid)
+            where = (lw.package_key, lw.package_offset)
+        with catalog.session(read_only=True) as s:
+            release_package(s, store, *where)
+        assert store.exists("bulk/p/bundle.tar")  # the job may still add learnwares to it
+    with catalog.session() as s:
+        repo.finish_job(s, job.id, {})
+    with catalog.session(read_only=True) as s:
+        release_staged(s, store, "bulk/p")
+    assert store.list("bulk/") == []
 
 
 def test_staged_import_from_either_store(object_store, tmp_path):
@@ -453,7 +517,6 @@ def test_staged_import_from_either_store(object_store, tmp_path):
             object_store,
             "bulk/s",
             batch,
-            job_id="k" * 32,
             owner_id=admin_id,
             check_log="imported",
             max_package_bytes=MAX_PACKAGE,
@@ -464,10 +527,17 @@ def test_staged_import_from_either_store(object_store, tmp_path):
     assert copy is None or not Path(copy).exists()
     with catalog.session() as s:
         assert repo.learnware_counts(s) == {"accepted": 3}
-        keys = [lw.package_key for lw in repo.get_learnwares(s, repo.accepted_spec_ids(s))]
-    assert all(object_store.exists(k) for k in keys)
-    bulk.delete_staged(object_store, "bulk/s")
-    assert object_store.list("bulk/") == []
+        rows = repo.get_learnwares(s, repo.accepted_spec_ids(s))
+        assert {(lw.package_key, lw.package_offset is not None) for lw in rows} == {
+            ("bulk/s/bundle.tar", True)
+        }
+        packages = set()
+        for lw in rows:
+            with open_package(object_store, lw) as fh:
+                packages.add(hashlib.sha256(fh.read()).hexdigest())
+        assert packages == {lw.content_sha256 for lw in rows}
+        bulk.release_staged(s, object_store, "bulk/s")
+    assert object_store.list("bulk/") == ["bulk/s/bundle.tar"]
 
 
 def test_bulk_index_finds_packages_and_their_semantic_specs(tmp_path):

@@ -178,12 +178,31 @@ def test_bad_entries_are_rejected_and_the_rest_imported(target, admin, tmp_path)
     result = admin.search(spec=RKME(n_points=30, seed=0, device="cpu").fit(X), top=1)
     assert result["singles"][0]["name"] == made[4].name
 
+    # The package is served from the uploaded tar (no object of its own), and the tar goes
+    # with the last learnware that keeps its package there.
+    found = result["singles"][0]["id"]
+    assert admin.download(found, tmp_path / "got.zip").read_bytes() == made[4].package
+    packs = set((target.data_dir / "objects").glob("bulk/*/bundle.tar"))
+    names = {made[i].name for i in (0, 2, 4)}
+    page = admin.learnwares(status="accepted", limit=500)["items"]
+    mine = [lw["id"] for lw in page if lw["name"] in names]
+    assert len(mine) == 3
+    for lid in mine:
+        assert len(set((target.data_dir / "objects").glob("bulk/*/bundle.tar"))) == len(packs)
+        admin.delete(lid)
+    left = set((target.data_dir / "objects").glob("bulk/*/bundle.tar"))
+    assert len(left) == len(packs) - 1 and left < packs
+    other = next(lw["id"] for lw in page if lw["name"] not in names)  # in the other pack
+    assert admin.download(other, tmp_path / "other.zip").stat().st_size > 0
+
 
 def test_only_admins_may_import_and_archives_are_checked(target, admin, tmp_path):
     write_bundle(tmp_path / "b", 1, seed=9)
     from cli.bulk import pack_bundle
 
     tar = pack_bundle(tmp_path / "b", tmp_path / "b.tar")
+    objects = target.data_dir / "objects"
+    before = sorted(p for p in objects.glob("bulk/**/*") if p.is_file())
     token = admin.create_token("e2e", user="mallory")["token"]
     with WharfClient(target.url, token) as mallory, pytest.raises(WharfError) as err:
         mallory.bulk_import(tar, trusted=True)
@@ -203,5 +222,6 @@ def test_only_admins_may_import_and_archives_are_checked(target, admin, tmp_path
     with pytest.raises(WharfError) as err:
         admin.bulk_import(tar, trusted=False)
     assert err.value.status == 422 and "wharf bulk-index" in str(err.value)
-    staged = (target.data_dir / "objects").glob("bulk/**/*")
-    assert not [p for p in staged if p.is_file()]  # every staged batch was removed
+    # Nothing of the refused uploads stays; the earlier imports left only their packs.
+    assert sorted(p for p in objects.glob("bulk/**/*") if p.is_file()) == before
+    assert before and all(p.name == "bundle.tar" for p in before)

@@ -77,7 +77,7 @@ def test_migrations_create_exactly_the_model_schema(database_url: str):
         with catalog.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
-            assert context.get_current_revision() == "0002"
+            assert context.get_current_revision() == "0003"
             tables = set(inspect(conn).get_table_names())
         assert {"users", "api_tokens", "learnwares", "learnware_scenarios", "jobs"} <= tables
         catalog.check()
@@ -335,8 +335,8 @@ def test_replace_package_resets_the_check(catalog: Catalog, owner: int):
         repo.claim_for_check(s, lw)
         repo.finish_check(s, lw, accepted=True, log="ok", spec_meta=SPEC_META, stat_spec_json="{}")
     with catalog.session() as s:
-        row, previous = repo.replace_package(s, lw, sha("v2"), "p/v2", 20)
-        assert previous == "p/v1"
+        row, *previous = repo.replace_package(s, lw, sha("v2"), "p/v2", 20)
+        assert previous == ["p/v1", None]
     with catalog.session() as s:
         row = repo.get_learnware(s, lw)
         assert row.status == LearnwareStatus.pending

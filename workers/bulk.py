@@ -3,9 +3,10 @@
 The API stages the bundle (:func:`market.bulk.stage_upload`), creates an ``index`` job whose
 request lists the batches, and sends ``chord([batch(job, 0), batch(job, 1), …], finish(job))``.
 Each batch task imports its batch in one catalog transaction and adds its share to the job's
-progress; ``finish`` adds the batch reports up into the job's result and removes the staged
-bundle. Batch tasks are idempotent (:func:`market.bulk.import_staged_batch`): one that runs
-again after its worker died reports the same outcome and imports nothing twice.
+progress; ``finish`` adds the batch reports up into the job's result and releases the staged
+bundle (its tar stays as the pack of the imported packages). Batch tasks are idempotent
+(:func:`market.bulk.import_staged_batch`): one that runs again after its worker died reports
+the same outcome and imports nothing twice.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 
 from celery import Task
 
-from market.bulk import StagedBatch, delete_staged, forget_bundle, import_staged_batch
+from market.bulk import StagedBatch, forget_bundle, import_staged_batch, release_staged
 from market.catalog import JobState, User, repo
 from market.settings import get_settings
 from market.transfer import ImportReport, trusted_log
@@ -43,6 +44,10 @@ def _store():
     return store()
 
 
+class _JobEnded(Exception):
+    """The job ended while a batch was being imported."""
+
+
 class BulkTask(Task):
     """Fails the whole job, and drops its staged bundle, when a task gives up."""
 
@@ -58,7 +63,8 @@ class BulkTask(Task):
             job = repo.get_job(s, job_id)
             prefix = (job.request or {}).get("prefix") if job is not None else None
         if prefix:
-            delete_staged(_store(), prefix)
+            with _catalog().session(read_only=True) as s:
+                release_staged(s, _store(), prefix)
 
 
 @app.task(
@@ -87,17 +93,28 @@ def import_batch(job_id: str, index: int) -> dict:
         owner_id, owner_name = owner.id, owner.name
     batch = StagedBatch(**request["batches"][index])
     share = batch.entries / request["entries"]
-    report = import_staged_batch(
-        _catalog(),
-        _store(),
-        request["prefix"],
-        batch,
-        job_id=job_id,
-        owner_id=owner_id,
-        check_log=trusted_log(owner_name, f"bulk import job {job_id}"),
-        max_package_bytes=settings.max_upload_bytes,
-        in_transaction=lambda s: repo.advance_progress(s, job_id, share),
-    )
+
+    def record_progress(s) -> None:
+        # The job's row is updated in the batch's transaction: once the job has ended (failed
+        # in another task), the batch is rolled back, so no row lands in a pack that the end
+        # of the job may have removed.
+        if not repo.advance_progress(s, job_id, share):
+            raise _JobEnded
+
+    try:
+        report = import_staged_batch(
+            _catalog(),
+            _store(),
+            request["prefix"],
+            batch,
+            owner_id=owner_id,
+            check_log=trusted_log(owner_name, f"bulk import job {job_id}"),
+            max_package_bytes=settings.max_upload_bytes,
+            in_transaction=record_progress,
+        )
+    except _JobEnded:
+        forget_bundle()
+        return ImportReport().to_dict()
     log.info(
         "bulk import %s batch %d: %d imported, %d duplicates, %d rejected",
         job_id,
@@ -122,7 +139,8 @@ def finish(results: list[dict], job_id: str) -> str:
         prefix = (job.request or {}).get("prefix") if job is not None else None
         done = repo.finish_job(s, job_id, summary)
     if prefix:
-        delete_staged(_store(), prefix)
+        with _catalog().session(read_only=True) as s:
+            release_staged(s, _store(), prefix)
     forget_bundle()
     log.info(
         "bulk import %s: %d imported, %d duplicates, %d rejected",

@@ -17,6 +17,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 from market import logs
 from market.catalog import Catalog, LearnwareStatus, repo
 from market.checker import check_submission
+from market.packages import PackageRef, download_package
 from market.settings import get_settings
 from market.store import make_store
 from specification.files import dumps_spec
@@ -87,17 +88,17 @@ def check(job_id: str, learnware_id: int) -> str:
         if not repo.claim_for_check(s, learnware_id) and lw.status != LearnwareStatus.checking:
             return "not claimable"
         # A learnware already 'checking' here means an earlier run of this job died mid-check.
-        key, semantic, sha256 = lw.package_key, lw.semantic_spec, lw.content_sha256
+        package, semantic, sha256 = PackageRef.of(lw), lw.semantic_spec, lw.content_sha256
         repo.set_progress(s, job_id, 0.05, "downloading")
 
     with tempfile.TemporaryDirectory(prefix="wharf-check-") as tmp:
-        package = Path(tmp) / "package.zip"
-        store().download_to(key, package)
+        path = Path(tmp) / "package.zip"
+        download_package(store(), package, path)
         with catalog().session() as s:
             repo.set_progress(s, job_id, 0.2, "checking")
         try:
             report = check_submission(
-                package, semantic, settings=settings, work_dir=Path(tmp) / "work"
+                path, semantic, settings=settings, work_dir=Path(tmp) / "work"
             )
             accepted, text = report.accepted, report.log
         except SoftTimeLimitExceeded:

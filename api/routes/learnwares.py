@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -11,6 +10,7 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response, Str
 from sqlalchemy.orm import Session
 
 from market.catalog import DuplicateContent, JobKind, Learnware, LearnwareStatus, Role, User, repo
+from market.packages import new_package_key, open_package, package_url, release_package
 from market.store import ObjectNotFound, ObjectTooLarge
 from specification.semantic import SemanticSpec
 
@@ -60,7 +60,7 @@ def list_learnwares(
     name: str | None = Query(default=None, description="substring of name or description"),
     mine: bool = Query(default=False, description="only the caller's learnwares"),
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=repo.MAX_ID),
 ) -> LearnwarePage:
     if mine and user is None:
         raise Problem(401, "'mine' needs an API token")
@@ -108,11 +108,11 @@ def download(
     lw = _visible(session, learnware_id, user)
     filename = f"learnware-{repo.format_id(lw.id)}.zip"
     if redirect:
-        url = services.store.presigned_url(lw.package_key, services.settings.s3_presign_seconds)
+        url = package_url(services.store, lw, services.settings.s3_presign_seconds)
         if url:
             return RedirectResponse(url, status_code=307)
     try:
-        stream = services.store.open(lw.package_key)
+        stream = open_package(services.store, lw)
     except ObjectNotFound:
         raise Problem(404, "the package is missing from the object store") from None
     return StreamingResponse(
@@ -153,23 +153,30 @@ def edit(
     )
     if semantic is not None:
         repo.update_semantic(session, lw.id, semantic)
-    old_key = None
+    old = None
     if new_package is not None:
         sha256, key, size = new_package
         try:
-            _, old_key = repo.replace_package(session, lw.id, sha256, key, size)
+            _, *old = repo.replace_package(session, lw.id, sha256, key, size)
         except DuplicateContent as exc:
             session.rollback()
             services.store.delete(key)
             raise _conflict(exc) from None
     elif recheck:  # the same package, checked again against the new semantic spec
-        repo.replace_package(session, lw.id, lw.content_sha256, lw.package_key, lw.package_size)
+        repo.replace_package(
+            session,
+            lw.id,
+            lw.content_sha256,
+            lw.package_key,
+            lw.package_size,
+            lw.package_offset,
+        )
     job_id = ""
     if recheck:
         job_id = repo.create_job(session, JobKind.check, owner_id=user.id, learnware_id=lw.id).id
     session.commit()
-    if old_key:
-        services.store.delete(old_key)
+    if old:
+        release_package(session, services.store, *old)
     if job_id:
         enqueue_check(services, session, repo.get_job(session, job_id), lw.id)
     session.refresh(lw)
@@ -185,10 +192,10 @@ def _checked_fields(semantic: dict[str, Any]) -> tuple:
 @router.delete("/{learnware_id}", status_code=204)
 def delete(services: ServicesDep, session: SessionDep, user: CurrentUser, learnware_id: str):
     lw = _owned(session, learnware_id, user)
-    key = lw.package_key
+    key, offset = lw.package_key, lw.package_offset
     repo.delete_learnware(session, lw.id)
     session.commit()
-    services.store.delete(key)
+    release_package(session, services.store, key, offset)
     return Response(status_code=204)
 
 
@@ -287,7 +294,7 @@ def _conflict(exc: DuplicateContent) -> Problem:
 def _store_package(services: Services, session: Session, f: BinaryIO) -> str:
     """Stream the package to the object store under a fresh key (outside any transaction)."""
     session.commit()
-    key = f"packages/{uuid.uuid4().hex}.zip"
+    key = new_package_key()
     try:
         services.store.put(key, f, max_bytes=services.settings.max_upload_bytes)
     except ObjectTooLarge as exc:

@@ -35,17 +35,21 @@ class AcceptedRow:
     sha256: str
     package_key: str
     package_size: int
+    package_offset: int | None = None  # in the pack ``package_key``; None: a whole object
 
 
-def packages_by_sha256(s: Session, sha256s: Iterable[str]) -> dict[str, tuple[int, str]]:
-    """``sha256 → (learnware id, package key)`` of the learnwares already holding that content."""
+def packages_by_sha256(
+    s: Session, sha256s: Iterable[str]
+) -> dict[str, tuple[int, str, int | None]]:
+    """``sha256 → (learnware id, package key, package offset)`` of the learnwares already
+    holding that content."""
     wanted = sorted(set(sha256s))
-    found: dict[str, tuple[int, str]] = {}
+    found: dict[str, tuple[int, str, int | None]] = {}
     for start in range(0, len(wanted), _IN_BATCH):
-        stmt = select(Learnware.content_sha256, Learnware.id, Learnware.package_key).where(
-            Learnware.content_sha256.in_(wanted[start : start + _IN_BATCH])
-        )
-        found.update((sha, (int(lid), key)) for sha, lid, key in s.execute(stmt))
+        stmt = select(
+            Learnware.content_sha256, Learnware.id, Learnware.package_key, Learnware.package_offset
+        ).where(Learnware.content_sha256.in_(wanted[start : start + _IN_BATCH]))
+        found.update((sha, (int(lid), key, offset)) for sha, lid, key, offset in s.execute(stmt))
     return found
 
 
@@ -74,6 +78,7 @@ def insert_accepted(
                 "content_sha256": row.sha256,
                 "package_key": row.package_key,
                 "package_size": row.package_size,
+                "package_offset": row.package_offset,
                 "check_log": check_log,
                 "created_at": now,
                 "updated_at": now,

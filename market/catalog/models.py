@@ -196,8 +196,11 @@ class Learnware(Base):
     stat_spec: Mapped[str | None] = mapped_column(Text, deferred=True)
 
     content_sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    package_key: Mapped[str] = mapped_column(String(1024))
+    package_key: Mapped[str] = mapped_column(String(1024), index=True)
     package_size: Mapped[int] = mapped_column(BigInteger)
+    #: Where the package starts inside the object ``package_key`` when that object is a pack
+    #: (a trusted bulk import's bundle); ``None`` when the object is the package.
+    package_offset: Mapped[int | None] = mapped_column(BigInteger)
     check_log: Mapped[str | None] = mapped_column(Text)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -521,12 +521,17 @@ def update_semantic(s: Session, learnware_id: int, semantic_spec: Mapping[str, A
 
 
 def replace_package(
-    s: Session, learnware_id: int, sha256: str, package_key: str, package_size: int
-) -> tuple[Learnware, str]:
+    s: Session,
+    learnware_id: int,
+    sha256: str,
+    package_key: str,
+    package_size: int,
+    package_offset: int | None = None,
+) -> tuple[Learnware, str, int | None]:
     """Point a learnware at a new package: back to ``pending``, spec and log cleared.
 
-    Returns ``(learnware, previous_package_key)``: delete the previous object after the
-    commit (if it differs from the new key). Raises :class:`DuplicateContent` if another
+    Returns ``(learnware, previous key, previous offset)``: release the previous package
+    after the commit (if it is not the new one). Raises :class:`DuplicateContent` if another
     learnware has this content, :class:`LearnwareNotFound` if there is no such learnware.
     """
     _check_package(sha256, package_key, package_size)
@@ -534,7 +539,7 @@ def replace_package(
     other = find_by_sha256(s, sha256)
     if other is not None and other.id != learnware_id:
         raise DuplicateContent(other.id)
-    previous_key = lw.package_key
+    previous_key, previous_offset = lw.package_key, lw.package_offset
     if lw.status == LearnwareStatus.accepted:
         log_index_changes(s, [learnware_id], "remove")
     try:
@@ -542,6 +547,7 @@ def replace_package(
             lw.content_sha256 = sha256
             lw.package_key = package_key
             lw.package_size = package_size
+            lw.package_offset = package_offset
             lw.status = LearnwareStatus.pending
             lw.stat_spec = None
             lw.check_log = None
@@ -551,14 +557,14 @@ def replace_package(
             s.flush()
     except IntegrityError as exc:
         raise _duplicate_of(s, sha256, exc) from None
-    return lw, previous_key
+    return lw, previous_key, previous_offset
 
 
 def delete_learnware(s: Session, learnware_id: int) -> Learnware | None:
     """Delete a learnware (its jobs keep a NULL ``learnware_id``); returns the deleted row.
 
-    The caller deletes ``package_key`` from the object store after the commit. The id is
-    never handed out again.
+    The caller releases its package after the commit (:func:`market.packages.release`). The
+    id is never handed out again.
     """
     lw = s.get(Learnware, learnware_id, with_for_update=True, populate_existing=True)
     if lw is None:
@@ -568,6 +574,17 @@ def delete_learnware(s: Session, learnware_id: int) -> Learnware | None:
     s.delete(lw)
     s.flush()
     return lw
+
+
+def package_in_use(s: Session, key: str) -> bool:
+    """Whether a learnware's package is in the object ``key``, or an unfinished bulk import
+    may still add one (its job's request names the key as its ``pack``)."""
+    if s.scalar(select(Learnware.id).where(Learnware.package_key == key).limit(1)) is not None:
+        return True
+    unfinished = select(Job.request).where(
+        Job.kind == JobKind.index, Job.state.in_((JobState.queued, JobState.running))
+    )
+    return any((request or {}).get("pack") == key for request in s.scalars(unfinished))
 
 
 def accepted_specs(

@@ -1,0 +1,110 @@
+"""Reading and removing a learnware's package, wherever its bytes are.
+
+A package is usually an object of its own (``packages/<hex>.zip``, written by the API). A
+trusted bulk import instead keeps its packages inside the bundle it uploaded (one object, a
+*pack*: :mod:`market.bulk`), and each learnware records where its bytes start
+(``package_offset``) and how many there are (``package_size``). Everything that reads or
+removes a package goes through here, so both kinds behave the same.
+
+A pack is removed when no learnware uses it any more and no unfinished import can still add
+one (:func:`market.catalog.repo.package_in_use`). Until then, the bytes of a deleted
+learnware stay in its pack, unreachable: no row points at them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import uuid
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy.orm import Session
+
+from market.catalog import Learnware, repo
+from market.store import CHUNK_BYTES, ObjectStore, StoreError
+
+log = logging.getLogger("wharf.store")
+
+
+def new_package_key() -> str:
+    """A fresh key for a package of its own: ``packages/<32 hex>.zip``."""
+    return f"packages/{uuid.uuid4().hex}.zip"
+
+
+@dataclass(frozen=True, slots=True)
+class PackageRef:
+    """A learnware's three package columns, to use after its session has closed."""
+
+    package_key: str
+    package_size: int
+    package_offset: int | None = None
+
+    @classmethod
+    def of(cls, lw: Learnware) -> PackageRef:
+        return cls(lw.package_key, lw.package_size, lw.package_offset)
+
+
+def open_package(store: ObjectStore, lw: Learnware | PackageRef) -> BinaryIO:
+    """A readable stream of the package's bytes (raises :class:`ObjectNotFound`)."""
+    if lw.package_offset is None:
+        return store.open(lw.package_key)
+    return store.open_range(lw.package_key, lw.package_offset, lw.package_size)
+
+
+def download_package(
+    store: ObjectStore, lw: Learnware | PackageRef, path: str | os.PathLike[str]
+) -> None:
+    """Copy the package to a local file (written whole or not at all)."""
+    if lw.package_offset is None:
+        store.download_to(lw.package_key, path)
+        return
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with open_package(store, lw) as src, os.fdopen(fd, "wb") as dst:
+            while chunk := src.read(CHUNK_BYTES):
+                dst.write(chunk)
+        os.replace(tmp, target)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def package_url(store: ObjectStore, lw: Learnware | PackageRef, expires_s: int) -> str | None:
+    """A presigned URL of the package, or ``None`` (stream it with :func:`open_package`).
+
+    A packed package has none: a URL would give the whole pack."""
+    if lw.package_offset is not None:
+        return None
+    return store.presigned_url(lw.package_key, expires_s)
+
+
+def release_package(s: Session, store: ObjectStore, key: str, offset: int | None) -> None:
+    """Remove the object of a package no learnware points at any more.
+
+    Call it after the commit that removed or replaced the learnware. A whole object goes at
+    once; a pack only when nothing else uses it. A store error leaves an orphan object, which
+    wastes space but misleads nobody.
+    """
+    if offset is None:
+        _delete(store, key)
+    else:
+        release_pack(s, store, key)
+
+
+def release_pack(s: Session, store: ObjectStore, key: str) -> None:
+    """Remove the pack ``key`` unless a learnware or an unfinished import still uses it."""
+    if not repo.package_in_use(s, key):
+        _delete(store, key)
+
+
+def _delete(store: ObjectStore, key: str) -> None:
+    try:
+        store.delete(key)
+    except StoreError as exc:
+        log.warning("could not remove the object %s: %s", key, exc)
