@@ -21,6 +21,7 @@ from market.store import (
     ObjectStore,
     ObjectTooLarge,
     S3Store,
+    StoreError,
     StoreUnavailable,
     make_store,
 )
@@ -91,6 +92,24 @@ def test_round_trip_of_a_multi_megabyte_stream(object_store: ObjectStore, tmp_pa
     object_store.delete("packages/a/b.zip")
     object_store.delete("packages/a/b.zip")  # idempotent
     assert not object_store.exists("packages/a/b.zip")
+
+
+def test_a_byte_range_reads_as_a_stream_of_its_own(object_store: ObjectStore):
+    data = GeneratedStream(3 * MiB + 17, seed=3).read()
+    object_store.put("packs/p.tar", io.BytesIO(data))
+    start, length = MiB - 5, 2 * MiB + 9
+    with object_store.open_range("packs/p.tar", start, length) as fh:
+        chunks = iter(lambda: fh.read(64 * 1024), b"")
+        assert b"".join(chunks) == data[start : start + length]
+    with object_store.open_range("packs/p.tar", len(data) - 3, 3) as fh:
+        assert fh.read() == data[-3:] and fh.read() == b""
+    with object_store.open_range("packs/p.tar", 7, 0) as fh:
+        assert fh.read() == b""
+    with pytest.raises(StoreError) as err:
+        object_store.open_range("packs/p.tar", len(data) - 3, 4).read()
+    assert not isinstance(err.value, ObjectNotFound)
+    with pytest.raises(ObjectNotFound):
+        object_store.open_range("packs/missing.tar", 0, 4)
 
 
 def test_empty_object(object_store: ObjectStore):
