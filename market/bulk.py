@@ -29,6 +29,7 @@ import tempfile
 import uuid
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
@@ -108,25 +109,32 @@ def stage_upload(
     report them one by one.
     """
     source = upload
-    stored: list[str] = []
+    stored = [f"{prefix}/{BUNDLE}"]
     try:
         source = _plain_tar(upload, max_bytes)
-        try:
-            with tarfile.open(fileobj=source, mode="r:") as tar:
-                files = _safe_members(tar, max_bytes, max_package_bytes)
-                manifest = files.pop(MANIFEST)
-                batches = _plan(tar.extractfile(manifest), max_line_bytes, batch_size)
-        except (tarfile.TarError, EOFError) as exc:
-            raise BundleError(f"the upload is not a readable tar archive: {exc}") from None
+        # The tar is stored from a second thread while this one checks it: the copy is I/O
+        # and hashing (which release the GIL), the check is Python, so the two overlap.
+        copy = _PositionalReader(source.fileno())
+        with ThreadPoolExecutor(1) as pool:
+            storing = pool.submit(store.put, stored[0], copy)
+            try:
+                with tarfile.open(fileobj=source, mode="r:") as tar:
+                    files = _safe_members(tar, max_bytes, max_package_bytes)
+                    manifest = files.pop(MANIFEST)
+                    batches = _plan(tar.extractfile(manifest), max_line_bytes, batch_size)
+            except (tarfile.TarError, EOFError) as exc:
+                copy.cancel()
+                raise BundleError(f"the upload is not a readable tar archive: {exc}") from None
+            except BaseException:
+                copy.cancel()
+                raise
+            storing.result()
         index = {
             "manifest": [manifest.offset_data, manifest.size],
             "members": {name: [info.offset_data, info.size] for name, info in files.items()},
         }
         stored.append(f"{prefix}/{MEMBERS}")
         store.put(stored[-1], io.BytesIO(json.dumps(index, separators=(",", ":")).encode()))
-        source.seek(0)
-        stored.append(f"{prefix}/{BUNDLE}")
-        store.put(stored[-1], source)
     except BaseException:
         _delete(store, stored)
         raise
@@ -134,6 +142,25 @@ def stage_upload(
         if source is not upload:
             source.close()
     return StagedBundle(prefix, sum(b.entries for b in batches), batches)
+
+
+class _PositionalReader:
+    """Reads a file by position (``os.pread``), leaving its file offset to other readers."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._offset = 0
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._cancelled:
+            raise BundleError("the upload was refused while it was being stored")
+        data = os.pread(self._fd, _CHUNK if n is None or n < 0 else n, self._offset)
+        self._offset += len(data)
+        return data
 
 
 def _delete(store: ObjectStore, keys: list[str]) -> None:
@@ -145,17 +172,31 @@ def _delete(store: ObjectStore, keys: list[str]) -> None:
 
 
 def _plain_tar(upload: BinaryIO, max_bytes: int) -> BinaryIO:
-    """The upload itself if it is a plain tar; decompressed to a scratch file if gzipped."""
+    """A file holding the plain tar, to close after use: the upload's own file, a copy of it
+    if it is in memory, or its decompressed content if gzipped."""
     upload.seek(0)
     magic = upload.read(2)
     upload.seek(0)
-    if magic != _GZIP_MAGIC:
-        return upload
+    gzipped = magic == _GZIP_MAGIC
+    if not gzipped:
+        try:
+            fd = upload.fileno()  # a spooled upload moves to its file here
+            upload.flush()
+        except (OSError, AttributeError):
+            pass
+        else:
+            # A plain file object of its own over that file: the tar is read through it
+            # without the spooled file's Python wrapper around every seek and read.
+            return open(os.dup(fd), "rb")
     out = tempfile.TemporaryFile(prefix="wharf-bulk-")
     total = 0
     try:
-        with gzip.GzipFile(fileobj=upload, mode="rb") as gz:
-            while chunk := gz.read(_CHUNK):
+        with (
+            gzip.GzipFile(fileobj=upload, mode="rb")
+            if gzipped
+            else contextlib.nullcontext(upload) as plain
+        ):
+            while chunk := plain.read(_CHUNK):
                 total += len(chunk)
                 if total > max_bytes:
                     raise BundleError(

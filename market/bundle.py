@@ -34,8 +34,9 @@ import numpy as np
 
 from market.catalog import Learnware, repo
 from specification.errors import SpecificationError
-from specification.files import SPEC_TYPE_FOR_DATA, load_json, loads_spec
+from specification.files import SPEC_TYPE_FOR_DATA, loads_spec
 from specification.image import IMAGE_SPEC_TYPE
+from specification.jsonio import load_json
 from specification.rkme import TABLE_SPEC_TYPE
 from specification.semantic import check_semantic_spec
 

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from .errors import SpecificationError
 from .image import IMAGE_SPEC_TYPE, IMAGE_SPEC_VERSION, RKMEImage
+from .jsonio import load_json
 from .rkme import RKME, TABLE_SPEC_TYPE
 from .text import TEXT_SPEC_TYPE, RKMEText, check_languages
 
@@ -94,17 +94,6 @@ def load_spec(path: str | os.PathLike) -> RKME | RKMEImage:
 
 def _refuse_constant(name: str) -> float:
     raise SpecificationError(f"spec contains {name}; every number must be finite")
-
-
-def load_json(text: str | bytes, **json_options: Any) -> Any:
-    """``json.loads``, through orjson (several times faster on the long float lists of specs).
-
-    Whatever orjson refuses (NaN, integers past 64 bits, invalid text) is parsed again by
-    ``json`` with ``json_options``, so results and error messages are ``json``'s."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text, **json_options)
 
 
 def loads_spec(text: str | bytes) -> RKME | RKMEImage:

@@ -34,7 +34,8 @@ def make_celery(settings: Settings) -> Celery:
         },
         # Result backends without native chords (the embedded file backend) poll for a
         # chord's end; the default of once a second would add up to a second to each import.
-        result_chord_retry_interval=0.2,
+        # Each poll is one small message and a look at the batch results.
+        result_chord_retry_interval=0.05,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

@@ -76,21 +76,26 @@ class BulkTask(Task):
 )
 def import_batch(job_id: str, index: int) -> dict:
     """Import batch ``index`` of a bulk-import job; returns its report (JSON)."""
-    with _catalog().session() as s:
+    # A read-only look first: on SQLite a write transaction would wait for the write lock,
+    # which the other batches take in turns to insert their rows.
+    with _catalog().session(read_only=True) as s:
         job = repo.get_job(s, job_id)
         if job is None or job.state in _FINISHED:
             forget_bundle()
             return ImportReport().to_dict()  # failed meanwhile: nothing more to do
-        request = dict(job.request or {})
-        if job.state == JobState.queued:
-            repo.start_job(s, job_id)
+        request, state = dict(job.request or {}), job.state
+        owner = s.get(User, job.owner_id) if job.owner_id is not None else None
+        owner_id, owner_name = (owner.id, owner.name) if owner is not None else (None, "")
+    if owner_id is None or state == JobState.queued:
+        with _catalog().session() as s:
+            if owner_id is None:
+                repo.fail_job(s, job_id, "the user who started the import no longer exists")
+                return ImportReport().to_dict()
+            if repo.start_job(s, job_id) is None:
+                forget_bundle()
+                return ImportReport().to_dict()  # ended meanwhile
             entries, batches = request["entries"], len(request["batches"])
             repo.set_progress(s, job_id, 0.0, f"importing {entries} learnwares, {batches} batches")
-        owner = s.get(User, job.owner_id) if job.owner_id is not None else None
-        if owner is None:
-            repo.fail_job(s, job_id, "the user who started the import no longer exists")
-            return ImportReport().to_dict()
-        owner_id, owner_name = owner.id, owner.name
     batch = StagedBatch(**request["batches"][index])
     share = batch.entries / request["entries"]
 

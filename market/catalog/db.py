@@ -1,14 +1,19 @@
 """Engines, sessions and the :class:`Catalog` handle.
 
 SQLite is the embedded default and must take writes from several worker processes at once.
-Three settings make that safe:
+Four settings make that safe and quick:
 
 - WAL journal: readers never block the writer, nor the writer the readers;
 - a busy timeout: a writer waits for the lock instead of failing at once;
 - ``BEGIN IMMEDIATE`` for read-write sessions: the write lock is taken when the transaction
   starts. With a plain (deferred) ``BEGIN`` a transaction that reads and then writes must
   upgrade its lock, and SQLite refuses that upgrade at once ("database is locked", no waiting)
-  when another connection has committed in between.
+  when another connection has committed in between;
+- writers queue on a file lock beside the database (``<file>.writers``) before ``BEGIN
+  IMMEDIATE``, held until the connection goes back to the pool. SQLite's own wait polls with
+  growing sleeps (up to 100 ms between tries), so a writer often slept long after the lock
+  was free; the file lock is tried every millisecond. SQLite's lock still guards the data:
+  this one only orders the writers.
 
 ``Catalog.session(read_only=True)`` opens a deferred transaction instead, which never blocks
 writers: use it for long reads such as a search worker streaming the accepted specs. On
@@ -20,6 +25,9 @@ Engines must not cross ``fork()``: build the :class:`Catalog` in each worker pro
 
 from __future__ import annotations
 
+import fcntl
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,10 +38,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from specification.jsonio import dump_json, load_json
+
 from .errors import CatalogUnavailable
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 _READ_ONLY = "wharf_read_only"
+_LOCK_FD = "wharf_writers_lock_fd"
+_LOCK_POLL_S = 0.001
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -42,13 +54,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     Extra keyword arguments go to :func:`sqlalchemy.create_engine`.
     """
     parsed = make_url(url)
+    # JSON columns (semantic specs, job requests and results) through orjson: a bulk import
+    # writes thousands of them per transaction.
+    kwargs.setdefault("json_serializer", dump_json)
+    kwargs.setdefault("json_deserializer", load_json)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, **kwargs.pop("connect_args", {})}
         engine = create_engine(parsed, connect_args=connect_args, **kwargs)
-        _configure_sqlite(engine)
+        on_disk = database and database != ":memory:" and not database.startswith("file:")
+        _configure_sqlite(engine, f"{database}.writers" if on_disk else None)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     if parsed.get_backend_name() == "postgresql":
@@ -56,9 +73,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(parsed, **kwargs)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, writers_lock: str | None) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        if writers_lock is not None:
+            record.info[_LOCK_FD] = os.open(writers_lock, os.O_RDWR | os.O_CREAT, 0o644)
         # Let SQLAlchemy emit BEGIN itself (see ``_on_begin``): the sqlite3 module's own
         # transaction handling skips BEGIN before SELECTs and SAVEPOINTs. The busy timeout
         # is the ``timeout`` connect argument.
@@ -76,7 +95,38 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        if not read_only:
+            _queue_for_writing(connection.connection.info.get(_LOCK_FD))
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        fd = record.info.get(_LOCK_FD)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @event.listens_for(engine, "close")
+    def _on_close(_dbapi_connection: Any, record: Any) -> None:
+        fd = record.info.pop(_LOCK_FD, None)
+        if fd is not None:
+            os.close(fd)  # which releases its lock
+
+
+def _queue_for_writing(fd: int | None) -> None:
+    """Take the writers' file lock (``fd`` is this connection's own open file, so threads of
+    one process exclude each other too). After the busy timeout, go on without it: SQLite's
+    lock decides, and reports a lock held that long."""
+    if fd is None:
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(_LOCK_POLL_S)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
