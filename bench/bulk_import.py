@@ -10,10 +10,9 @@ store in a new data directory) and times ``POST /v1/bulk-imports`` (upload, chec
 plus the chord of index tasks to the job's end. The rate is N over that whole time.
 
 It also records the CPU time the market's processes spent (user + system, over all of them),
-so a result taken while other work shared the cores can still be read, and how long creating
-one small file takes on the data directory's disk at that moment: each imported learnware is
-one new object (file) in the local store, and on a busy virtual disk that cost swings widely.
-Rate limits are turned off in the markets so the job can be polled often.
+so a result taken while other work shared the cores can still be read, and the time the
+machine's hypervisor gave to others ("steal"). Rate limits are turned off in the markets so
+the job can be polled often.
 """
 
 from __future__ import annotations
@@ -67,19 +66,10 @@ def _cpu_seconds(pids: set[int]) -> float:
     return total / _TICK
 
 
-def file_create_us(directory: Path, n: int = 500) -> float:
-    """Microseconds to create and write one 7 KB file in ``directory`` (median of 3 runs)."""
-    runs = []
-    for r in range(3):
-        folder = Path(tempfile.mkdtemp(dir=directory))
-        t0 = time.perf_counter()
-        for i in range(n):
-            fd = os.open(folder / f"f{r}-{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, b"x" * 7000)
-            os.close(fd)
-        runs.append((time.perf_counter() - t0) / n * 1e6)
-        shutil.rmtree(folder)
-    return float(np.median(runs))
+def _cpu_ticks() -> tuple[int, int]:
+    """The machine's (total, steal) CPU time so far, in clock ticks (``/proc/stat``)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[7]
 
 
 def _wait_for_workers(market: LocalMarket, workers: int, timeout: float = 90.0) -> None:
@@ -114,6 +104,7 @@ def run_once(
             _wait_for_workers(market, workers)
             pids = _descendants({p.pid for p in market.procs})
             cpu0 = _cpu_seconds(pids)
+            ticks0 = _cpu_ticks()
             t0 = time.perf_counter()
             accepted = client.bulk_import(tar, trusted=True)
             t1 = time.perf_counter()
@@ -121,6 +112,7 @@ def run_once(
                 time.sleep(0.1)
             t2 = time.perf_counter()
             cpu = _cpu_seconds(_descendants({p.pid for p in market.procs}) | pids) - cpu0
+            ticks = [b - a for a, b in zip(ticks0, _cpu_ticks(), strict=True)]
             if job["state"] != "succeeded" or job["result"]["imported"] != n:
                 raise RuntimeError(f"the import did not import everything: {job}")
             catalog = Catalog(Settings(data_dir=data_dir).catalog_url)
@@ -142,6 +134,7 @@ def run_once(
             "total": t2 - t0,
             "rate": n / (t2 - t0),
             "cpu_us": cpu / n * 1e6,
+            "steal": ticks[1] / max(ticks[0], 1),
             "batches": accepted["batches"],
             "first_search": first_search,
         }
@@ -170,7 +163,7 @@ def main() -> None:
         default="wharf-data",
         help="comma-separated folders for the markets' data (a new folder in each, removed "
         "afterwards); default wharf-data, where the embedded market keeps its data. Add "
-        "/dev/shm/… to see the import without the disk's cost of creating files",
+        "/dev/shm/… to compare with a data folder in memory",
     )
     args = parser.parse_args()
 
@@ -193,7 +186,6 @@ def main() -> None:
         probe = (RKME(n_points=30, seed=0, device="cpu").fit(X), target.name)
         rows = []
         for folder, root in zip(args.dirs.split(","), roots, strict=True):
-            create_us = file_create_us(root)
             for broker in args.brokers.split(","):
                 for workers in (int(w) for w in args.workers.split(",")):
                     runs = []
@@ -211,24 +203,19 @@ def main() -> None:
                         runs.append({**result, "load": load, "dir": folder})
                         print(runs[-1], flush=True)
                     rows.append(max(runs, key=lambda r: r["rate"]))
-            after_us = file_create_us(root)
-            for row in rows:
-                if row["dir"] == folder:
-                    row["create"] = f"{create_us:.0f} → {after_us:.0f} µs"
     finally:
         for root in roots:
             shutil.rmtree(root, ignore_errors=True)
 
     best = max(r["rate"] for r in rows if r["dir"] == args.dirs.split(",")[0])
-    header = ["data folder", "file creation", "broker", "worker processes", "upload", "job"]
-    header += ["total", "learnwares/s", "CPU per learnware", "cores used", "load before"]
+    header = ["data folder", "broker", "worker processes", "upload", "job"]
+    header += ["total", "learnwares/s", "CPU per learnware", "cores used", "steal", "load before"]
     header += ["first search after"]
     results = table(
         header,
         [
             [
                 r["dir"],
-                r["create"],
                 r["broker"],
                 r["workers"],
                 f"{r['upload']:.2f} s",
@@ -237,6 +224,7 @@ def main() -> None:
                 f"{r['rate']:,.0f}",
                 f"{r['cpu_us']:,.0f} µs",
                 f"{r['cpu_us'] * r['rate'] / 1e6:.2f}",
+                f"{r['steal']:.0%}",
                 r["load"],
                 f"{r['first_search']:.2f} s",
             ]
@@ -253,9 +241,9 @@ manifest lines, one index task and one catalog transaction each; {repeats}. "upl
 `POST /v1/bulk-imports` until its 202 (upload, archive checks, staging); "job" is from then
 until the job is `succeeded`. "CPU per learnware" is the user + system time of all the
 market's processes (API, workers, their pool processes); "cores used" is that CPU time over
-the total time: below 2, the market did not have the whole machine. "file creation" is the
-time to create and write one 7 KB file in that folder just before and just after its runs
-(median of 3 × 500): each imported learnware is one new file in the local store.
+the total time: below 2, the market did not have the whole machine. "steal" is the share of
+the machine's CPU time the hypervisor gave to other machines meanwhile. The packages stay in
+the uploaded tar (the pack): the import writes no file per learnware.
 
 {results}
 

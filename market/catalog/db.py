@@ -10,10 +10,10 @@ Four settings make that safe and quick:
   upgrade its lock, and SQLite refuses that upgrade at once ("database is locked", no waiting)
   when another connection has committed in between;
 - writers queue on a file lock beside the database (``<file>.writers``) before ``BEGIN
-  IMMEDIATE``, held until the connection goes back to the pool. SQLite's own wait polls with
-  growing sleeps (up to 100 ms between tries), so a writer often slept long after the lock
-  was free; the file lock is tried every millisecond. SQLite's lock still guards the data:
-  this one only orders the writers.
+  IMMEDIATE``, held until their transaction ends. SQLite's own wait polls with growing
+  sleeps (up to 100 ms between tries), so a writer often slept long after the lock was free;
+  the file lock is tried every millisecond. SQLite's lock still guards the data: this one
+  only orders the writers.
 
 ``Catalog.session(read_only=True)`` opens a deferred transaction instead, which never blocks
 writers: use it for long reads such as a search worker streaming the accepted specs. On
@@ -99,17 +99,28 @@ def _configure_sqlite(engine: Engine, writers_lock: str | None) -> None:
             _queue_for_writing(connection.connection.info.get(_LOCK_FD))
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
+    # Let the next writer in as the transaction ends, just before its COMMIT (or ROLLBACK):
+    # that one then waits only for the commit itself, on SQLite's lock, and not for a WAL
+    # checkpoint that the commit may run after releasing it. Check-in is a safety net.
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _on_end(connection: Any) -> None:
+        _let_next_writer_in(connection.connection.info.get(_LOCK_FD))
+
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        fd = record.info.get(_LOCK_FD)
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        _let_next_writer_in(record.info.get(_LOCK_FD))
 
     @event.listens_for(engine, "close")
     def _on_close(_dbapi_connection: Any, record: Any) -> None:
         fd = record.info.pop(_LOCK_FD, None)
         if fd is not None:
             os.close(fd)  # which releases its lock
+
+
+def _let_next_writer_in(fd: int | None) -> None:
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _queue_for_writing(fd: int | None) -> None:
