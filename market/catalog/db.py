@@ -9,11 +9,11 @@ Four settings make that safe and quick:
   starts. With a plain (deferred) ``BEGIN`` a transaction that reads and then writes must
   upgrade its lock, and SQLite refuses that upgrade at once ("database is locked", no waiting)
   when another connection has committed in between;
-- writers queue on a file lock beside the database (``<file>.writers``) before ``BEGIN
-  IMMEDIATE``, held until their transaction ends. SQLite's own wait polls with growing
-  sleeps (up to 100 ms between tries), so a writer often slept long after the lock was free;
-  the file lock is tried every millisecond. SQLite's lock still guards the data: this one
-  only orders the writers.
+- writers queue before ``BEGIN IMMEDIATE`` (:class:`_WriterQueue`: a lock among a process's
+  threads, then a file lock beside the database, ``<file>.writers``, among processes), until
+  their transaction ends. SQLite's own wait polls with growing sleeps (up to 100 ms between
+  tries), so a writer often slept long after the lock was free. SQLite's lock still guards
+  the data: this one only orders the writers.
 
 ``Catalog.session(read_only=True)`` opens a deferred transaction instead, which never blocks
 writers: use it for long reads such as a search worker streaming the accepted specs. On
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from .errors import CatalogUnavailable
 SQLITE_BUSY_TIMEOUT_S = 30.0
 _READ_ONLY = "wharf_read_only"
 _LOCK_FD = "wharf_writers_lock_fd"
+_HELD = "wharf_writers_lock_held"
 _LOCK_POLL_S = 0.001
 
 
@@ -74,10 +76,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def _configure_sqlite(engine: Engine, writers_lock: str | None) -> None:
+    writers = _WriterQueue(writers_lock) if writers_lock is not None else None
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
-        if writers_lock is not None:
-            record.info[_LOCK_FD] = os.open(writers_lock, os.O_RDWR | os.O_CREAT, 0o644)
+        if writers is not None:
+            record.info[_LOCK_FD] = writers.open()
         # Let SQLAlchemy emit BEGIN itself (see ``_on_begin``): the sqlite3 module's own
         # transaction handling skips BEGIN before SELECTs and SAVEPOINTs. The busy timeout
         # is the ``timeout`` connect argument.
@@ -95,9 +99,12 @@ def _configure_sqlite(engine: Engine, writers_lock: str | None) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get(_READ_ONLY, False)
-        if not read_only:
-            _queue_for_writing(connection.connection.info.get(_LOCK_FD))
+        if not read_only and writers is not None:
+            writers.enter(connection.connection.info)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    if writers is None:
+        return
 
     # Let the next writer in as the transaction ends, just before its COMMIT (or ROLLBACK):
     # that one then waits only for the commit itself, on SQLite's lock, and not for a WAL
@@ -105,39 +112,67 @@ def _configure_sqlite(engine: Engine, writers_lock: str | None) -> None:
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
     def _on_end(connection: Any) -> None:
-        _let_next_writer_in(connection.connection.info.get(_LOCK_FD))
+        writers.leave(connection.connection.info)
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        _let_next_writer_in(record.info.get(_LOCK_FD))
+        writers.leave(record.info)
 
     @event.listens_for(engine, "close")
     def _on_close(_dbapi_connection: Any, record: Any) -> None:
+        writers.leave(record.info)
         fd = record.info.pop(_LOCK_FD, None)
         if fd is not None:
-            os.close(fd)  # which releases its lock
+            os.close(fd)
 
 
-def _let_next_writer_in(fd: int | None) -> None:
-    if fd is not None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+class _WriterQueue:
+    """The order in which an engine's connections write, within and across processes.
 
+    Threads of one process wait on a lock, which wakes the next one directly when it is
+    free (no polling: many waiting threads would otherwise take turns at the GIL that the
+    writer needs); the thread in front then takes the file lock that orders the processes,
+    trying it every millisecond. Each connection has its own open file of the lock.
+    """
 
-def _queue_for_writing(fd: int | None) -> None:
-    """Take the writers' file lock (``fd`` is this connection's own open file, so threads of
-    one process exclude each other too). After the busy timeout, go on without it: SQLite's
-    lock decides, and reports a lock held that long."""
-    if fd is None:
-        return
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def __init__(self, path: str):
+        self.path = path
+        self._pid = -1
+        self._threads = threading.Lock()
+
+    def open(self) -> int:
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def _lock(self) -> threading.Lock:
+        if self._pid != os.getpid():  # a forked child starts with a lock of its own
+            self._pid, self._threads = os.getpid(), threading.Lock()
+        return self._threads
+
+    def enter(self, info: dict) -> None:
+        """Queue for writing. After the busy timeout, go on without the locks: SQLite's own
+        lock decides, and reports a lock held that long."""
+        fd = info.get(_LOCK_FD)
+        if fd is None or info.get(_HELD):
             return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+        threads = self._lock()
+        if not threads.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
+            return
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                info[_HELD] = True
                 return
-            time.sleep(_LOCK_POLL_S)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    threads.release()
+                    return
+                time.sleep(_LOCK_POLL_S)
+
+    def leave(self, info: dict) -> None:
+        if info.pop(_HELD, False):
+            fcntl.flock(info[_LOCK_FD], fcntl.LOCK_UN)
+            self._lock().release()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
