@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import uuid
-from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
 from market.catalog import Learnware, repo
-from market.store import CHUNK_BYTES, ObjectStore, StoreError
+from market.store import ObjectStore, StoreError, copy_to_file
 
 log = logging.getLogger("wharf.store")
 
@@ -62,17 +59,8 @@ def download_package(
     if lw.package_offset is None:
         store.download_to(lw.package_key, path)
         return
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with open_package(store, lw) as src, os.fdopen(fd, "wb") as dst:
-            while chunk := src.read(CHUNK_BYTES):
-                dst.write(chunk)
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with open_package(store, lw) as src:
+        copy_to_file(src, path)
 
 
 def package_url(store: ObjectStore, lw: Learnware | PackageRef, expires_s: int) -> str | None:

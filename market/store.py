@@ -333,18 +333,8 @@ class LocalStore(ObjectStore):
         return _Slice(fh, length)
 
     def download_to(self, key: str, path: str | os.PathLike[str]) -> None:
-        target = Path(path)
         with self.open(key) as src:
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as dst:
-                    while chunk := src.read(CHUNK_BYTES):
-                        dst.write(chunk)
-                os.replace(tmp, target)
-            except BaseException:
-                with suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            copy_to_file(src, path)
 
     def delete(self, key: str) -> None:
         with suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -379,6 +369,22 @@ class LocalStore(ObjectStore):
             raise StoreUnavailable(f"the store directory {self.root} does not exist")
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StoreUnavailable(f"the store directory {self.root} is not writable")
+
+
+def copy_to_file(src: Readable, path: str | os.PathLike[str]) -> None:
+    """Write what ``src`` yields to a local file, whole or not at all (a renamed temporary
+    file beside it)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as dst:
+            while chunk := src.read(CHUNK_BYTES):
+                dst.write(chunk)
+        os.replace(tmp, target)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _fsync_files(paths: list[str]) -> None:

@@ -368,8 +368,26 @@ def test_admin_import_and_export_commands(tmp_path, monkeypatch, capsys):
         get_settings.cache_clear()
 
 
+def _stage(store, prefix: str, bundle: Path, *, batch_size: int):
+    """Stage the bundle directory as its tar upload would be."""
+    from market.bulk import stage_upload
+
+    files = {
+        p.relative_to(bundle).as_posix(): p.read_bytes() for p in bundle.rglob("*") if p.is_file()
+    }
+    return stage_upload(
+        io.BytesIO(tar_of(files)),
+        store,
+        prefix,
+        max_bytes=1 << 24,
+        max_package_bytes=MAX_PACKAGE,
+        max_line_bytes=1 << 20,
+        batch_size=batch_size,
+    )
+
+
 def test_staged_batches_keep_manifest_line_numbers(market, tmp_path):
-    from market.bulk import import_staged_batch, release_staged, stage_upload
+    from market.bulk import import_staged_batch, release_staged
 
     catalog, store, admin_id = market
     bundle = tmp_path / "bundle"
@@ -377,24 +395,7 @@ def test_staged_batches_keep_manifest_line_numbers(market, tmp_path):
     lines = (bundle / MANIFEST).read_text().splitlines()
     lines[2] = lines[2].replace('"size":', '"size":1,"_":')  # a line the importer rejects
     (bundle / MANIFEST).write_text("\n".join([lines[0], "", *lines[1:3], "  ", *lines[3:]]))
-    body = io.BytesIO(
-        tar_of(
-            {
-                p.relative_to(bundle).as_posix(): p.read_bytes()
-                for p in bundle.rglob("*")
-                if p.is_file()
-            }
-        )
-    )
-    staged = stage_upload(
-        body,
-        store,
-        "bulk/t",
-        max_bytes=1 << 24,
-        max_package_bytes=MAX_PACKAGE,
-        max_line_bytes=1 << 20,
-        batch_size=2,
-    )
+    staged = _stage(store, "bulk/t", bundle, batch_size=2)
     assert staged.entries == 5
     assert [(b.first_line, b.entries) for b in staged.batches] == [(1, 2), (4, 2), (7, 1)]
     reports = [
@@ -432,29 +433,12 @@ def test_staged_batches_keep_manifest_line_numbers(market, tmp_path):
 def test_packed_packages_are_read_and_released_with_their_pack(market, tmp_path):
     """A bulk import keeps the packages in its tar: each is read from its byte range, and the
     tar goes with the last learnware that uses it (not while its import may add more)."""
-    from market.bulk import import_staged_batch, release_staged, stage_upload
+    from market.bulk import import_staged_batch, release_staged
     from market.packages import download_package, open_package, release_package
 
     catalog, store, admin_id = market
     made = write_bundle(tmp_path / "bundle", 3)
-    body = io.BytesIO(
-        tar_of(
-            {
-                p.relative_to(tmp_path / "bundle").as_posix(): p.read_bytes()
-                for p in (tmp_path / "bundle").rglob("*")
-                if p.is_file()
-            }
-        )
-    )
-    staged = stage_upload(
-        body,
-        store,
-        "bulk/p",
-        max_bytes=1 << 24,
-        max_package_bytes=MAX_PACKAGE,
-        max_line_bytes=1 << 20,
-        batch_size=10,
-    )
+    staged = _stage(store, "bulk/p", tmp_path / "bundle", batch_size=10)
     with catalog.session() as s:  # the import's job, still running, names its pack
         job = repo.create_job(s, "index", owner_id=admin_id, request=staged.to_dict())
         repo.start_job(s, job.id)
