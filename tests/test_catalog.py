@@ -25,7 +25,6 @@ from market.catalog import (
     LearnwareStatus,
     NameTaken,
     Role,
-    User,
     format_id,
     parse_id,
     repo,
@@ -527,52 +526,3 @@ def test_timestamps_are_aware_utc(catalog: Catalog, owner: int):
             assert abs(datetime.now(UTC) - value) < timedelta(minutes=1)
         with pytest.raises(ValueError, match="timezone-aware"):
             repo.create_token(s, owner, "naive", expires_at=datetime(2030, 1, 1))
-
-
-def test_sqlite_writers_queue_on_a_file_lock(tmp_path):
-    """A write transaction holds ``<db>.writers`` until it ends; reads never take it; many
-    writers at once all get through."""
-    import fcntl
-    import os
-
-    catalog = Catalog.create(f"sqlite:///{tmp_path / 'c.db'}")
-    lock = os.open(tmp_path / "c.db.writers", os.O_RDWR)
-    try:
-
-        def free() -> bool:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            return True
-
-        with catalog.session() as s:
-            repo.create_user(s, "first")
-            assert not free()
-        assert free()
-        with catalog.session(read_only=True) as s:
-            assert s.scalar(select(User.name)) == "first"
-            assert free()
-
-        errors: list[BaseException] = []
-
-        def write(i: int) -> None:
-            try:
-                for j in range(10):
-                    with catalog.session() as s:
-                        repo.create_user(s, f"u{i}-{j}")
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert errors == [] and free()
-        with catalog.session(read_only=True) as s:
-            assert len(s.scalars(select(User.id)).all()) == 61
-    finally:
-        os.close(lock)
-        catalog.dispose()

@@ -176,7 +176,7 @@ def edit(
         job_id = repo.create_job(session, JobKind.check, owner_id=user.id, learnware_id=lw.id).id
     session.commit()
     if old:
-        release_package(session, services.store, *old)
+        _release(services, *old)
     if job_id:
         enqueue_check(services, session, repo.get_job(session, job_id), lw.id)
     session.refresh(lw)
@@ -195,7 +195,7 @@ def delete(services: ServicesDep, session: SessionDep, user: CurrentUser, learnw
     key, offset = lw.package_key, lw.package_offset
     repo.delete_learnware(session, lw.id)
     session.commit()
-    release_package(session, services.store, key, offset)
+    _release(services, key, offset)
     return Response(status_code=204)
 
 
@@ -300,6 +300,13 @@ def _store_package(services: Services, session: Session, f: BinaryIO) -> str:
     except ObjectTooLarge as exc:
         raise Problem(413, str(exc)) from None
     return key
+
+
+def _release(services: Services, key: str, offset: int | None) -> None:
+    """Remove a package no learnware points at any more (after the commit); the look-up is
+    read-only, so it waits for no writer."""
+    with services.catalog.session(read_only=True) as session:
+        release_package(session, services.store, key, offset)
 
 
 def _chunks(stream: Any):

@@ -1,19 +1,14 @@
 """Engines, sessions and the :class:`Catalog` handle.
 
 SQLite is the embedded default and must take writes from several worker processes at once.
-Four settings make that safe and quick:
+Three settings make that safe:
 
 - WAL journal: readers never block the writer, nor the writer the readers;
 - a busy timeout: a writer waits for the lock instead of failing at once;
 - ``BEGIN IMMEDIATE`` for read-write sessions: the write lock is taken when the transaction
   starts. With a plain (deferred) ``BEGIN`` a transaction that reads and then writes must
   upgrade its lock, and SQLite refuses that upgrade at once ("database is locked", no waiting)
-  when another connection has committed in between;
-- writers queue before ``BEGIN IMMEDIATE`` (:class:`_WriterQueue`: a lock among a process's
-  threads, then a file lock beside the database, ``<file>.writers``, among processes), until
-  their transaction ends. SQLite's own wait polls with growing sleeps (up to 100 ms between
-  tries), so a writer often slept long after the lock was free. SQLite's lock still guards
-  the data: this one only orders the writers.
+  when another connection has committed in between.
 
 ``Catalog.session(read_only=True)`` opens a deferred transaction instead, which never blocks
 writers: use it for long reads such as a search worker streaming the accepted specs. On
@@ -25,10 +20,6 @@ Engines must not cross ``fork()``: build the :class:`Catalog` in each worker pro
 
 from __future__ import annotations
 
-import fcntl
-import os
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,9 +36,6 @@ from .errors import CatalogUnavailable
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 _READ_ONLY = "wharf_read_only"
-_LOCK_FD = "wharf_writers_lock_fd"
-_HELD = "wharf_writers_lock_held"
-_LOCK_POLL_S = 0.001
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -66,8 +54,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, **kwargs.pop("connect_args", {})}
         engine = create_engine(parsed, connect_args=connect_args, **kwargs)
-        on_disk = database and database != ":memory:" and not database.startswith("file:")
-        _configure_sqlite(engine, f"{database}.writers" if on_disk else None)
+        _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     if parsed.get_backend_name() == "postgresql":
@@ -75,13 +62,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(parsed, **kwargs)
 
 
-def _configure_sqlite(engine: Engine, writers_lock: str | None) -> None:
-    writers = _WriterQueue(writers_lock) if writers_lock is not None else None
-
+def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, record: Any) -> None:
-        if writers is not None:
-            record.info[_LOCK_FD] = writers.open()
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (see ``_on_begin``): the sqlite3 module's own
         # transaction handling skips BEGIN before SELECTs and SAVEPOINTs. The busy timeout
         # is the ``timeout`` connect argument.
@@ -99,80 +82,7 @@ def _configure_sqlite(engine: Engine, writers_lock: str | None) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get(_READ_ONLY, False)
-        if not read_only and writers is not None:
-            writers.enter(connection.connection.info)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-    if writers is None:
-        return
-
-    # Let the next writer in as the transaction ends, just before its COMMIT (or ROLLBACK):
-    # that one then waits only for the commit itself, on SQLite's lock, and not for a WAL
-    # checkpoint that the commit may run after releasing it. Check-in is a safety net.
-    @event.listens_for(engine, "commit")
-    @event.listens_for(engine, "rollback")
-    def _on_end(connection: Any) -> None:
-        writers.leave(connection.connection.info)
-
-    @event.listens_for(engine, "checkin")
-    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        writers.leave(record.info)
-
-    @event.listens_for(engine, "close")
-    def _on_close(_dbapi_connection: Any, record: Any) -> None:
-        writers.leave(record.info)
-        fd = record.info.pop(_LOCK_FD, None)
-        if fd is not None:
-            os.close(fd)
-
-
-class _WriterQueue:
-    """The order in which an engine's connections write, within and across processes.
-
-    Threads of one process wait on a lock, which wakes the next one directly when it is
-    free (no polling: many waiting threads would otherwise take turns at the GIL that the
-    writer needs); the thread in front then takes the file lock that orders the processes,
-    trying it every millisecond. Each connection has its own open file of the lock.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self._pid = -1
-        self._threads = threading.Lock()
-
-    def open(self) -> int:
-        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-
-    def _lock(self) -> threading.Lock:
-        if self._pid != os.getpid():  # a forked child starts with a lock of its own
-            self._pid, self._threads = os.getpid(), threading.Lock()
-        return self._threads
-
-    def enter(self, info: dict) -> None:
-        """Queue for writing. After the busy timeout, go on without the locks: SQLite's own
-        lock decides, and reports a lock held that long."""
-        fd = info.get(_LOCK_FD)
-        if fd is None or info.get(_HELD):
-            return
-        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-        threads = self._lock()
-        if not threads.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
-            return
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                info[_HELD] = True
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    threads.release()
-                    return
-                time.sleep(_LOCK_POLL_S)
-
-    def leave(self, info: dict) -> None:
-        if info.pop(_HELD, False):
-            fcntl.flock(info[_LOCK_FD], fcntl.LOCK_UN)
-            self._lock().release()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
