@@ -5,9 +5,10 @@
 lines, used by both ways in: :func:`import_bundle` (a bundle directory, ``wharf admin
 import``) and the bulk-import job (:mod:`market.bulk`, one batch per index task). It runs no
 model code; it checks each entry statically (:func:`market.bundle.check_entry` and the
-package's sha256 and size), copies the packages into the store under the keys the API uses
-and inserts the batch in one catalog transaction, change log included. Content already in
-the market (the same sha256) is skipped and reported, never imported twice.
+package's sha256 and size), keeps each package where its caller places it (a new object
+under the API's key layout, or where it already lies in a bulk import's pack) and inserts the
+batch in one catalog transaction, change log included. Content already in the market (the
+same sha256) is skipped and reported, never imported twice.
 """
 
 from __future__ import annotations
