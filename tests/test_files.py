@@ -150,3 +150,16 @@ def test_reading_specs_semantics_and_packages_does_not_import_torch():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_json_through_orjson_keeps_json_behaviour():
+    """The catalog's JSON columns go through orjson; what it refuses falls back to json."""
+    import json
+
+    from specification.jsonio import dump_json, load_json
+
+    value = {"Name": {"Values": "ü"}, "dims": [1, 2], "score": 0.25, "big": 2**70}
+    assert json.loads(dump_json(value)) == value  # the big int went through json
+    assert load_json(dump_json({"a": [1.5, None]})) == {"a": [1.5, None]}
+    assert json.loads(dump_json({1: "x"})) == {"1": "x"}  # keys become strings, as in json
+    assert load_json("[NaN]")[0] != load_json("[NaN]")[0]  # json's NaN, which orjson refuses
