@@ -68,8 +68,8 @@ def _cpu_seconds(pids: set[int]) -> float:
 
 def _cpu_ticks() -> tuple[int, int]:
     """The machine's (total, steal) CPU time so far, in clock ticks (``/proc/stat``)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields), fields[7]
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields), fields[7]  # user … steal (guest time is already in user)
 
 
 def _wait_for_workers(market: LocalMarket, workers: int, timeout: float = 90.0) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import json
 import os
 import tarfile
 import tempfile
@@ -37,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from market.catalog import Catalog
 from market.store import ObjectStore, StoreError
+from specification.jsonio import dump_json, load_json
 
 from .bundle import MANIFEST, BundleError, Entry, EntryRejected, clean_path
 from .packages import release_pack
@@ -134,7 +134,7 @@ def stage_upload(
             "members": {name: [info.offset_data, info.size] for name, info in files.items()},
         }
         stored.append(f"{prefix}/{MEMBERS}")
-        store.put(stored[-1], io.BytesIO(json.dumps(index, separators=(",", ":")).encode()))
+        store.put(stored[-1], io.BytesIO(dump_json(index).encode()))
     except BaseException:
         _delete(store, stored)
         raise
@@ -371,7 +371,7 @@ _cached: dict[str, Any] = {}
 def _index(store: ObjectStore, prefix: str) -> dict[str, Any]:
     if _cached.get("index_prefix") != prefix:
         with store.open(f"{prefix}/{MEMBERS}") as fh:
-            _cached["index"] = json.loads(fh.read())
+            _cached["index"] = load_json(fh.read())
         _cached["index_prefix"] = prefix
     return _cached["index"]
 
