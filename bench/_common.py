@@ -18,6 +18,9 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
@@ -51,6 +54,40 @@ def source_digest() -> str:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
+
+
+def descendants(roots: set[int]) -> set[int]:
+    """The processes started under ``roots`` (same session: LocalMarket starts each child in
+    a session of its own, and Celery's pool processes stay in it)."""
+    found = set(roots)
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) in roots:  # the session id
+            found.add(int(name))
+    return found
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    """User + system time the processes ``pids`` have spent so far, in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / _TICK
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """The machine's (total, steal) CPU time so far, in clock ticks (``/proc/stat``)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields), fields[7]  # user … steal (guest time is already in user)
 
 
 def load_average() -> str:

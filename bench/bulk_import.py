@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import load_average, table, write_results
+from bench._common import cpu_seconds, cpu_ticks, descendants, load_average, table, write_results
 from cli.bulk import pack_bundle
 from cli.serve import LocalMarket
 from client import WharfClient
@@ -36,40 +36,6 @@ from market.settings import Settings
 from specification import RKME
 
 TARGET = 2000.0  # learnwares per second, end to end
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _descendants(roots: set[int]) -> set[int]:
-    """The processes started under ``roots`` (same session: LocalMarket starts each child in
-    a session of its own, and Celery's pool processes stay in it)."""
-    found = set(roots)
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) in roots:  # the session id
-            found.add(int(name))
-    return found
-
-
-def _cpu_seconds(pids: set[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-    return total / _TICK
-
-
-def _cpu_ticks() -> tuple[int, int]:
-    """The machine's (total, steal) CPU time so far, in clock ticks (``/proc/stat``)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return sum(fields), fields[7]  # user … steal (guest time is already in user)
 
 
 def _wait_for_workers(market: LocalMarket, workers: int, timeout: float = 90.0) -> None:
@@ -102,17 +68,17 @@ def run_once(
             WharfClient(market.url, market.token, timeout=600) as client,
         ):
             _wait_for_workers(market, workers)
-            pids = _descendants({p.pid for p in market.procs})
-            cpu0 = _cpu_seconds(pids)
-            ticks0 = _cpu_ticks()
+            pids = descendants({p.pid for p in market.procs})
+            cpu0 = cpu_seconds(pids)
+            ticks0 = cpu_ticks()
             t0 = time.perf_counter()
             accepted = client.bulk_import(tar, trusted=True)
             t1 = time.perf_counter()
             while (job := client.job(accepted["job_id"]))["state"] not in ("succeeded", "failed"):
                 time.sleep(0.1)
             t2 = time.perf_counter()
-            cpu = _cpu_seconds(_descendants({p.pid for p in market.procs}) | pids) - cpu0
-            ticks = [b - a for a, b in zip(ticks0, _cpu_ticks(), strict=True)]
+            cpu = cpu_seconds(descendants({p.pid for p in market.procs}) | pids) - cpu0
+            ticks = [b - a for a, b in zip(ticks0, cpu_ticks(), strict=True)]
             if job["state"] != "succeeded" or job["result"]["imported"] != n:
                 raise RuntimeError(f"the import did not import everything: {job}")
             catalog = Catalog(Settings(data_dir=data_dir).catalog_url)
