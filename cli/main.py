@@ -9,6 +9,7 @@ from client import WharfError
 from specification import SpecificationError
 
 from . import bulk, demo, market, serve, spec
+from .serve import MarketNotStarted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecificationError, WharfError) as exc:
+    except (SpecificationError, WharfError, MarketNotStarted) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

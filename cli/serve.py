@@ -25,6 +25,10 @@ from workers.recovery import requeue_interrupted_checks
 TOKEN_FILE = "admin-token"
 
 
+class MarketNotStarted(RuntimeError):
+    """The market's processes could not be started; the message says why."""
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start a whole market on this machine (embedded by default)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -126,6 +130,15 @@ class LocalMarket:
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
         settings = Settings(data_dir=self.data_dir)
+        if self.n_workers:
+            from market.checker.sandbox import unavailable_reason
+
+            problem = unavailable_reason(settings)
+            if problem is not None:  # the workers would refuse to start, and say so in a log
+                raise MarketNotStarted(
+                    f"the workers cannot check submissions here: {problem}. Submitted models "
+                    "only run in the sandbox (development only: WHARF_ALLOW_UNSANDBOXED=true)"
+                )
         catalog = Catalog.create(settings.catalog_url)
         self.token = ensure_admin(catalog, self.data_dir, settings.token_max_days)
         self.requeued = requeue_interrupted_checks(catalog, make_celery(settings))
@@ -167,7 +180,7 @@ class LocalMarket:
             for p in self.procs:
                 if p.poll() is not None:
                     self.stop()
-                    raise RuntimeError(
+                    raise MarketNotStarted(
                         f"a market process exited early; see {self.data_dir / 'logs'}"
                     )
             try:
@@ -177,7 +190,7 @@ class LocalMarket:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"the market did not become ready in {timeout} s")
+        raise MarketNotStarted(f"the market did not become ready in {timeout} s")
 
     def stop(self) -> None:
         for p in self.procs:

@@ -26,6 +26,7 @@ from market.checker import CheckLog, check_submission
 from market.checker.bubblewrap import SHIM
 from market.checker.envs import requirements_env
 from market.checker.requirements import conda_to_pip, plan_requirements
+from market.checker.sandbox import SandboxUnavailable, unavailable_reason
 from market.settings import Settings
 from specification import RKME, dumps_spec
 from specification.package import Requirements, write_package
@@ -825,9 +826,19 @@ def test_without_bwrap_untrusted_code_is_refused(market: Market) -> None:
             def predict(self, X):
                 return X[:, :1]
     """
-    report = market.check(market.package(source), bwrap_path=market.tmp / "no-such-bwrap")
-    assert_rejected(report, "sandbox unavailable", "never run without it")
+    # The worker's fault, not the package's: no verdict (the task retries, then fails its job).
+    with pytest.raises(SandboxUnavailable, match="never run without it"):
+        market.check(market.package(source), bwrap_path=market.tmp / "no-such-bwrap")
     assert not marker.exists()
+
+
+def test_the_sandbox_is_probed_as_the_settings_require(tmp_path, monkeypatch) -> None:
+    assert unavailable_reason(Settings(data_dir=tmp_path)) is None  # bwrap works here
+    off = Settings(data_dir=tmp_path, sandbox="none")
+    assert "switched off" in unavailable_reason(off)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    assert "not installed" in unavailable_reason(Settings(data_dir=tmp_path))
+    assert unavailable_reason(Settings(data_dir=tmp_path, allow_unsandboxed=True)) is None
 
 
 def test_unsandboxed_development_mode_runs_with_a_loud_warning(market: Market) -> None:

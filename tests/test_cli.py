@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,48 @@ def test_fit_and_check_images_and_texts(tmp_path, capsys):
     np.save(table, np.ones((5, 2)))
     assert main(["spec", "fit", str(table), "-o", str(out), "--type", "image"]) == 1
     assert "images must have shape" in capsys.readouterr().err
+
+
+def test_a_market_without_a_sandbox_does_not_start(tmp_path, monkeypatch, capsys):
+    for name in [k for k in os.environ if k.startswith("WHARF_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    assert main(["up", "--data-dir", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert "error: the workers cannot check submissions here" in err
+    assert "bubblewrap (bwrap) is not installed" in err
+    assert not (tmp_path / "m" / "logs" / "worker0.log").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("queues", ["check", "check,search,index"])
+def test_a_check_worker_without_a_sandbox_refuses_to_start(tmp_path, queues):
+    from cli.serve import worker_command
+
+    env = {**os.environ, "WHARF_DATA_DIR": str(tmp_path), "PATH": str(tmp_path)}
+    done = subprocess.run(
+        worker_command(queues, 1, None), env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    out = done.stdout + done.stderr
+    assert "this worker cannot take checks" in out and "bwrap) is not installed" in out, out
+
+
+def test_a_worker_for_other_queues_starts_without_a_sandbox(tmp_path):
+    from cli.serve import worker_command
+
+    env = {**os.environ, "WHARF_DATA_DIR": str(tmp_path), "PATH": str(tmp_path)}
+    proc = subprocess.Popen(
+        worker_command("search,index", 1, None),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in proc.stdout:  # until the worker says it is ready (or exits)
+            if " ready." in line:
+                break
+        assert proc.poll() is None, "the worker exited"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

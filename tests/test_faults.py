@@ -24,6 +24,9 @@ from market.catalog import Catalog, repo
 from market.settings import Settings
 from specification import RKME
 from specification.files import dumps_spec
+from workers.app import make_celery
+from workers.recovery import requeue_interrupted_checks
+from workers.tasks import SANDBOX_RETRIES
 
 pytestmark = pytest.mark.slow
 
@@ -146,6 +149,45 @@ def test_a_worker_killed_mid_check_still_finishes_the_job_once(
             assert [lid for _, lid in adds] == [repo.parse_id(sub["learnware_id"])]
     finally:
         redis.stop()
+
+
+def test_a_check_worker_that_loses_its_sandbox_rejects_nothing(
+    examples, tmp_path, embedded, monkeypatch
+):
+    """bubblewrap disappears from a running check worker: the check goes back to the queue,
+    then its job fails saying why; the learnware stays pending (not rejected), and is accepted
+    once the sandbox is back and its check is queued again."""
+    bwrap = shutil.which("bwrap")
+    assert bwrap, "bubblewrap is not installed (scripts/services installs it)"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "bwrap").symlink_to(bwrap)
+    monkeypatch.setenv("PATH", str(bindir))  # the market's only bwrap
+    ex = examples[0]
+    with LocalMarket(tmp_path / "m", workers=1) as m, WharfClient(m.url, m.token) as c:
+        settings = Settings(data_dir=m.data_dir)
+        celery = make_celery(settings)
+        deadline = time.monotonic() + 60
+        while not celery.control.ping(timeout=1.0):  # the worker has started (sandbox probed)
+            assert time.monotonic() < deadline, "the worker did not start"
+        (bindir / "bwrap").unlink()
+        sub = c.submit(ex.package, ex.semantic)
+        deadline = time.monotonic() + 120
+        while (job := c.job(sub["job_id"]))["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+        assert job["state"] == "failed" and "sandbox unavailable" in job["error"], job
+        assert job["attempts"] == 1 + SANDBOX_RETRIES
+        assert c.learnware(sub["learnware_id"])["status"] == "pending"
+
+        (bindir / "bwrap").symlink_to(bwrap)
+        catalog = Catalog(settings.catalog_url)
+        assert requeue_interrupted_checks(catalog, celery) == [sub["learnware_id"]]
+        deadline = time.monotonic() + 120
+        while (status := c.learnware(sub["learnware_id"])["status"]) in ("pending", "checking"):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert status == "accepted"
 
 
 def test_redis_restarted_the_api_answers_503_then_recovers(

@@ -12,18 +12,19 @@ from pathlib import Path
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
 
 from market import logs
 from market.catalog import Catalog, LearnwareStatus, repo
 from market.checker import check_submission
+from market.checker.sandbox import SandboxUnavailable, unavailable_reason
 from market.packages import PackageRef, download_package
 from market.settings import get_settings
 from market.store import make_store
 from specification.files import dumps_spec
 
 from . import bulk  # noqa: F401 (registers the bulk-import tasks)
-from .app import CHECK_TASK, SEARCH_TASK, app
+from .app import CHECK_QUEUE, CHECK_TASK, SEARCH_TASK, app
 from .retry import RETRY
 from .searching import run_search
 
@@ -38,6 +39,27 @@ settings = get_settings()
 @after_setup_task_logger.connect
 def _log_format(logger, **_) -> None:
     logs.configure(settings, logger)
+
+
+#: A check that finds no working sandbox goes back to the queue (another worker may have one)
+#: this many times, this many seconds apart; then its job fails and the learnware stays pending.
+SANDBOX_RETRIES = 2
+SANDBOX_RETRY_S = 10
+
+
+@worker_init.connect
+def _refuse_checks_without_a_sandbox(sender, **_) -> None:
+    """A worker that would take checks starts only where it can run submitted models in the
+    sandbox: otherwise each check it took would fail for the worker's fault."""
+    if CHECK_QUEUE not in sender.app.amqp.queues.consume_from:
+        return
+    problem = unavailable_reason(settings)
+    if problem is not None:
+        raise SystemExit(
+            f"this worker cannot take checks (the {CHECK_QUEUE!r} queue): {problem}. Fix the "
+            "sandbox (deploy/README.md, 'Check workers: the sandbox'), or give the worker "
+            "other queues (--queues search,index)"
+        )
 
 
 @cache
@@ -69,11 +91,12 @@ class JobTask(Task):
 @app.task(
     name=CHECK_TASK,
     base=JobTask,
+    bind=True,
     soft_time_limit=settings.check_soft_time_limit_s,
     time_limit=settings.check_time_limit_s,
     **RETRY,
 )
-def check(job_id: str, learnware_id: int) -> str:
+def check(self: Task, job_id: str, learnware_id: int) -> str:
     with catalog().session() as s:
         job = repo.start_job(s, job_id)
         if job is None:
@@ -107,6 +130,9 @@ def check(job_id: str, learnware_id: int) -> str:
                 f"rejected: the check exceeded {settings.check_soft_time_limit_s} s\n",
             )
             report = None
+        except SandboxUnavailable as exc:
+            retry = self.retry(exc=exc, countdown=SANDBOX_RETRY_S, max_retries=SANDBOX_RETRIES)
+            raise retry from exc
     status = LearnwareStatus.accepted if accepted else LearnwareStatus.rejected
     with catalog().session() as s:
         repo.finish_check(

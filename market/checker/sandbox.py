@@ -53,6 +53,28 @@ class SandboxUnavailable(RuntimeError):
     """The sandbox cannot run here and running without it is not allowed."""
 
 
+def unavailable_reason(settings: Settings) -> str | None:
+    """Why this machine cannot run submitted models as ``settings`` require, or ``None``.
+
+    Check workers ask before they take any work: a host without a working bubblewrap would
+    otherwise fail every check it is given, which is the worker's fault, not the packages'.
+    """
+    if settings.allow_unsandboxed:
+        return None
+    if settings.sandbox != "bwrap":
+        return (
+            "the sandbox is switched off (WHARF_SANDBOX=none) and running submitted code "
+            "without it is not allowed (WHARF_ALLOW_UNSANDBOXED is false)"
+        )
+    bwrap = bubblewrap.find()
+    if bwrap is None:
+        return "bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap)"
+    problem = bubblewrap.probe(bwrap)
+    if problem is not None:
+        return f"bubblewrap at {bwrap} cannot create its namespaces here: {problem}"
+    return None
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
     """What one model run may use.

@@ -97,7 +97,8 @@ def check_submission(
     bwrap_path: the bubblewrap executable; by default ``bwrap`` on ``PATH``.
 
     Raises only for faults of the worker itself, such as an unwritable ``work_dir`` or
-    ``envs_dir``.
+    ``envs_dir``, or :class:`~market.checker.sandbox.SandboxUnavailable` when the model
+    cannot be run in the sandbox here (the submission is then neither accepted nor rejected).
     """
     log = log if log is not None else CheckLog()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,7 @@ def _step(log: CheckLog, what: str) -> Iterator[None]:
     submission that trips a checker bug cannot become a task retried for ever."""
     try:
         yield
-    except _Rejected:
+    except (_Rejected, sandbox.SandboxUnavailable):
         raise
     except OSError:
         raise  # the worker's disk: not the submission's fault
@@ -311,7 +312,7 @@ def _run_model(
         )
     except sandbox.SandboxUnavailable as exc:
         log.fail(str(exc))
-        raise _Rejected from None
+        raise  # the worker's fault, not the package's: no verdict
     stopped = run.describe(limits)
     log.info(
         f"model run finished in {run.wall_s:.1f} s with exit status {run.exit_code}"
