@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -249,11 +250,17 @@ def test_a_market_without_a_sandbox_does_not_start(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "m" / "logs" / "worker0.log").exists()  # nothing was started
 
 
+def _without_bwrap(tmp_path) -> dict[str, str]:
+    """An environment of the default (embedded) market in ``tmp_path``, with no bwrap on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
+    return {**env, "WHARF_DATA_DIR": str(tmp_path), "PATH": str(tmp_path)}
+
+
 @pytest.mark.parametrize("queues", ["check", "check,search,index"])
 def test_a_check_worker_without_a_sandbox_refuses_to_start(tmp_path, queues):
     from cli.serve import worker_command
 
-    env = {**os.environ, "WHARF_DATA_DIR": str(tmp_path), "PATH": str(tmp_path)}
+    env = _without_bwrap(tmp_path)
     done = subprocess.run(
         worker_command(queues, 1, None), env=env, capture_output=True, text=True, timeout=120
     )
@@ -265,19 +272,21 @@ def test_a_check_worker_without_a_sandbox_refuses_to_start(tmp_path, queues):
 def test_a_worker_for_other_queues_starts_without_a_sandbox(tmp_path):
     from cli.serve import worker_command
 
-    env = {**os.environ, "WHARF_DATA_DIR": str(tmp_path), "PATH": str(tmp_path)}
     proc = subprocess.Popen(
         worker_command("search,index", 1, None),
-        env=env,
+        env=_without_bwrap(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    watchdog = threading.Timer(120, proc.kill)  # a worker that never gets ready fails the test
+    watchdog.start()
     try:
         for line in proc.stdout:  # until the worker says it is ready (or exits)
             if " ready." in line:
                 break
         assert proc.poll() is None, "the worker exited"
     finally:
+        watchdog.cancel()
         proc.terminate()
         proc.wait(timeout=30)
