@@ -137,6 +137,22 @@ def test_console_entry_point(tmp_path, csv_file):
     assert abs(float(res.stdout)) < 1e-12
 
 
+def test_a_command_leaves_no_market_folders_in_its_directory(tmp_path):
+    """Importing the Celery app (every ``wharf`` command does) makes no broker or result
+    folders: only a market's processes do, when they first use them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    res = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_admin_migrate_and_bootstrap(tmp_path, monkeypatch, capsys):
     from market.catalog import Catalog, Role, repo
     from market.settings import get_settings

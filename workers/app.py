@@ -22,7 +22,10 @@ BULK_FINISH_TASK = "wharf.bulk.finish"
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("wharf", broker=settings.broker, backend=settings.results)
+    results = settings.results
+    if results.startswith("file://"):  # the same backend, making its folder on first use
+        results = "workers.fsbroker:ResultBackend+" + results
+    app = Celery("wharf", broker=settings.broker, backend=results)
     app.conf.update(
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],
         task_default_queue=CHECK_QUEUE,
@@ -57,8 +60,6 @@ def make_celery(settings: Settings) -> Celery:
     if settings.broker.startswith("filesystem"):
         queue_dir = settings.broker_folder / "queue"
         control_dir = settings.broker_folder / "control"
-        for path in (queue_dir, control_dir, settings.data_dir / "results"):
-            path.mkdir(parents=True, exist_ok=True)
         app.conf.broker_transport = "workers.fsbroker:Transport"  # messages written atomically
         app.conf.broker_transport_options = {
             "data_folder_in": str(queue_dir),

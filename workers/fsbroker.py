@@ -14,6 +14,10 @@ chord's end is polled by publishing a task every fraction of a second). Here a m
 written under a name consumers skip and renamed into place once complete, and taken by a
 rename into a folder beside the queue's, on the same file system: one worker wins, and it
 reads a complete file.
+
+The broker's folders, and those of the file result backend (:class:`ResultBackend`), are made
+when they are first used, not when the Celery app is built: a command that only imports the
+app (``wharf --help``, a search of a remote market) leaves nothing in its working directory.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import uuid
 from queue import Empty
 from time import monotonic
 
+from celery.backends.filesystem import FilesystemBackend
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
@@ -34,6 +39,11 @@ CLAIMED = "claimed"
 
 
 class Channel(filesystem.Channel):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for folder in (self.data_folder_in, self.data_folder_out, self.control_folder):
+            os.makedirs(folder, exist_ok=True)
+
     def _put(self, queue, payload, **kwargs):
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
@@ -71,3 +81,11 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+
+class ResultBackend(FilesystemBackend):
+    """Celery's file result backend, which makes its folder when it is first used."""
+
+    def _do_directory_test(self, key):
+        os.makedirs(self.path, exist_ok=True)
+        super()._do_directory_test(key)
