@@ -53,6 +53,11 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 
 
+def pack_key(prefix: str) -> str:
+    """The stored tar of the staged bundle ``prefix``: the pack of the learnwares it imports."""
+    return f"{prefix}/{BUNDLE}"
+
+
 @dataclass(frozen=True)
 class StagedBatch:
     """``entries`` manifest lines from line ``first_line`` on: bytes ``start`` to ``end`` of
@@ -72,8 +77,7 @@ class StagedBundle:
 
     @property
     def pack(self) -> str:
-        """The stored tar: the pack of the learnwares the job imports."""
-        return f"{self.prefix}/{BUNDLE}"
+        return pack_key(self.prefix)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,7 +113,7 @@ def stage_upload(
     report them one by one.
     """
     source = upload
-    stored = [f"{prefix}/{BUNDLE}"]
+    stored = [pack_key(prefix)]
     try:
         source = _plain_tar(upload, max_bytes)
         # The tar is stored from a second thread while this one checks it: the copy is I/O
@@ -332,7 +336,7 @@ def import_staged_batch(
             if line.strip()
         ]
         members = index["members"]
-        pack = f"{prefix}/{BUNDLE}"
+        pack = pack_key(prefix)
 
         def read_package(name: str, size: int) -> bytes:
             where = members.get(name)
@@ -378,7 +382,7 @@ def _index(store: ObjectStore, prefix: str) -> dict[str, Any]:
 
 def _open_bundle(store: ObjectStore, prefix: str) -> BinaryIO:
     """The staged tar as a seekable file."""
-    key = f"{prefix}/{BUNDLE}"
+    key = pack_key(prefix)
     source = store.open(key)
     if getattr(source, "seekable", lambda: False)():
         return source
@@ -414,4 +418,4 @@ def release_staged(s: Session, store: ObjectStore, prefix: str) -> None:
         store.delete(f"{prefix}/{MEMBERS}")
     except StoreError:
         pass  # an orphan under bulk/ wastes space but misleads nobody
-    release_pack(s, store, f"{prefix}/{BUNDLE}")
+    release_pack(s, store, pack_key(prefix))

@@ -44,6 +44,12 @@ def _store():
     return store()
 
 
+def _release(prefix: str) -> None:
+    """Release the job's staged bundle once the job has ended (its end committed)."""
+    with _catalog().session(read_only=True) as s:
+        release_staged(s, _store(), prefix)
+
+
 class _JobEnded(Exception):
     """The job ended while a batch was being imported."""
 
@@ -63,8 +69,7 @@ class BulkTask(Task):
             job = repo.get_job(s, job_id)
             prefix = (job.request or {}).get("prefix") if job is not None else None
         if prefix:
-            with _catalog().session(read_only=True) as s:
-                release_staged(s, _store(), prefix)
+            _release(prefix)
 
 
 @app.task(
@@ -144,8 +149,7 @@ def finish(results: list[dict], job_id: str) -> str:
         prefix = (job.request or {}).get("prefix") if job is not None else None
         done = repo.finish_job(s, job_id, summary)
     if prefix:
-        with _catalog().session(read_only=True) as s:
-            release_staged(s, _store(), prefix)
+        _release(prefix)
     forget_bundle()
     log.info(
         "bulk import %s: %d imported, %d duplicates, %d rejected",

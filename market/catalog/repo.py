@@ -563,8 +563,8 @@ def replace_package(
 def delete_learnware(s: Session, learnware_id: int) -> Learnware | None:
     """Delete a learnware (its jobs keep a NULL ``learnware_id``); returns the deleted row.
 
-    The caller releases its package after the commit (:func:`market.packages.release_package`). The
-    id is never handed out again.
+    The caller releases its package after the commit
+    (:func:`market.packages.release_package`). The id is never handed out again.
     """
     lw = s.get(Learnware, learnware_id, with_for_update=True, populate_existing=True)
     if lw is None:
