@@ -45,9 +45,11 @@ Differences from the reference, all deliberate: γ must match (the reference com
 of different γ); the Gram matrix of the mixture pool and the user's inner products are
 computed once per search, on centred points (no GEMM cancellation), and each QP is
 warm-started from the previous round's weights; ``learnware_id`` filtering is not
-implemented. For image specs the Gram matrix of the mixture pool is filled a column at a time,
-only for the members the greedy search picks (an NNGP block costs far more than a Gaussian
-one), and the user's inner products come from the single distances already computed.
+implemented; the semantic stage compares a requirement's name on its first 100 characters and
+learnwares' names and descriptions on their first 10,000 (the market's bounds on new text).
+For image specs the Gram matrix of the mixture pool is filled a column at a time, only for
+the members the greedy search picks (an NNGP block costs far more than a Gaussian one), and
+the user's inner products come from the single distances already computed.
 
 A search worker keeps one :class:`SpecPartition` per (spec type, feature shape, γ) and passes
 it to :func:`search`, so learnwares' self inner products and stacked points are computed once,
@@ -72,7 +74,12 @@ from specification.kernel import map_ranges
 from specification.mmd import SpecBank
 from specification.qp import solve_simplex_qp
 from specification.rkme import RKME, same_gamma
-from specification.semantic import SemanticSpec, tags_match
+from specification.semantic import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_REQUIREMENT_NAME_CHARS,
+    SemanticSpec,
+    tags_match,
+)
 from specification.text import TEXT_SPEC_TYPE, languages_cover
 
 #: Fuzzy name matches need at least this ``partial_ratio`` (0–100), as in the reference.
@@ -291,13 +298,25 @@ def semantic_matches(
 
 def fuzzy_name_matches(name: str, texts: Sequence[tuple[str, str]]) -> list[int]:
     """Positions in ``texts`` (lower-cased name and description pairs) that a lower-cased
-    requirement ``name`` selects: those containing it, else the fuzzy matches, best first."""
+    requirement ``name`` selects: those containing it, else the fuzzy matches, best first.
+
+    Only the first ``MAX_REQUIREMENT_NAME_CHARS`` of the name and ``MAX_DESCRIPTION_CHARS``
+    of each text take part: ``partial_ratio`` costs more than the product of the lengths (a
+    6,000-character name against one 6,000-character description took 10 s), and stored
+    learnwares may predate those bounds. Within them the answer is the reference's.
+    """
+    name = name[:MAX_REQUIREMENT_NAME_CHARS]
+    texts = [(n[:MAX_DESCRIPTION_CHARS], d[:MAX_DESCRIPTION_CHARS]) for n, d in texts]
     exact = [i for i, (n, d) in enumerate(texts) if name in n or name in d]
     if exact:
         return exact
     scored = []
     for i, (n, d) in enumerate(texts):
-        score = max(fuzz.partial_ratio(name, n), fuzz.partial_ratio(name, d))
+        # Below the cutoff rapidfuzz gives up early and answers 0; above it, the exact score.
+        score = max(
+            fuzz.partial_ratio(name, n, score_cutoff=FUZZY_MIN_SCORE),
+            fuzz.partial_ratio(name, d, score_cutoff=FUZZY_MIN_SCORE),
+        )
         if score >= FUZZY_MIN_SCORE:
             scored.append((score, i))
     scored.sort(key=lambda sc: sc[0], reverse=True)  # stable: ties keep the given order

@@ -18,6 +18,9 @@ A spec comes from three places, each with its own entry point:
   empty and ``Class`` keys list several acceptable values, but every value given must come
   from the vocabulary.
 
+:func:`check_text_lengths` bounds the ``Name`` and ``Description`` the market takes in (both
+kinds of spec); what it already stores is never refused for their length.
+
 :func:`tags_match` is the tag filter of semantic search.
 """
 
@@ -77,6 +80,18 @@ LICENSES: tuple[str, ...] = (
 )
 #: Given to a stored spec written before ``License`` existed (the reference's DB reload does so).
 DEFAULT_LICENSE = "Apache-2.0"
+
+#: The longest ``Name`` and ``Description`` a submission or an edit may carry: the deployed
+#: market's bounds (its minimums of 5 and 10 characters are not applied: the reference takes
+#: any non-blank text, and a short name costs nothing).
+MAX_NAME_CHARS = 50
+MAX_DESCRIPTION_CHARS = 10_000
+#: The longest ``Name`` and ``Description`` of a search requirement. The name is matched
+#: against every tagged learnware's name and description, at a cost that grows faster than
+#: the product of the two lengths, so it is kept short; a little longer than a learnware's
+#: name, to let a user look for a phrase of a description.
+MAX_REQUIREMENT_NAME_CHARS = 100
+MAX_REQUIREMENT_DESCRIPTION_CHARS = 10_000
 
 #: The allowed values of each ``Class``/``Tag`` key.
 VOCABULARIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
@@ -346,6 +361,31 @@ def check_semantic_spec(spec: Mapping[str, Any] | SemanticSpec) -> SemanticSpec:
     if not isinstance(spec, SemanticSpec):
         spec = SemanticSpec._parse(spec, legacy_license=False)
     return spec.validate_submission()
+
+
+def check_text_lengths(spec: SemanticSpec, *, requirement: bool = False) -> SemanticSpec:
+    """Refuse a ``Name`` or ``Description`` over the market's bounds; return ``spec``.
+
+    Applied to the text the market receives (a submission, an edit, a search requirement),
+    never to what it already stores: learnwares accepted before the bounds existed keep being
+    listed, checked and found, and the search compares only the first characters of their
+    text (:func:`market.search.fuzzy_name_matches`).
+    """
+    bounds = (
+        (MAX_REQUIREMENT_NAME_CHARS, MAX_REQUIREMENT_DESCRIPTION_CHARS)
+        if requirement
+        else (MAX_NAME_CHARS, MAX_DESCRIPTION_CHARS)
+    )
+    for key, bound in zip(("Name", "Description"), bounds, strict=True):
+        entry = getattr(spec, key)
+        if entry is not None and len(entry.Values) > bound:
+            what = "a search requirement's" if requirement else "a learnware's"
+            raise SemanticSpecError(
+                f"{key}.Values",
+                f"is {len(entry.Values):,} characters long; {what} {key} may have at most "
+                f"{bound:,}",
+            )
+    return spec
 
 
 def tags_match(requirement: SemanticSpec, learnware: SemanticSpec) -> bool:

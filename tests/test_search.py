@@ -13,6 +13,7 @@ from market.search import (
     SearchResult,
     SpecPartition,
     convert_dist_to_score,
+    fuzzy_name_matches,
     greedy_mixture,
     inner_product_matrix,
     reference_scores,
@@ -21,7 +22,12 @@ from market.search import (
 )
 from specification import RKME, SpecificationError
 from specification.qp import solve_simplex_qp
-from specification.semantic import SemanticSpec, generate_semantic_spec
+from specification.semantic import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_REQUIREMENT_NAME_CHARS,
+    SemanticSpec,
+    generate_semantic_spec,
+)
 
 
 # -- helpers and oracles -------------------------------------------------------------------
@@ -162,6 +168,23 @@ def test_fuzzy_matches_are_sorted_by_score():
     ]
     # partial_ratio 88.9, below 75, 94.7 (description), 90.0
     assert ids(semantic_matches(market, requirement(name="Regression"))) == ["94.7", "90.0", "88.9"]
+
+
+def test_names_and_descriptions_are_compared_on_their_bounded_prefixes():
+    # Stored before the bounds on text: a description far longer than a new one may be.
+    long = "x" * MAX_DESCRIPTION_CHARS + " boston housing"
+    market = [
+        Candidate("short", lw_semantic("housing prices", "boston housing regression"), None),
+        Candidate("long", lw_semantic("model", long), None),
+    ]
+    # Past the first 10,000 characters nothing is compared: only the short one contains it.
+    assert fuzzy_name_matches("boston housing", [("model", long.lower())]) == []
+    assert ids(semantic_matches(market, requirement(name="boston housing"))) == ["short"]
+    # A name over its bound (a search queued before it existed) counts by its first
+    # MAX_REQUIREMENT_NAME_CHARS characters, which this learnware's name contains.
+    name = "housing prices" + "!" * 6000
+    prefix = name[:MAX_REQUIREMENT_NAME_CHARS]
+    assert fuzzy_name_matches(name, [(f"the {prefix} model", "")]) == [0]
 
 
 # -- statistical stage ---------------------------------------------------------------------

@@ -16,11 +16,16 @@ from specification.semantic import (
     FIELD_TYPES,
     LIBRARIES,
     LICENSES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_NAME_CHARS,
+    MAX_REQUIREMENT_DESCRIPTION_CHARS,
+    MAX_REQUIREMENT_NAME_CHARS,
     SCENARIOS,
     TASK_TYPES,
     VOCABULARIES,
     SemanticSpec,
     check_semantic_spec,
+    check_text_lengths,
     generate_semantic_spec,
     tags_match,
 )
@@ -302,6 +307,31 @@ def test_input_output_only_required_where_the_reference_requires_them():
     with pytest.raises(SemanticSpecError) as info:
         check_semantic_spec(d)
     assert info.value.field == "Input.Description.3"
+
+
+@pytest.mark.parametrize(
+    ("key", "bound", "requirement"),
+    [
+        ("Name", MAX_NAME_CHARS, False),
+        ("Description", MAX_DESCRIPTION_CHARS, False),
+        ("Name", MAX_REQUIREMENT_NAME_CHARS, True),
+        ("Description", MAX_REQUIREMENT_DESCRIPTION_CHARS, True),
+    ],
+)
+def test_names_and_descriptions_the_market_takes_in_are_bounded(key, bound, requirement):
+    d = digits_spec()
+    d[key]["Values"] = "x" * bound
+    spec = SemanticSpec.from_dict(d, requirement=requirement)
+    assert check_text_lengths(spec, requirement=requirement) is spec
+    d[key]["Values"] = "x" * (bound + 1)
+    spec = SemanticSpec.from_dict(d, requirement=requirement)
+    with pytest.raises(SemanticSpecError) as info:
+        check_text_lengths(spec, requirement=requirement)
+    assert info.value.field == f"{key}.Values"
+    assert f"may have at most {bound:,}" in info.value.reason
+    # What the market stores is never refused for its length: only new text is bounded.
+    if not requirement:
+        assert check_semantic_spec(d).to_dict()[key]["Values"] == "x" * (bound + 1)
 
 
 def test_check_accepts_a_parsed_spec():

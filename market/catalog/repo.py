@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, undefer
 
-from specification.semantic import SemanticSpec
+from specification.semantic import MAX_DESCRIPTION_CHARS, SemanticSpec
 
 from .errors import DuplicateContent, LearnwareNotFound, NameTaken
 from .models import (
@@ -624,10 +624,14 @@ def semantic_candidates(
 ) -> list[tuple[int, str | None, str | None]]:
     """``(id, name, description)`` of the accepted learnwares passing a requirement's tag
     filter (:func:`specification.semantic.tags_match`, in SQL), by id; name and description
-    are ``None`` unless ``with_text``."""
+    are ``None`` unless ``with_text``, and cut to the part the search compares (a learnware
+    stored before the bounds on text may have megabytes of it)."""
     columns = [Learnware.id]
     if with_text:
-        columns += [Learnware.name, Learnware.description]
+        columns += [
+            func.substr(Learnware.name, 1, MAX_DESCRIPTION_CHARS),
+            func.substr(Learnware.description, 1, MAX_DESCRIPTION_CHARS),
+        ]
     stmt = select(*columns).where(Learnware.status == LearnwareStatus.accepted)
     for key, column in (
         ("Data", Learnware.data_type),
