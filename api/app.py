@@ -17,8 +17,14 @@ from workers.app import make_celery
 
 from . import metrics, problems, ratelimit
 from .deps import Services
-from .limits import BodySizeLimit
+from .limits import BodySizeLimit, BodyTimeout, CloseUnreadBody
 from .routes import bulk, health, jobs, learnwares, searches, tokens
+
+#: A body's allowance beyond its file: the form's other fields (a semantic spec of up to
+#: 1 MiB, multipart's own limit for a field) and its boundaries.
+FORM_OVERHEAD_BYTES = 2 * 1024 * 1024
+#: The largest body of a route that takes no file (a token request).
+SMALL_BODY_BYTES = 64 * 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,14 +43,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     registry = metrics.install(app, services)
-    # Multipart overhead on top of the package itself.
+    app.add_middleware(
+        BodyTimeout,
+        grace_s=settings.request_body_timeout_s,
+        min_rate=settings.request_body_min_rate,
+    )
+    # Each upload route its own cap (the file plus the multipart form around it); the rest
+    # take small JSON bodies.
     app.add_middleware(
         BodySizeLimit,
-        max_bytes=settings.max_upload_bytes + 1024 * 1024,
-        paths={bulk.PATH: settings.bulk_max_bytes + 1024 * 1024},
+        max_bytes=SMALL_BODY_BYTES,
+        paths={
+            learnwares.PATH: settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+            bulk.PATH: settings.bulk_max_bytes + FORM_OVERHEAD_BYTES,
+            searches.PATH: settings.max_spec_bytes + FORM_OVERHEAD_BYTES,
+        },
     )
-    # Outermost: a refused request costs one counter look-up and nothing else.
+    # Next to outermost: a refused request costs one counter look-up and nothing else.
     app.state.rate_limiter = ratelimit.install(app, settings, registry)
+    # Around everything that may answer before reading a body.
+    app.add_middleware(CloseUnreadBody)
     for module in (learnwares, jobs, searches, tokens, bulk, health):
         app.include_router(module.router)
     return app

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from celery import Celery
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -93,9 +95,26 @@ def _cached_token(plaintext: str) -> tuple[User, ApiToken] | None:
     return (cached[1], cached[2]) if cached and cached[0] > time.monotonic() else None
 
 
+#: Where a request's caller is kept once known (in the ASGI scope's state).
+_CALLER = "wharf_caller"
+
+
 async def optional_user(
-    services: ServicesDep, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> User | None:
+    """The caller, or ``None`` without a token; 401 for a token that is not valid. Settled
+    once per request: :class:`IdentityFirstRoute` runs it before the body is read."""
+    state = request.scope.setdefault("state", {})
+    if _CALLER in state:
+        return state[_CALLER]
+    user = await _authenticate(services, authorization)
+    state[_CALLER] = user
+    return user
+
+
+async def _authenticate(services: Services, authorization: str | None) -> User | None:
     if authorization is None:
         return None
     scheme, _, token = authorization.partition(" ")
@@ -163,3 +182,38 @@ async def admin_user(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+class IdentityFirstRoute(APIRoute):
+    """A route that settles who calls, and whether they may, before its body is read.
+
+    FastAPI reads a form or JSON body before it runs any dependency, so a stranger's upload
+    would be spooled to disk before it was told 401. This route runs the identity dependencies
+    it has (:func:`optional_user`, :func:`required_user`, :func:`admin_user`, :func:`reader`)
+    first, on the headers alone; the dependencies then find the caller already known.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        calls = _dependency_calls(self.dependant)
+        if optional_user not in calls:
+            return handler  # a public route: nothing to settle
+        checks = [check for check in (required_user, admin_user, reader) if check in calls]
+
+        async def identity_first(request: Request) -> Response:
+            services: Services = request.app.state.services
+            user = await optional_user(request, services, request.headers.get("authorization"))
+            for check in checks:
+                await (reader(user, services) if check is reader else check(user))
+            return await handler(request)
+
+        return identity_first
+
+
+def _dependency_calls(dependant: Dependant) -> set[Callable[..., Any]]:
+    calls, stack = set(), [dependant]
+    while stack:
+        current = stack.pop()
+        calls.add(current.call)
+        stack.extend(current.dependencies)
+    return calls

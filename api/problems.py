@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from market.store import StoreUnavailable
 
@@ -22,10 +24,14 @@ _TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    408: "Request timeout",
     409: "Conflict",
+    411: "Length required",
     413: "Content too large",
+    415: "Unsupported media type",
     422: "Unprocessable content",
     429: "Too many requests",
+    431: "Request header fields too large",
     500: "Internal server error",
     503: "Service unavailable",
 }
@@ -42,12 +48,17 @@ class Problem(Exception):
         self.extra = extra
 
 
-def problem_response(
-    status: int, detail: str, headers: dict | None = None, **extra: Any
-) -> JSONResponse:
+def problem_document(status: int, detail: str, **extra: Any) -> dict[str, Any]:
     body = {"type": "about:blank", "title": _TITLES.get(status, "Error"), "status": status}
     body["detail"] = detail
     body.update(extra)
+    return body
+
+
+def problem_response(
+    status: int, detail: str, headers: dict | None = None, **extra: Any
+) -> JSONResponse:
+    body = problem_document(status, detail, **extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -57,9 +68,26 @@ def install(app: FastAPI) -> None:
         return problem_response(exc.status, exc.detail, exc.headers, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return problem_response(exc.status_code, detail, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        asked = f"{request.method} {request.url.path}"
+        if detail == HTTPStatus(exc.status_code).phrase:  # the router's bare word
+            if exc.status_code == 404:
+                detail = f"no endpoint answers {asked}: the API lives under /v1 (see /docs)"
+            elif exc.status_code == 405:
+                # The router's Allow names the methods of the path's first route only.
+                allowed = ", ".join(_methods(request))
+                headers = {**(headers or {}), "Allow": allowed}
+                detail = f"{asked} is not allowed; this path takes {allowed}"
+        return problem_response(exc.status_code, detail, headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception):
+        # Answered by the outermost middleware, which then lets the error reach the log.
+        return problem_response(
+            500, "the market failed to answer this request; it was logged, try again later"
+        )
 
     @app.exception_handler(StoreUnavailable)
     async def _store_down(_: Request, exc: StoreUnavailable):
@@ -86,3 +114,15 @@ def install(app: FastAPI) -> None:
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem_response(422, detail, errors=errors)
+
+
+def _methods(request: Request) -> list[str]:
+    """The methods some route of the app takes at the request's path."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]

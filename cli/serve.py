@@ -152,6 +152,8 @@ class LocalMarket:
                 "-m",
                 "uvicorn",
                 "api.main:app",
+                "--http",
+                "api.server:HttpProtocol",  # uvicorn's, with a header timeout (api/server.py)
                 "--host",
                 self.host,
                 "--port",

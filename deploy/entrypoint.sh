@@ -47,7 +47,9 @@ fi
 
 case "$role" in
     api)
-        exec python -m uvicorn api.main:app --host 0.0.0.0 --port 8000 --no-server-header "$@"
+        # api.server:HttpProtocol: uvicorn's own, with a header timeout and a header size cap.
+        exec python -m uvicorn api.main:app --host 0.0.0.0 --port 8000 --no-server-header \
+            --http api.server:HttpProtocol "$@"
         ;;
     worker)
         if [ "$#" -lt 1 ]; then

@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     # Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client address.
     trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
 
+    # Slow clients get 408. A request's headers must be complete within
+    # request_header_timeout_s of the connection's start or of its previous answer, however
+    # they trickle in (a server run with `--http api.server:HttpProtocol`); a body gets
+    # request_body_timeout_s, then must have averaged request_body_min_rate bytes a second.
+    request_header_timeout_s: float = Field(default=20.0, gt=0)
+    request_body_timeout_s: float = Field(default=60.0, gt=0)
+    request_body_min_rate: int = Field(default=1024, ge=1)
+
     # Bulk imports (POST /v1/bulk-imports, admins): the largest bundle, both as uploaded and
     # unpacked, and the manifest lines each index task imports in one catalog transaction.
     bulk_max_bytes: int = Field(default=4096 * MiB, ge=1)

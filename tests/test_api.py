@@ -105,11 +105,37 @@ def test_semantic_errors_are_422_naming_the_field(api):
     assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
 
 
-def test_duplicate_content_is_409_naming_the_existing_learnware(api):
+def accept(api, lid: str) -> None:
+    """What a check worker does when it accepts a learnware."""
+    with api.catalog.session() as s:
+        pk = repo.parse_id(lid)
+        assert repo.claim_for_check(s, pk)
+        meta = {
+            "type": "RKMETableSpecification",
+            "shape": [3],
+            "gamma": 0.1,
+            "points": 1,
+            "num_points": 5,
+        }
+        spec = '{"z":[[0,0,0]],"beta":[1],"gamma":0.1,"num_points":5}'
+        assert repo.finish_check(
+            s, pk, accepted=True, log="ok", spec_meta=meta, stat_spec_json=spec
+        )
+
+
+def test_duplicate_content_is_409_naming_the_existing_learnware_to_those_who_may_see_it(api):
     first = submit(api).json()["learnware_id"]
-    r = submit(api, who="bob")
-    assert r.status_code == 409
-    assert r.json()["existing_learnware"] == first
+    for who in ("alice", "admin"):  # the owner and admins are told which learnware it is
+        r = submit(api, who=who)
+        assert r.status_code == 409
+        assert r.json()["existing_learnware"] == first and first in r.json()["detail"]
+    r = submit(api, who="bob")  # another user: the pending learnware stays private
+    assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
+    assert "existing_learnware" not in r.json() and first not in r.text
+    assert "another user and is not public" in r.json()["detail"]
+    accept(api, first)
+    r = submit(api, who="bob")  # accepted: public, so it is named
+    assert r.status_code == 409 and r.json()["existing_learnware"] == first
 
 
 def test_oversized_upload_is_413(api):
@@ -283,20 +309,7 @@ def test_metrics_report_requests_catalog_and_queues(api):
 def test_edits_of_checked_fields_trigger_a_new_check(api):
     sub = submit(api).json()
     lid = sub["learnware_id"]
-    with api.catalog.session() as s:  # what a check worker does when it accepts
-        pk = repo.parse_id(lid)
-        assert repo.claim_for_check(s, pk)
-        meta = {
-            "type": "RKMETableSpecification",
-            "shape": [3],
-            "gamma": 0.1,
-            "points": 1,
-            "num_points": 5,
-        }
-        spec = '{"z":[[0,0,0]],"beta":[1],"gamma":0.1,"num_points":5}'
-        assert repo.finish_check(
-            s, pk, accepted=True, log="ok", spec_meta=meta, stat_spec_json=spec
-        )
+    accept(api, lid)
     renamed = {**SEMANTIC, "Name": {"Type": "String", "Values": "better name"}}
     r = api.patch(
         f"/v1/learnwares/{lid}",

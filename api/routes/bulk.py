@@ -10,13 +10,13 @@ from market.bulk import delete_staged, new_prefix, stage_upload
 from market.bundle import BundleError
 from market.catalog import JobKind, repo
 
-from ..deps import AdminUser, ServicesDep, SessionDep
+from ..deps import AdminUser, IdentityFirstRoute, ServicesDep, SessionDep
 from ..enqueue import enqueue_bulk_import, job_url
 from ..problems import Problem
 from ..schemas import BulkImportAccepted
 
 PATH = "/v1/bulk-imports"
-router = APIRouter(prefix=PATH, tags=["bulk imports"])
+router = APIRouter(prefix=PATH, tags=["bulk imports"], route_class=IdentityFirstRoute)
 
 UNTRUSTED = (
     "only trusted bundles are imported here (send trusted=true): their learnwares are "

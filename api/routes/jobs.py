@@ -6,11 +6,11 @@ from fastapi import APIRouter
 
 from market.catalog import Job, JobKind, Role, repo
 
-from ..deps import Reader, SessionDep
+from ..deps import IdentityFirstRoute, Reader, SessionDep
 from ..problems import Problem
 from ..schemas import JobOut
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=IdentityFirstRoute)
 
 
 @router.get("/{job_id}", response_model=JobOut)

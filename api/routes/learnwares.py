@@ -12,15 +12,23 @@ from sqlalchemy.orm import Session
 from market.catalog import DuplicateContent, JobKind, Learnware, LearnwareStatus, Role, User, repo
 from market.packages import new_package_key, open_package, package_url, release_package
 from market.store import ObjectNotFound, ObjectTooLarge
-from specification.semantic import SemanticSpec
+from specification.semantic import MAX_REQUIREMENT_NAME_CHARS, SemanticSpec
 
-from ..deps import CurrentUser, Reader, Services, ServicesDep, SessionDep
+from ..deps import (
+    CurrentUser,
+    IdentityFirstRoute,
+    Reader,
+    Services,
+    ServicesDep,
+    SessionDep,
+)
 from ..enqueue import enqueue_check
 from ..forms import semantic_spec_field
 from ..problems import Problem
 from ..schemas import LearnwareOut, LearnwarePage, SpecSummary, Submission
 
-router = APIRouter(prefix="/v1/learnwares", tags=["learnwares"])
+PATH = "/v1/learnwares"
+router = APIRouter(prefix=PATH, tags=["learnwares"], route_class=IdentityFirstRoute)
 
 
 @router.post("", status_code=202, response_model=Submission)
@@ -34,13 +42,13 @@ def submit(
     """Store the package and queue its check; poll the returned job for the outcome."""
     semantic = semantic_spec_field(semantic_spec)
     sha256, size = _hash(package.file)
-    _refuse_duplicate(services, sha256)
+    _refuse_duplicate(services, sha256, user)
     key = _store_package(services, session, package.file)
     try:
         lw = repo.create_learnware(session, user.id, semantic, sha256, key, size)
     except DuplicateContent as exc:
         services.store.delete(key)
-        raise _conflict(exc) from None
+        raise _conflict(services, exc.existing_id, user) from None
     job = repo.create_job(session, JobKind.check, owner_id=user.id, learnware_id=lw.id)
     session.commit()
     enqueue_check(services, session, job, lw.id)
@@ -57,7 +65,11 @@ def list_learnwares(
     library: str | None = None,
     license: str | None = None,
     scenario: Annotated[list[str] | None, Query()] = None,
-    name: str | None = Query(default=None, description="substring of name or description"),
+    name: str | None = Query(
+        default=None,
+        max_length=MAX_REQUIREMENT_NAME_CHARS,
+        description="substring of name or description",
+    ),
     mine: bool = Query(default=False, description="only the caller's learnwares"),
     limit: int = Query(default=50, ge=1, le=500),
     offset: int = Query(default=0, ge=0, le=repo.MAX_ID),
@@ -145,7 +157,7 @@ def edit(
     if package is not None:
         sha256, size = _hash(package.file)
         if sha256 != lw.content_sha256:
-            _refuse_duplicate(services, sha256)
+            _refuse_duplicate(services, sha256, user)
             # Stored before any catalog write, so a failed upload changes nothing.
             new_package = (sha256, _store_package(services, session, package.file), size)
     recheck = new_package is not None or (
@@ -161,7 +173,7 @@ def edit(
         except DuplicateContent as exc:
             session.rollback()
             services.store.delete(key)
-            raise _conflict(exc) from None
+            raise _conflict(services, exc.existing_id, user) from None
     elif recheck:  # the same package, checked again against the new semantic spec
         repo.replace_package(
             session,
@@ -274,20 +286,49 @@ def _hash(f: BinaryIO) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _refuse_duplicate(services: Services, sha256: str) -> None:
+def _refuse_duplicate(services: Services, sha256: str, user: User) -> None:
     """409 if the package is here already. A read-only look-up: on SQLite a read in the
     request's session would take the write lock (the insert still refuses a duplicate that
     arrives meanwhile)."""
     with services.catalog.session(read_only=True) as session:
         existing = repo.find_by_sha256(session, sha256)
-    if existing is not None:
-        raise _conflict(DuplicateContent(existing.id))
+        if existing is not None:
+            raise _conflict_with(existing, user)
 
 
-def _conflict(exc: DuplicateContent) -> Problem:
-    lid = repo.format_id(exc.existing_id)
+def _conflict(services: Services, existing_id: int, user: User) -> Problem:
+    with services.catalog.session(read_only=True) as session:
+        existing = repo.get_learnware(session, existing_id)
+        if existing is None:  # deleted meanwhile: the sender may simply try again
+            return Problem(409, "an identical package was being submitted; try again")
+        return _conflict_with(existing, user)
+
+
+def _conflict_with(existing: Learnware, user: User) -> Problem:
+    """The 409 for a package whose content the catalog holds already (it holds each once).
+
+    The answer names the learnware that holds it only to whoever may see that learnware
+    anyway: its owner, an admin, or anyone once it is accepted and public. Another user's
+    package under check or rejected stays private: its sender learns neither its id nor its
+    state, only that this content cannot be submitted again, so no one can probe the market
+    for someone else's unpublished package beyond the fact that its bytes are here. A user
+    who sent their own work and gets this answer has a copy of it in someone else's hands,
+    which is a matter for the market's admins, so the answer says to ask them.
+    """
+    if (
+        existing.status == LearnwareStatus.accepted
+        or _is_admin(user)
+        or (existing.owner_id == user.id)
+    ):
+        lid = repo.format_id(existing.id)
+        return Problem(
+            409, f"this package was already submitted as learnware {lid}", existing_learnware=lid
+        )
     return Problem(
-        409, f"this package was already submitted as learnware {lid}", existing_learnware=lid
+        409,
+        "a package with this exact content was already submitted by another user and is not "
+        "public; the market holds each package once. Change the package, or if it is your "
+        "own work, ask this market's admins",
     )
 
 

@@ -18,13 +18,14 @@ from specification.errors import SpecificationError
 from specification.files import loads_spec
 from specification.rkme import RKME, same_gamma
 
-from ..deps import Reader, Services, ServicesDep, SessionDep
+from ..deps import IdentityFirstRoute, Reader, Services, ServicesDep, SessionDep
 from ..enqueue import enqueue_search, job_url
 from ..forms import semantic_spec_field
 from ..problems import Problem
 from ..schemas import SearchAccepted
 
-router = APIRouter(prefix="/v1/searches", tags=["searches"])
+PATH = "/v1/searches"
+router = APIRouter(prefix=PATH, tags=["searches"], route_class=IdentityFirstRoute)
 
 
 @router.post("", status_code=202, response_model=SearchAccepted)

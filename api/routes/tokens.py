@@ -7,11 +7,11 @@ from fastapi import APIRouter, Response
 from market.catalog import ApiToken, Role, User, repo
 from specification import semantic
 
-from ..deps import CurrentUser, ServicesDep, SessionDep, forget_token
+from ..deps import CurrentUser, IdentityFirstRoute, ServicesDep, SessionDep, forget_token
 from ..problems import Problem
 from ..schemas import TokenCreate, TokenOut
 
-router = APIRouter(tags=["tokens"])
+router = APIRouter(tags=["tokens"], route_class=IdentityFirstRoute)
 
 
 @router.post("/v1/tokens", status_code=201, response_model=TokenOut)
