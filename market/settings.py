@@ -111,14 +111,6 @@ class Settings(BaseSettings):
     # Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client address.
     trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
 
-    # Slow clients get 408. A request's headers must be complete within
-    # request_header_timeout_s of the connection's start or of its previous answer, however
-    # they trickle in (a server run with `--http api.server:HttpProtocol`); a body gets
-    # request_body_timeout_s, then must have averaged request_body_min_rate bytes a second.
-    request_header_timeout_s: float = Field(default=20.0, gt=0)
-    request_body_timeout_s: float = Field(default=60.0, gt=0)
-    request_body_min_rate: int = Field(default=1024, ge=1)
-
     # Bulk imports (POST /v1/bulk-imports, admins): the largest bundle, both as uploaded and
     # unpacked, and the manifest lines each index task imports in one catalog transaction.
     bulk_max_bytes: int = Field(default=4096 * MiB, ge=1)
@@ -136,7 +128,18 @@ class Settings(BaseSettings):
     model_memory_bytes: int = 2048 * MiB
     model_max_processes: int = 64
     model_max_file_bytes: int = 64 * MiB
+    # The most a model run may write in all: its /out is a tmpfs of this size and its
+    # results reach the worker's disk through a channel carrying no more (default: twice
+    # model_max_file_bytes).
+    model_max_output_bytes: int | None = Field(default=None, ge=1)
     install_timeout_s: int = 300
+    # Requirements resolve and download on the host from this index (default PyPI) and
+    # these find-links (a folder or page of wheels), pip's configuration files ignored.
+    pip_index_url: str | None = None
+    pip_find_links: str | None = None
+    # The most a requirements environment's wheels may hold unpacked, read from their zip
+    # directories before anything installs; also the largest file the install may write.
+    install_max_bytes: int = Field(default=8192 * MiB, ge=1)
     env_cache_dir: Path | None = None
 
     # Search.
@@ -276,6 +279,11 @@ class Settings(BaseSettings):
     @property
     def objects_dir(self) -> Path:
         return (self.store_dir or self.data_dir / "objects").resolve()
+
+    @property
+    def model_output_limit_bytes(self) -> int:
+        """The output limit of a model run (``model_max_output_bytes`` or its default)."""
+        return self.model_max_output_bytes or 2 * self.model_max_file_bytes
 
     @property
     def envs_dir(self) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from market.checker._child import load_model_module
-from market.checker.bubblewrap import SHIM
+from market.checker.modelrun import SHIM
 from specification.package import ModelEntry
 
 _IMPORT_LOCK = threading.Lock()

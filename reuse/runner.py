@@ -182,7 +182,9 @@ class Learnware:
         settings : market.settings.Settings, optional
             Sandbox settings (``sandbox``, ``allow_unsandboxed``, ``model_time_limit_s``,
             ``model_memory_bytes``, ``model_max_processes``, ``model_max_file_bytes``,
-            ``envs_dir``, ``install_timeout_s``); by default read from ``WHARF_*`` variables.
+            ``model_max_output_bytes``, ``envs_dir``, ``install_timeout_s``,
+            ``install_max_bytes``, ``pip_index_url``, ``pip_find_links``); by default read
+            from ``WHARF_*`` variables.
         time_limit_s, memory_bytes : optional
             Override the settings' CPU-time limit (the wall-clock limit follows from it) and
             memory limit of each sandboxed run.
@@ -191,8 +193,9 @@ class Learnware:
         semantic : dict, optional
             Its semantic specification, e.g. from ``WharfClient.learnware(id)``.
         install_requirements : bool, default=False
-            Install requirements this environment lacks into a cached environment (as the
-            checker does: wheels only) and make them visible in the sandbox. Without it a
+            Install requirements this environment lacks into a cached environment, as the
+            checker does (wheels only, chosen here without running any of them, installed
+            by pip inside the sandbox), and make them visible in the sandbox. Without it a
             missing requirement gives a warning here and an import error at predict time.
 
         Raises
@@ -228,7 +231,7 @@ class Learnware:
             package_dir = package.extract_to(root / "package")
             (root / "runs").mkdir()
             site_dirs = _requirements(
-                package, learnware_id, settings, install_requirements, resources
+                package, learnware_id, settings, install_requirements, bwrap, resources
             )
         except BaseException:
             resources.close()
@@ -364,6 +367,8 @@ class Learnware:
         def fail(reason: str, stage: str | None = None) -> LearnwareRunError:
             return LearnwareRunError(self.id, reason, stage=stage, stderr_tail=run.stderr_tail)
 
+        if run.output_problem:  # nothing it sent is read
+            raise fail(f"the model's results were refused: {run.output_problem}")
         try:
             output = outputs.read_run_output(out_dir, self.limits.max_file_bytes)
         except outputs.OutputFileError as exc:
@@ -500,6 +505,7 @@ def _requirements(
     learnware_id: str,
     settings: Settings,
     install: bool,
+    bwrap: str | None,
     resources: ExitStack,
 ) -> tuple[Path, ...]:
     missing = _missing_requirements(package)
@@ -514,13 +520,9 @@ def _requirements(
         )
         return ()
     log = CheckLog()
+    # Installed by pip inside the sandbox; nothing of them runs here (see market.checker.envs).
     env = resources.enter_context(
-        envs.requirements_env(
-            missing,
-            envs_dir=settings.envs_dir,
-            timeout_s=settings.install_timeout_s,
-            log=log,
-        )
+        envs.requirements_env(missing, settings=settings, log=log, bwrap=bwrap)
     )
     if env is None or env.failed:
         warnings.warn(

@@ -22,18 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from market.checker import CheckLog, check_submission
-from market.checker.bubblewrap import SHIM
+from market.checker import CheckLog
 from market.checker.envs import requirements_env
+from market.checker.modelrun import SHIM
 from market.checker.requirements import conda_to_pip, plan_requirements
 from market.checker.sandbox import SandboxUnavailable, unavailable_reason
 from market.settings import Settings
-from specification import RKME, dumps_spec
-from specification.package import Requirements, write_package
-
-MiB = 1024 * 1024
-TIME_LIMIT_S = 3
-DIM = 4
+from specification import dumps_spec
+from specification.package import Requirements
+from tests.checker_market import DIM, TIME_LIMIT_S, Market, MiB, npy, semantic, table_spec_json
 
 REGRESSION_MODEL = """
 import os
@@ -56,98 +53,7 @@ class Model:
 
 @pytest.fixture(scope="module")
 def spec_json() -> bytes:
-    X = np.random.default_rng(0).normal(size=(200, DIM))
-    return dumps_spec(RKME(n_points=10, seed=0, device="cpu").fit(X)).encode()
-
-
-def npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
-def semantic(task: str = "Regression", output_dim: int | None = 1, **changes) -> dict:
-    spec = {
-        "Data": {"Type": "Class", "Values": ["Table"]},
-        "Task": {"Type": "Class", "Values": [task]},
-        "Library": {"Type": "Class", "Values": ["Scikit-learn"]},
-        "Scenario": {"Type": "Tag", "Values": ["Business"]},
-        "License": {"Type": "Class", "Values": ["MIT"]},
-        "Name": {"Type": "String", "Values": "checker test"},
-        "Description": {"Type": "String", "Values": "a learnware made by the checker tests"},
-        "Input": {"Dimension": DIM, "Description": {}},
-    }
-    if output_dim is not None:
-        spec["Output"] = {"Dimension": output_dim, "Description": {}}
-    spec.update(changes)
-    return {k: v for k, v in spec.items() if v is not None}
-
-
-class Market:
-    """Builds packages in a test's tmp dir and checks them under small limits."""
-
-    def __init__(self, tmp_path: Path, spec_json: bytes):
-        self.tmp = tmp_path
-        self.spec_json = spec_json
-        self.count = 0
-
-    def settings(self, **changes) -> Settings:
-        values = {
-            "data_dir": self.tmp / "data",
-            "env_cache_dir": self.tmp / "envs",
-            "sandbox": "bwrap",
-            "allow_unsandboxed": False,
-            "model_time_limit_s": TIME_LIMIT_S,
-            "model_memory_bytes": 512 * MiB,
-            "model_max_processes": 16,
-            "model_max_file_bytes": 16 * MiB,
-            "install_timeout_s": 120,
-        }
-        return Settings(**{**values, **changes})
-
-    def package(
-        self,
-        source: str,
-        *,
-        class_name: str = "Model",
-        module_path: str = "__init__.py",
-        kwargs: dict | None = None,
-        files: dict[str, bytes] | None = None,
-        requirements: dict[str, bytes] | None = None,
-        spec_class: str = "RKMETableSpecification",
-        spec_json: bytes | None = None,
-    ) -> Path:
-        manifest = (
-            f"model:\n  class_name: {class_name}\n  module_path: {module_path}\n"
-            f"  kwargs: {json.dumps(kwargs or {})}\n"
-            "stat_specifications:\n"
-            "  - module_path: learnware.specification\n"
-            f"    class_name: {spec_class}\n"
-            "    file_name: rkme.json\n"
-            "    kwargs: {}\n"
-        )
-        contents = {
-            "learnware.yaml": manifest.encode(),
-            "__init__.py": b"",
-            "rkme.json": spec_json if spec_json is not None else self.spec_json,
-            **(requirements or {"requirements.txt": b"numpy\n"}),
-            **(files or {}),
-        }
-        contents[module_path] = textwrap.dedent(source).encode()
-        self.count += 1
-        path = self.tmp / f"package-{self.count}.zip"
-        write_package(path, contents, top_folder="learnware")
-        return path
-
-    def check(self, package: Path, sem: dict | None = None, **settings):
-        bwrap = settings.pop("bwrap_path", None)
-        return check_submission(
-            package,
-            sem if sem is not None else semantic(),
-            settings=self.settings(**settings),
-            work_dir=self.tmp / "work",
-            bwrap_path=bwrap,
-        )
+    return table_spec_json()
 
 
 @pytest.fixture
@@ -683,7 +589,9 @@ def test_huge_output_file_is_stopped(market: Market) -> None:
     assert not list((market.tmp / "work").iterdir())
 
 
-def test_output_file_swapped_for_a_link_is_not_followed(market: Market) -> None:
+def test_files_the_model_leaves_in_out_are_never_read(market: Market) -> None:
+    """/out is the sandbox's own tmpfs: a result the model forges there, or a link to a host
+    file, never reaches the host, which reads only what the child sends."""
     secret = market.tmp / "secret.npy"
     secret.write_bytes(npy(np.ones((20, 1))))
     source = f"""
@@ -702,7 +610,7 @@ def test_output_file_swapped_for_a_link_is_not_followed(market: Market) -> None:
                 os._exit(0)
     """
     report = market.check(market.package(source))
-    assert_rejected(report, "outputs.npy cannot be opened")
+    assert_rejected(report, "no result.json was written")
 
 
 # --- requirements --------------------------------------------------------------------------------
@@ -715,7 +623,7 @@ def test_satisfied_and_marker_false_requirements_need_no_install(market: Market)
     assert report.accepted, report.log
     assert "requirement 'numpy>=1.20': used as is — numpy" in report.log
     assert "requirement 'pywin32>=300; sys_platform == \"win32\"': skipped" in report.log
-    assert "installing with pip" not in report.log
+    assert "resolving on the host" not in report.log
     assert not (market.tmp / "envs").exists()
 
 
@@ -759,15 +667,22 @@ dependencies:
     again = market.check(package)  # the environment is reused: pip does not run again
     assert again.accepted, again.log
     assert "using cached environment" in again.log
-    assert "installing with pip" not in again.log
+    assert "resolving on the host" not in again.log
 
 
 def test_concurrent_checks_build_an_environment_once(tmp_path: Path) -> None:
     requirement = ["wharf-does-not-exist-xyz==1.0"]
+    (tmp_path / "index").mkdir()  # an empty index: nothing resolves, no network needed
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        env_cache_dir=tmp_path / "envs",
+        install_timeout_s=120,
+        pip_index_url=(tmp_path / "index").as_uri(),
+    )
     logs = [CheckLog(), CheckLog()]
 
     def use(log: CheckLog) -> None:
-        with requirements_env(requirement, envs_dir=tmp_path, timeout_s=120, log=log) as env:
+        with requirements_env(requirement, settings=settings, log=log, bwrap="bwrap") as env:
             assert env is None  # nothing could be installed
             time.sleep(0.2)
 
@@ -777,9 +692,10 @@ def test_concurrent_checks_build_an_environment_once(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     texts = sorted(log.text() for log in logs)
-    assert sum("installing with pip" in text for text in texts) == 1, texts
+    assert sum("resolving on the host" in text for text in texts) == 1, texts
     assert sum("using cached environment" in text for text in texts) == 1, texts
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".build-")] == []
+    leftovers = [p.name for p in (tmp_path / "envs").iterdir() if p.name.startswith(".")]
+    assert not [name for name in leftovers if name.startswith((".build-", ".wheels-"))]
 
 
 def test_requirement_decisions() -> None:

@@ -2,8 +2,9 @@
 
 Usage: ``python child.py JOB_JSON``. The job (written by the host) names the extracted
 package directory, the model's file (already resolved by the host from ``learnware.yaml``),
-its class and keyword arguments, the input file, the output directory, extra site
-directories (a cached requirements environment) and an output size cap.
+its class and keyword arguments, the input file, the model's own output directory (a
+capped tmpfs in the sandbox), extra site directories (a cached requirements environment),
+the cap on ``outputs.npy`` and the file descriptor of the result channel.
 
 Inputs come from ``inputs.npy``: numbers, or strings (a unicode array, handed to ``predict``
 as a list of str, as text models expect). If an image recipe (``images.json``) lies beside
@@ -12,11 +13,14 @@ it instead, the inputs are random integer images of the shape the model declares
 
 It imports the model file as part of a package named ``_learnware_pkg`` rooted at the
 package directory, so relative imports between the learnware's modules work; builds the
-model; records ``input_shape``/``output_shape``; calls ``predict`` on the inputs; and writes
+model; records ``input_shape``/``output_shape``; calls ``predict`` on the inputs; and sends
+back, through the result channel (the pipe ``result_fd``, see ``market/checker/channel.py``:
+a line ``wharf-file NAME SIZE`` then the bytes, for each file)
 
 - ``outputs.npy``: the predictions as a numeric array (``allow_pickle=False``), and
 - ``result.json``: ``status`` ("ok" or "error"), the stage reached, the shapes, the output
-  dtype and shape, and on failure the error type, message and traceback tail.
+  dtype and shape, whether the model filled its capped ``/out`` (``out_full``), and on
+  failure the error type, message and traceback tail.
 
 Nothing is pickled either way. Only the standard library and numpy are used here, and the
 process ends with ``os._exit`` so threads a model started cannot keep it alive.
@@ -42,7 +46,10 @@ IMAGE_RECIPE = "images.json"
 def main(argv: list[str]) -> int:
     with open(argv[1], encoding="utf-8") as f:
         job = json.load(f)
+    channel = job["result_fd"]
+    os.set_inheritable(channel, False)  # the model's own subprocesses do not get it
     result: dict = {"status": "error", "stage": "setup"}
+    files: dict[str, bytes] = {}
     try:
         _add_site_dirs(job.get("site_dirs", []))
         import numpy  # noqa: F401 - a missing numpy fails the setup stage, not the model's
@@ -58,7 +65,7 @@ def main(argv: list[str]) -> int:
         result["stage"] = "predict"
         raw = model.predict(inputs)
         result["stage"] = "outputs"
-        _save_outputs(raw, job, result)
+        files.update(_outputs(raw, job, result))
         result["status"] = "ok"
     except BaseException as exc:  # the model may raise anything, SystemExit included
         result["error"] = {
@@ -68,9 +75,31 @@ def main(argv: list[str]) -> int:
             "message": str(exc)[:MAX_TEXT],
             "traceback": "".join(traceback.format_exception(exc))[-MAX_TEXT:],
         }
-    with open(os.path.join(job["out_dir"], "result.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, default=repr)
+    if job.get("out_is_capped"):
+        result["out_full"] = _full(job["out_dir"])
+    files["result.json"] = json.dumps(result, default=repr).encode()
+    try:
+        for name, data in files.items():
+            _send(channel, b"wharf-file %s %d\n" % (name.encode(), len(data)))
+            _send(channel, data)
+    except OSError:  # the host closed the channel: it refused what came before
+        return 1
     return 0 if result["status"] == "ok" else 1
+
+
+def _send(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _full(directory: str) -> bool:
+    """Whether the capped output directory has no room left (the model filled it)."""
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return False
+    return info.f_bavail == 0 or info.f_favail == 0
 
 
 def _inputs(path: str, input_shape: object) -> object:
@@ -154,7 +183,11 @@ def _shape(value: object) -> list[int] | str | None:
         return repr(value)[:200]
 
 
-def _save_outputs(raw: object, job: dict, result: dict) -> None:
+def _outputs(raw: object, job: dict, result: dict) -> dict[str, bytes]:
+    """``{"outputs.npy": bytes}`` for numeric outputs under the cap, else ``{}`` and why
+    in ``result["output_problem"]``."""
+    import io
+
     import numpy as np
 
     if hasattr(raw, "detach") and hasattr(raw, "cpu"):  # a torch tensor
@@ -168,18 +201,20 @@ def _save_outputs(raw: object, job: dict, result: dict) -> None:
         outputs = np.asarray(raw)
     except ValueError as exc:  # ragged lists
         result["output_problem"] = f"not convertible to an array: {exc}"[:MAX_TEXT]
-        return
+        return {}
     result["dtype"] = str(outputs.dtype)
     result["shape"] = list(outputs.shape)
     if outputs.dtype.kind not in "biuf":
         result["output_problem"] = f"not a numeric array (dtype {outputs.dtype})"
-        return
+        return {}
     if outputs.nbytes > job["max_output_bytes"]:
         result["output_problem"] = (
             f"{outputs.nbytes} bytes of outputs, over the {job['max_output_bytes']}-byte cap"
         )
-        return
-    np.save(os.path.join(job["out_dir"], "outputs.npy"), outputs, allow_pickle=False)
+        return {}
+    buffer = io.BytesIO()
+    np.save(buffer, outputs, allow_pickle=False)
+    return {"outputs.npy": buffer.getvalue()}
 
 
 if __name__ == "__main__":

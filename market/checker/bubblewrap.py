@@ -1,39 +1,24 @@
-"""The bubblewrap command line, and the world it shows the model.
+"""The bubblewrap command line: namespaces, a read-only view of the system, given binds.
 
-:func:`command` builds the ``bwrap`` invocation: namespaces, the read-only mounts (system
-libraries, the interpreter's installation, the package, inputs, shim, child program and any
-installed requirements), the private ``/tmp``, the writable ``/out``, and the child's cleared
-environment. :func:`write_job` writes the job file the child reads, with paths as the child
-sees them; run without bwrap (development only), the same files use host paths instead.
+:func:`command` turns a :class:`Command` (a program, the host paths it may see and where,
+the few it may write, its environment) into a ``bwrap`` invocation. Everything that runs
+code from a package goes through it: the model run (:mod:`.modelrun`) and the install of a
+requirements environment (:mod:`.envs`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import site
 import subprocess
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .sandbox import ModelJob, SandboxLimits
-
-HERE = Path(__file__).resolve().parent
-CHILD = HERE / "_child.py"
-SHIM = HERE / "shim"
 
 SANDBOX_UID = 65534
-#: Paths as the model sees them.
-PACKAGE_MOUNT = "/learnware"
-INPUT_MOUNT = "/in"
-OUTPUT_MOUNT = "/out"
-SHIM_MOUNT = "/opt/wharf/shim"
-CHILD_MOUNT = "/opt/wharf/child.py"
-SITE_MOUNT = "/opt/wharf/site"  # + "-<i>": installed requirements
 #: System directories made visible read-only (symlinks are recreated as symlinks).
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/alternatives")
@@ -148,87 +133,60 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def command(bwrap: str, job: ModelJob, limits: SandboxLimits) -> list[str]:
+@dataclass(frozen=True)
+class Bind:
+    """A host path shown inside the sandbox at ``inside``; read-only unless ``writable``."""
+
+    host: Path
+    inside: str
+    writable: bool = False
+
+
+@dataclass(frozen=True)
+class Command:
+    """A program to run in the sandbox, described in the paths it sees there.
+
+    ``scratch`` lists private tmpfs mounts besides ``/tmp`` and ``/dev/shm``, as (path, size
+    in bytes). Run without bwrap (development only), nothing is mounted: the caller gives
+    ``argv``, ``env`` and ``cwd`` in host paths instead.
+    """
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str
+    binds: tuple[Bind, ...] = ()
+    scratch: tuple[tuple[str, int], ...] = ()
+
+
+def command(bwrap: str, cmd: Command, *, tmp_bytes: int) -> list[str]:
+    """The bwrap invocation that runs ``cmd``.
+
+    ``/tmp`` and ``/dev/shm`` are private tmpfs mounts of ``tmp_bytes`` each, like the
+    ``scratch`` mounts of their own sizes. Their pages are charged to the memory cgroup of
+    the process that writes them, so under that cgroup everything written there counts
+    against the sandbox's memory limit together with its processes' memory; without the
+    cgroup each mount is still capped at its size. Nothing else is writable but the binds
+    marked ``writable``.
+    """
     args = [bwrap, *namespace_args(), "--clearenv"]
-    for key, value in child_env(job, isolated=True).items():
+    for key, value in cmd.env.items():
         args += ["--setenv", key, value]
-    tmp_size = str(limits.memory_bytes)
     # /tmp first, so that binds below it (an interpreter installed under /tmp) stay visible.
-    args += ["--size", tmp_size, "--tmpfs", "/tmp"]
+    args += ["--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     args += system_mount_args()
-    for site_dir, mount in zip(job.site_dirs, site_mounts(job), strict=True):
-        args += ["--ro-bind", str(site_dir), mount]
+    for bind in cmd.binds:
+        args += ["--bind" if bind.writable else "--ro-bind", str(bind.host), bind.inside]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/dev/shm"]
+    for path, size in cmd.scratch:
+        args += ["--size", str(size), "--tmpfs", path]
     args += [
-        "--ro-bind", str(job.package_dir), PACKAGE_MOUNT,
-        "--ro-bind", str(job.input_dir), INPUT_MOUNT,
-        "--bind", str(job.output_dir), OUTPUT_MOUNT,
-        "--ro-bind", str(SHIM), SHIM_MOUNT,
-        "--ro-bind", str(CHILD), CHILD_MOUNT,
-        "--proc", "/proc",
-        "--dev", "/dev",
-        "--size", tmp_size, "--tmpfs", "/dev/shm",
         "--remount-ro", "/dev",  # device nodes stay usable; only /dev/shm is writable
         "--remount-ro", "/",
-        "--chdir", PACKAGE_MOUNT,
+        "--chdir", cmd.cwd,
         "--",
-        sys.executable, "-s", "-P", CHILD_MOUNT, f"{INPUT_MOUNT}/job.json",
+        *cmd.argv,
     ]  # fmt: skip
     return args
-
-
-def site_mounts(job: ModelJob) -> list[str]:
-    return [f"{SITE_MOUNT}-{i}" for i in range(len(job.site_dirs))]
-
-
-def direct_command(job: ModelJob) -> list[str]:
-    return [sys.executable, "-s", "-P", str(CHILD), str(job.input_dir / "job.json")]
-
-
-def child_env(job: ModelJob, *, isolated: bool) -> dict[str, str]:
-    shim = SHIM_MOUNT if isolated else str(SHIM)
-    sites = site_mounts(job) if isolated else [str(p) for p in job.site_dirs]
-    tmp = "/tmp" if isolated else str(job.output_dir.parent / "tmp")
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": tmp,
-        "TMPDIR": tmp,
-        "LANG": "C.UTF-8",
-        "PYTHONPATH": os.pathsep.join([shim, *sites]),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[name] = "1"
-    return env
-
-
-def launcher_env(job: ModelJob, isolated: bool) -> dict[str, str]:
-    """The launcher's environment: bwrap clears and rebuilds it; run directly, it is the
-    model's."""
-    if isolated:
-        return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    env = child_env(job, isolated=False)
-    Path(env["TMPDIR"]).mkdir(exist_ok=True)
-    return env
-
-
-def write_job(job: ModelJob, limits: SandboxLimits, isolated: bool) -> None:
-    if isolated:
-        package, inputs, out = PACKAGE_MOUNT, INPUT_MOUNT, OUTPUT_MOUNT
-        sites = site_mounts(job)
-    else:
-        package, inputs, out = str(job.package_dir), str(job.input_dir), str(job.output_dir)
-        sites = [str(p) for p in job.site_dirs]
-    doc = {
-        "package_dir": package,
-        "module_file": job.module_file,
-        "class_name": job.class_name,
-        "kwargs": job.kwargs,
-        "inputs": f"{inputs}/inputs.npy",
-        "out_dir": out,
-        "site_dirs": sites,
-        "max_output_bytes": limits.max_file_bytes,
-    }
-    (job.input_dir / "job.json").write_text(json.dumps(doc), encoding="utf-8")
 
 
 def find() -> str | None:

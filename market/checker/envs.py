@@ -1,18 +1,28 @@
-"""Installing a package's missing requirements into cached virtual environments.
+"""Requirements environments: the wheels a package needs beyond the worker's, installed in the
+sandbox and cached per set of requirements.
 
-An environment is keyed by the interpreter and the sorted requirement strings, and lives at
-``<envs_dir>/<key>``. It is made with ``--system-site-packages`` plus a ``.pth`` file naming
-the worker's own site directories, so pip sees (and does not reinstall) what the worker
-already has, and the model sees both. It is built under a temporary name and renamed into
-place when complete, so a half-built environment is never used; an exclusive ``fcntl`` lock
-per key keeps concurrent checks from building the same one twice.
+No code of a requirement ever runs on the host. A wheel may carry a ``.pth`` file, console
+scripts or a ``sitecustomize``, any of which runs when an interpreter that sees it starts;
+so an environment has no interpreter of its own, and the host never starts one on it,
+imports from it or runs its scripts. Building one takes three steps under one deadline:
 
-pip runs from the worker's interpreter (``pip --python <env>``) with an argument list, a
-scrubbed environment, ``--isolated``, ``--only-binary=:all:`` (no ``setup.py`` ever runs),
-and one deadline for the whole build. pip is run at most once against an environment that
-already holds packages it installed, and then only with ``--dry-run``: installed wheels can
-carry ``.pth`` files that run code when that environment's interpreter starts, which must
-only ever happen inside the sandbox.
+1. **resolve** on the host with the worker's own pip, wheels only, reading nothing but
+   static metadata (:func:`.wheels.resolve`). When the requirements do not resolve
+   together, those that resolve alone are resolved together again, and the rest are
+   recorded as failed;
+2. **fetch** exactly the resolved wheels into a wheelhouse and check their sha256
+   (:func:`.wheels.fetch`), and their unpacked size against ``install_max_bytes``;
+3. **install** them with ``pip install --no-index --no-deps --target`` run *inside* the
+   sandbox (:func:`.sandbox.run_command`): no network, the wheelhouse read-only, only the
+   new environment writable, under rlimits, cgroups and the remaining time.
+
+An environment is the folder ``<envs_dir>/<key>`` holding ``site/`` (the installed wheels,
+put ahead of the worker's packages by the model's child, inside the sandbox, which also
+processes their ``.pth`` files there) and a manifest. It is built as ``.build-<key>-*`` and
+renamed into place only when the sandboxed install succeeded completely; a failed or timed
+out install is removed. Leftovers of a killed worker are removed by the next build, and a
+cached environment whose manifest is missing, unreadable or of another layout is rebuilt.
+An exclusive ``fcntl`` lock per key keeps concurrent checks from building it twice.
 """
 
 from __future__ import annotations
@@ -22,10 +32,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
-import signal
-import site
-import subprocess
 import sys
 import sysconfig
 import time
@@ -35,12 +43,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from market.settings import Settings
+
+from . import sandbox, wheels
+from .bubblewrap import Bind, Command
 from .log import CheckLog
 
 MANIFEST = "wharf-env.json"
-VENV_TIMEOUT_S = 120
-WORKER_PTH = "_wharf_worker_site.pth"
-PIP_TAIL_CHARS = 3000
+#: Environments of another layout (the former virtual environments) are rebuilt.
+LAYOUT = 2
+SITE = "site"
+#: The environment and the wheelhouse as the sandboxed install sees them.
+ENV_MOUNT = "/opt/wharf/env"
+WHEELS_MOUNT = "/opt/wharf/wheels"
 #: A cached environment where something failed to install is rebuilt after this long, so a
 #: passing network fault is not remembered for ever.
 RETRY_FAILED_AFTER_S = 3600
@@ -48,11 +63,13 @@ NO_WHEEL_HINT = (
     "only wheels are installed (--only-binary=:all:): a package published only as source, "
     "or without a wheel for this platform, cannot be installed"
 )
+_WORK_DIR = re.compile(r"\.(?:build|wheels)-([0-9a-f]{64})-[0-9a-f]+")
 
 
 @dataclass(frozen=True)
 class RequirementsEnv:
-    """An environment holding ``installed``; ``failed`` maps requirements to pip's error.
+    """An environment holding ``installed`` (requirements) from ``wheels`` (file names);
+    ``failed`` maps requirements to pip's error.
 
     ``cached`` is False for an environment that may be incomplete for a passing reason (a
     timeout): it is not kept in the cache and is removed when the check is done with it.
@@ -62,31 +79,48 @@ class RequirementsEnv:
     installed: tuple[str, ...]
     failed: dict[str, str] = field(default_factory=dict)
     cached: bool = True
+    wheels: tuple[str, ...] = ()
 
     @property
     def site_packages(self) -> Path:
-        return self.root / _site_packages_rel()
+        return self.root / SITE
 
 
-def env_key(requirements: list[str]) -> str:
-    """The cache key: the interpreter and platform, then the sorted requirements."""
-    lines = [f"{sys.implementation.cache_tag} {sysconfig.get_platform()}", *sorted(requirements)]
+def env_key(requirements: list[str], settings: Settings) -> str:
+    """The cache key: the layout, interpreter, platform and wheel source, then the sorted
+    requirements."""
+    lines = [
+        f"layout {LAYOUT} {sys.implementation.cache_tag} {sysconfig.get_platform()}",
+        f"index {settings.pip_index_url or ''} links {settings.pip_find_links or ''}",
+        *sorted(requirements),
+    ]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 @contextlib.contextmanager
 def requirements_env(
-    requirements: list[str], *, envs_dir: Path, timeout_s: float, log: CheckLog
+    requirements: list[str],
+    *,
+    settings: Settings,
+    log: CheckLog,
+    bwrap: str | os.PathLike[str] | None,
 ) -> Iterator[RequirementsEnv | None]:
-    """A (possibly cached) environment with as many of ``requirements`` as pip could install,
-    held (a shared lock, so no one rebuilds it meanwhile) until the block ends.
+    """A (possibly cached) environment with as many of ``requirements`` as could be
+    installed, held (a shared lock, so no one rebuilds it meanwhile) until the block ends.
 
-    Yields ``None`` if nothing could be installed or the lock could not be had in time.
-    Raises ``OSError`` only when ``envs_dir`` itself cannot be used.
+    ``bwrap`` is the bubblewrap to install in (``None``: none here). Uses
+    ``settings.envs_dir``, ``install_timeout_s`` (waiting for the lock and building,
+    together), ``install_max_bytes``, ``pip_index_url``, ``pip_find_links`` and the model
+    limits for the install's memory and processes. Yields ``None`` if nothing could be
+    installed or the lock could not be had in time. Raises
+    :class:`~.sandbox.SandboxUnavailable` when an environment must be built but the sandbox
+    cannot run here (and ``allow_unsandboxed`` is off), and ``OSError`` only when
+    ``envs_dir`` itself cannot be used.
     """
+    envs_dir = settings.envs_dir
     envs_dir.mkdir(parents=True, exist_ok=True)
-    key = env_key(requirements)
-    deadline = time.monotonic() + timeout_s  # waiting for the lock and building, together
+    key = env_key(requirements, settings)
+    deadline = time.monotonic() + settings.install_timeout_s
     with _locked(envs_dir / f"{key}.lock", deadline) as lock_fd:
         if lock_fd is None:
             log.warn(
@@ -94,7 +128,7 @@ def requirements_env(
             )
             yield None
             return
-        env = _reuse_or_build(requirements, envs_dir, key, deadline, log)
+        env = _reuse_or_build(requirements, key, deadline, settings, bwrap, log)
         fcntl.flock(lock_fd, fcntl.LOCK_SH)  # others may use it too, but not rebuild it
         try:
             yield env if env is not None and env.installed else None
@@ -104,138 +138,252 @@ def requirements_env(
 
 
 def _reuse_or_build(
-    requirements: list[str], envs_dir: Path, key: str, deadline: float, log: CheckLog
-) -> RequirementsEnv:
+    requirements: list[str],
+    key: str,
+    deadline: float,
+    settings: Settings,
+    bwrap: str | os.PathLike[str] | None,
+    log: CheckLog,
+) -> RequirementsEnv | None:
+    envs_dir = settings.envs_dir
     final = envs_dir / key
-    if (final / MANIFEST).exists() and not _stale(final):
-        env = _load(final)
+    env = _load(final)
+    if env is not None and not _stale(final):
         log.info(f"using cached environment {key[:12]} ({', '.join(env.installed) or 'empty'})")
         _log_failures(env, log, cached=True)
         return env
-    if final.exists():  # old failures to retry, or damaged: rebuild
+    if final.exists():  # old failures to retry, damaged, or of another layout: rebuild
         shutil.rmtree(final)
-    for stale in envs_dir.glob(f".build-{key[:16]}-*"):  # left by a killed worker
-        shutil.rmtree(stale, ignore_errors=True)
-    env = _build(requirements, envs_dir, key, deadline, log)
+    _sweep(envs_dir, key)
+    env = _build(requirements, envs_dir, key, deadline, settings, bwrap, log)
+    if env is None:
+        return None
     _log_failures(env, log, cached=False)
     if env.cached:
         os.rename(env.root, final)
-        env = RequirementsEnv(final, env.installed, env.failed, cached=True)
+        env = RequirementsEnv(final, env.installed, env.failed, True, env.wheels)
         log.info(f"environment {key[:12]} kept in the cache for later checks")
     return env
 
 
 def _build(
-    requirements: list[str], envs_dir: Path, key: str, deadline: float, log: CheckLog
-) -> RequirementsEnv:
-    root = _new_venv(envs_dir, key, deadline)
-    log.info(f"installing with pip (wheels only): {' '.join(requirements)}")
-    code, tail = _pip(root, requirements, deadline)
-    if code == 0:
-        return _commit(root, requirements, {}, cached=True)
-    timed_out = code is None
-    failed: dict[str, str] = {}
-    if timed_out or len(requirements) == 1:
-        failed = dict.fromkeys(requirements, tail)
-        return _commit(root, [], failed, cached=not timed_out)
-    # Find which requirements install on their own (a dry run installs nothing), then
-    # install those together into a fresh environment.
-    good: list[str] = []
-    for requirement in requirements:
-        code, tail = _pip(root, [requirement], deadline, dry_run=True)
-        timed_out |= code is None
-        if code == 0:
-            good.append(requirement)
-        else:
-            failed[requirement] = tail
-    shutil.rmtree(root)
-    root = _new_venv(envs_dir, key, deadline)
-    if good:
-        code, tail = _pip(root, good, deadline)
-        timed_out |= code is None
-        if code != 0:
-            failed.update(dict.fromkeys(good, tail))
-            good = []
-    return _commit(root, good, failed, cached=not timed_out)
-
-
-def _new_venv(envs_dir: Path, key: str, deadline: float) -> Path:
-    root = envs_dir / f".build-{key[:16]}-{uuid.uuid4().hex[:8]}"
-    argv = [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(root)]
-    # Its own short limit: a spent install deadline must not look like a broken worker.
-    limit = max(deadline, time.monotonic() + VENV_TIMEOUT_S)
-    code, tail = _run(argv, limit, cwd=envs_dir, home=envs_dir / ".home")
-    if code != 0:
-        raise OSError(f"could not create a virtual environment in {envs_dir}: {tail}")
-    # The worker's own site directories after the environment's, so pip and the model see
-    # the worker's packages even when the worker itself runs in a virtual environment.
-    (root / _site_packages_rel() / WORKER_PTH).write_text(
-        "".join(f"{p}\n" for p in site.getsitepackages()), encoding="utf-8"
-    )
-    return root
-
-
-def _pip(
-    root: Path, requirements: list[str], deadline: float, *, dry_run: bool = False
-) -> tuple[int | None, str]:
-    argv = [
-        sys.executable, "-m", "pip", "--python", str(root / "bin" / "python"),
-        "install", "--isolated", "--disable-pip-version-check", "--no-input",
-        "--only-binary=:all:", "--no-warn-script-location", "--progress-bar", "off",
-        "--root-user-action", "ignore", "--retries", "2", "--timeout", "30",
-        "--cache-dir", str(root.parent / ".pip-cache"),
-        *(["--dry-run"] if dry_run else []),
-        *requirements,
-    ]  # fmt: skip
-    # cwd is the fresh environment: nothing in it can be mistaken for a local archive.
-    return _run(argv, deadline, cwd=root, home=root.parent / ".home")
-
-
-def _run(argv: list[str], deadline: float, *, cwd: Path, home: Path) -> tuple[int | None, str]:
-    """Run ``argv`` until ``deadline`` in a scrubbed environment (no credentials, no pip
-    configuration): (exit code, or None on timeout; output tail)."""
-    home.mkdir(exist_ok=True)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,  # pip --python starts a second interpreter: kill both
+    requirements: list[str],
+    envs_dir: Path,
+    key: str,
+    deadline: float,
+    settings: Settings,
+    bwrap: str | os.PathLike[str] | None,
+    log: CheckLog,
+) -> RequirementsEnv | None:
+    working = sandbox.isolation(bwrap, allow_unsandboxed=settings.allow_unsandboxed, log=log)
+    suffix = uuid.uuid4().hex[:8]
+    house = envs_dir / f".wheels-{key}-{suffix}"
+    root = envs_dir / f".build-{key}-{suffix}"
+    house.mkdir()
+    source = wheels.Source(
+        index_url=settings.pip_index_url,
+        find_links=settings.pip_find_links,
+        cache_dir=envs_dir / ".pip-cache",
+        home=envs_dir / ".home",
     )
     try:
-        out, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
-        code: int | None = proc.returncode
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        code = None
-    text = out.decode("utf-8", errors="replace").strip()
-    if code is None:
-        text += "\n(stopped: the install time limit was reached)"
-    return code, text[-PIP_TAIL_CHARS:]
+        log.info(
+            "resolving on the host with the worker's pip (wheels only, metadata only): "
+            + " ".join(requirements)
+        )
+        chosen = _choose(requirements, source, house, deadline)
+        root.mkdir()
+        (root / SITE).mkdir()
+        if chosen.wheels:
+            problem = _fetch(chosen.wheels, house, source, deadline, settings)
+            if problem is None:
+                problem = _install(root, house, chosen.wheels, deadline, settings, working, log)
+            if problem is not None:  # nothing of it is used: built afresh next time
+                shutil.rmtree(root)
+                failed = {**chosen.failed, **dict.fromkeys(chosen.kept, problem)}
+                return RequirementsEnv(root, (), failed, cached=False)
+        return _commit(root, chosen, cached=chosen.final)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(house, ignore_errors=True)
 
 
-def _commit(
-    root: Path, installed: list[str], failed: dict[str, str], *, cached: bool
-) -> RequirementsEnv:
+@dataclass(frozen=True)
+class _Choice:
+    """Requirements kept and their wheels; failed ones; whether a timeout left it open."""
+
+    kept: list[str]
+    wheels: tuple[wheels.Wheel, ...]
+    failed: dict[str, str]
+    final: bool
+
+
+def _choose(
+    requirements: list[str], source: wheels.Source, house: Path, deadline: float
+) -> _Choice:
+    count = iter(range(1_000_000))
+
+    def resolve(reqs: list[str]) -> wheels.Resolution:
+        report = house / f"report-{next(count)}.json"
+        return wheels.resolve(reqs, source=source, report=report, deadline=deadline)
+
+    together = resolve(requirements)
+    if together.wheels is not None:
+        return _Choice(requirements, together.wheels, {}, True)
+    if together.timed_out or len(requirements) == 1:
+        failed = dict.fromkeys(requirements, together.output)
+        return _Choice([], (), failed, not together.timed_out)
+    good: list[str] = []
+    failed = {}
+    final = True
+    for requirement in requirements:
+        alone = resolve([requirement])
+        final &= not alone.timed_out
+        if alone.ok:
+            good.append(requirement)
+        else:
+            failed[requirement] = alone.output
+    if not good:
+        return _Choice([], (), failed, final)
+    again = resolve(good)
+    if again.wheels is None:
+        failed.update(dict.fromkeys(good, again.output))
+        return _Choice([], (), failed, final and not again.timed_out)
+    return _Choice(good, again.wheels, failed, final)
+
+
+def _fetch(
+    chosen: tuple[wheels.Wheel, ...],
+    house: Path,
+    source: wheels.Source,
+    deadline: float,
+    settings: Settings,
+) -> str | None:
+    """Download the chosen wheels into ``house``; what went wrong, if anything."""
+    try:
+        paths = wheels.fetch(chosen, house, source=source, deadline=deadline)
+        size = wheels.unpacked_size(paths)
+    except wheels.FetchError as exc:
+        return str(exc)
+    if size > settings.install_max_bytes:
+        return (
+            f"the wheels hold {_mib(size)} unpacked, over the limit of "
+            f"{_mib(settings.install_max_bytes)} (install_max_bytes)"
+        )
+    return None
+
+
+def _install(
+    root: Path,
+    house: Path,
+    chosen: tuple[wheels.Wheel, ...],
+    deadline: float,
+    settings: Settings,
+    bwrap: str | None,
+    log: CheckLog,
+) -> str | None:
+    """Install the wheels of ``house`` into ``root/site`` with pip, in the sandbox; what went
+    wrong, if anything."""
+    left = max(1.0, deadline - time.monotonic())
+    limits = sandbox.SandboxLimits(
+        time_s=left,
+        memory_bytes=settings.model_memory_bytes,
+        max_processes=settings.model_max_processes,
+        max_file_bytes=settings.install_max_bytes,
+        max_output_bytes=0,  # no scratch output: the environment is the output
+        wall_limit_s=left,
+    )
+    names = [wheel.filename for wheel in chosen]
+    if bwrap is None:
+        log.warn(
+            "!!! INSTALLING REQUIREMENTS WITHOUT A SANDBOX !!! bubblewrap is unavailable and "
+            "allow_unsandboxed is set (development only)"
+        )
+    else:
+        log.info(
+            f"installing {', '.join(names)} with pip inside the sandbox: no network, the "
+            f"wheels read-only, only the new environment writable; memory "
+            f"{_mib(limits.memory_bytes)}, {left:.0f} s left"
+        )
+    (root / ".tmp").mkdir()
+    run = sandbox.run_command(_install_command(root, house, names, bwrap), limits, bwrap=bwrap)
+    shutil.rmtree(root / ".tmp", ignore_errors=True)
+    stopped = run.describe(limits) or _unexpected(root)
+    if run.exit_code == 0 and not stopped:
+        return None
+    log.warn(
+        "the sandboxed install failed ("
+        + (stopped or f"pip's exit status {run.exit_code}")
+        + "): nothing of it is kept, and a later check builds the environment afresh"
+    )
+    return (run.stdout_tail + "\n" + run.stderr_tail).strip()[-wheels.TAIL_CHARS :]
+
+
+def _unexpected(root: Path) -> str | None:
+    """What the install left in ``root`` besides its ``site`` folder, if anything: the host
+    writes the manifest there and binds ``site`` into later sandboxes, so neither may be a
+    link."""
+    entries = {entry.name: entry for entry in os.scandir(root)}
+    site = entries.pop(SITE, None)
+    if site is None or site.is_symlink() or not site.is_dir(follow_symlinks=False):
+        return f"{SITE}/ is missing or not a folder after the install"
+    if entries:
+        return f"the install left {', '.join(sorted(entries))} beside {SITE}/"
+    return None
+
+
+def _install_command(root: Path, house: Path, names: list[str], bwrap: str | None) -> Command:
+    env_dir, wheel_dir = (ENV_MOUNT, WHEELS_MOUNT) if bwrap else (str(root), str(house))
+    argv = (
+        sys.executable, "-I", "-m", "pip", "install", "--isolated", "--no-index", "--no-deps",
+        "--no-compile", "--no-cache-dir", "--disable-pip-version-check", "--no-input",
+        "--no-warn-script-location", "--progress-bar", "off",
+        "--target", f"{env_dir}/{SITE}", *(f"{wheel_dir}/{name}" for name in names),
+    )  # fmt: skip
+    # pip unpacks into TMPDIR and then moves into --target: the environment's own disk,
+    # not the /tmp tmpfs (memory).
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    env["HOME"] = env["TMPDIR"] = f"{env_dir}/.tmp"
+    binds = (Bind(house, WHEELS_MOUNT), Bind(root, ENV_MOUNT, writable=True)) if bwrap else ()
+    return Command(argv, env, env_dir, binds)
+
+
+def _commit(root: Path, chosen: _Choice, *, cached: bool) -> RequirementsEnv:
+    names = tuple(wheel.filename for wheel in chosen.wheels)
     doc = {
-        "installed": installed,
-        "failed": failed,
+        "layout": LAYOUT,
+        "installed": chosen.kept,
+        "failed": chosen.failed,
+        "wheels": names,
         "python": sys.implementation.cache_tag,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "created_ts": time.time(),
     }
-    (root / MANIFEST).write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    return RequirementsEnv(root, tuple(installed), failed, cached=cached)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    with os.fdopen(os.open(root / MANIFEST, flags, 0o644), "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+    return RequirementsEnv(root, tuple(chosen.kept), chosen.failed, cached, names)
 
 
-def _load(root: Path) -> RequirementsEnv:
-    doc = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    return RequirementsEnv(root, tuple(doc["installed"]), dict(doc["failed"]), cached=True)
+def _load(root: Path) -> RequirementsEnv | None:
+    """The cached environment at ``root``; ``None`` if absent, unreadable or of another
+    layout."""
+    try:
+        doc = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        site = root / SITE
+        if doc["layout"] != LAYOUT or site.is_symlink() or not site.is_dir():
+            return None
+        return RequirementsEnv(
+            root,
+            tuple(str(r) for r in doc["installed"]),
+            {str(k): str(v) for k, v in doc["failed"].items()},
+            True,
+            tuple(str(w) for w in doc["wheels"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _stale(root: Path) -> bool:
@@ -244,6 +392,21 @@ def _stale(root: Path) -> bool:
         return bool(doc["failed"]) and time.time() - doc["created_ts"] > RETRY_FAILED_AFTER_S
     except (OSError, ValueError, KeyError, TypeError):
         return True
+
+
+def _sweep(envs_dir: Path, key: str) -> None:
+    """Remove the build and wheel folders of workers killed mid-build: ours (we hold its
+    lock), and any other whose key's lock is free (nobody is building it)."""
+    for path in envs_dir.iterdir():
+        match = _WORK_DIR.fullmatch(path.name)
+        if match is None:
+            continue
+        if match.group(1) == key:
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        with _locked(envs_dir / f"{match.group(1)}.lock", deadline=0.0) as fd:
+            if fd is not None:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _log_failures(env: RequirementsEnv, log: CheckLog, *, cached: bool) -> None:
@@ -257,11 +420,12 @@ def _log_failures(env: RequirementsEnv, log: CheckLog, *, cached: bool) -> None:
     if env.failed:
         log.info(f"note: {NO_WHEEL_HINT}")
     if env.installed and not cached:
-        log.ok(f"installed: {', '.join(env.installed)}")
+        wheels_text = ", ".join(env.wheels) or "none needed: the worker has them"
+        log.ok(f"installed: {', '.join(env.installed)} (wheels: {wheels_text})")
 
 
-def _site_packages_rel() -> str:
-    return f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.0f} MiB"
 
 
 @contextlib.contextmanager

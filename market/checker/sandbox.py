@@ -1,25 +1,26 @@
-"""Run a submitted model in a sandboxed child process and collect what it wrote.
+"""Run untrusted code in a sandboxed child process: a model, or the install of its requirements.
 
 Layers, each logged when it is in force:
 
-1. **bubblewrap** namespaces: a new user namespace (the model runs as uid/gid 65534 with no
-   capabilities and may not create further user namespaces), PID, IPC, UTS, cgroup and
-   network namespaces (only an empty loopback: no route anywhere), a new session. The file
-   system is a read-only tmpfs holding only the interpreter's directories and the system
-   library directories (read-only), the extracted package at ``/learnware`` (read-only), the
-   inputs at ``/in`` (read-only), the shim, the child program and any installed requirements
-   under ``/opt/wharf`` (read-only), a private size-capped tmpfs at ``/tmp`` and ``/dev/shm``,
-   and ``/out``, the one writable host directory. The environment is cleared and rebuilt
-   from a few variables.
+1. **bubblewrap** namespaces (:mod:`.bubblewrap`): a new user namespace (the code runs as
+   uid/gid 65534 with no capabilities and may not create further user namespaces), PID,
+   IPC, UTS, cgroup and network namespaces (only an empty loopback: no route anywhere), a
+   new session. The file system is a read-only tmpfs holding only the interpreter's
+   directories and the system library directories (read-only), the binds the command asks
+   for, and private size-capped tmpfs mounts at ``/tmp``, ``/dev/shm`` and any scratch
+   directory. The environment is cleared and rebuilt from a few variables.
 2. **rlimits**, set by :mod:`._launch` before bwrap starts: address space, CPU seconds, file
    size, open files, no core dumps (and, as a fallback, a process count).
-3. **cgroups** (v1 ``pids`` and ``memory``) around the whole sandbox, when writable.
-4. A **wall-clock timeout**: the time limit plus slack, after which the process group is
-   killed; the sandbox's PID namespace dies with its init, and whatever is left in the
-   cgroups is killed too.
+3. **cgroups** (v1 ``pids`` and ``memory``) around the whole sandbox, when writable. The
+   memory cgroup also counts what is written to the sandbox's tmpfs mounts.
+4. A **wall-clock timeout**, after which the process group is killed; the sandbox's PID
+   namespace dies with its init, and whatever is left in the cgroups is killed too.
 
-Without bwrap, untrusted code does not run unless ``allow_unsandboxed`` is set (development
-only); then layers 2–4 apply and the log says loudly that there is no isolation.
+:func:`run_command` runs any :class:`~.bubblewrap.Command` this way; :func:`run_model`
+runs a model (:mod:`.modelrun`) and receives its results through a bounded pipe
+(:mod:`.channel`). Without bwrap, untrusted code does not run unless ``allow_unsandboxed``
+is set (development only); then layers 2–4 apply and the log says loudly that there is no
+isolation.
 """
 
 from __future__ import annotations
@@ -39,14 +40,17 @@ from typing import Any
 
 from market.settings import Settings
 
-from . import bubblewrap, cgroups
+from . import bubblewrap, cgroups, modelrun, outputs
 from ._launch import LAUNCH_FAILED
+from .channel import ResultChannel
 from .log import CheckLog
 
 HERE = Path(__file__).resolve().parent
 LAUNCHER = HERE / "_launch.py"
 OPEN_FILES = 1024
 TAIL_BYTES = 16 * 1024
+#: Room for the ``.npy`` header on top of the outputs' own bytes.
+NPY_HEADER_BYTES = 4096
 
 
 class SandboxUnavailable(RuntimeError):
@@ -77,22 +81,29 @@ def unavailable_reason(settings: Settings) -> str | None:
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """What one model run may use.
+    """What one sandboxed run may use.
 
     Attributes
     ----------
-    time_s: CPU seconds per process (RLIMIT_CPU); the wall-clock limit is derived from it.
+    time_s: CPU seconds per process (RLIMIT_CPU); the wall-clock limit is derived from it
+        unless ``wall_limit_s`` is given.
     memory_bytes: address space per process (RLIMIT_AS) and memory of the whole sandbox
-        (memory cgroup), tmpfs pages included.
-    max_processes: processes and threads the model may have at once.
-    max_file_bytes: largest file the model may write (RLIMIT_FSIZE), also the cap on
+        (memory cgroup), the pages of its tmpfs mounts included; also the size of its
+        ``/tmp`` and ``/dev/shm``.
+    max_processes: processes and threads it may have at once.
+    max_file_bytes: largest file it may write (RLIMIT_FSIZE), also the cap on a model's
         ``outputs.npy``.
+    max_output_bytes: a model's output limit: the size of its ``/out`` and the most its
+        result channel carries, so the most a run leaves on the worker's disk.
+    wall_limit_s: a wall-clock limit of its own (an install), instead of the derived one.
     """
 
     time_s: float
     memory_bytes: int
     max_processes: int
     max_file_bytes: int
+    max_output_bytes: int
+    wall_limit_s: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxLimits:
@@ -101,12 +112,15 @@ class SandboxLimits:
             memory_bytes=settings.model_memory_bytes,
             max_processes=settings.model_max_processes,
             max_file_bytes=settings.model_max_file_bytes,
+            max_output_bytes=settings.model_output_limit_bytes,
         )
 
     @property
     def wall_s(self) -> float:
         """Wall-clock limit: the CPU limit plus slack for starting the interpreter, waiting
         on I/O and sharing the CPU."""
+        if self.wall_limit_s is not None:
+            return self.wall_limit_s
         return self.time_s + 2.0 + 0.1 * self.time_s
 
 
@@ -119,13 +133,14 @@ class ModelJob:
     class_name: str
     kwargs: dict[str, Any]
     input_dir: Path  # holds inputs.npy; read-only inside
-    output_dir: Path  # the only writable host directory
+    output_dir: Path  # receives result.json and outputs.npy through the result channel
     site_dirs: tuple[Path, ...] = ()  # e.g. a cached requirements environment
 
 
 @dataclass
 class SandboxResult:
-    """How the run ended. ``exit_code`` is the child's (a signal shows as 128 + signo)."""
+    """How the run ended. ``exit_code`` is the child's (a signal shows as 128 + signo);
+    ``output_problem`` says why a model's results were refused (the output limit, say)."""
 
     exit_code: int | None
     timed_out: bool
@@ -134,6 +149,7 @@ class SandboxResult:
     stderr_tail: str
     isolated: bool
     cgroup_stats: dict[str, int] = field(default_factory=dict)
+    output_problem: str | None = None
 
     @property
     def signal(self) -> int | None:
@@ -146,6 +162,8 @@ class SandboxResult:
 
     def describe(self, limits: SandboxLimits) -> str | None:
         """Why the run was stopped, if something stopped it."""
+        if self.output_problem:
+            return self.output_problem
         if self.timed_out:
             return f"killed: wall-clock limit of {limits.wall_s:.1f} s reached"
         sig = self.signal
@@ -164,6 +182,28 @@ class SandboxResult:
         return None
 
 
+def isolation(
+    bwrap: str | os.PathLike[str] | None, *, allow_unsandboxed: bool, log: CheckLog
+) -> str | None:
+    """The bubblewrap to run untrusted code in, or ``None`` where running without one is
+    allowed (``allow_unsandboxed``, development only).
+
+    Raises :class:`SandboxUnavailable` when ``bwrap`` is missing (``None``) or cannot create
+    its namespaces here, and running without it is not allowed.
+    """
+    if bwrap is not None:
+        problem = bubblewrap.probe(str(bwrap))
+        if problem is None:
+            return str(bwrap)
+        log.warn(f"bubblewrap at {bwrap} does not work here: {problem}")
+    if not allow_unsandboxed:
+        raise SandboxUnavailable(
+            "sandbox unavailable: bubblewrap (bwrap) is missing or cannot create "
+            "namespaces on this worker, and submitted code is never run without it"
+        )
+    return None
+
+
 def run_model(
     job: ModelJob,
     limits: SandboxLimits,
@@ -177,27 +217,70 @@ def run_model(
 
     ``bwrap`` is the bubblewrap executable (``None``: not available). Without a working
     bwrap this raises :class:`SandboxUnavailable` unless ``allow_unsandboxed`` is true.
+    ``result.json`` and ``outputs.npy`` arrive in ``job.output_dir``, within the limits.
     """
-    isolated = False
-    if bwrap is not None:
-        problem = bubblewrap.probe(str(bwrap))
-        if problem is None:
-            isolated = True
-        else:
-            log.warn(f"bubblewrap at {bwrap} does not work here: {problem}")
-    if not isolated:
-        if not allow_unsandboxed:
-            raise SandboxUnavailable(
-                "sandbox unavailable: bubblewrap (bwrap) is missing or cannot create "
-                "namespaces on this worker, and submitted code is never run without it"
-            )
+    working = isolation(bwrap, allow_unsandboxed=allow_unsandboxed, log=log)
+    if working is None:
         log.warn(
             "!!! RUNNING SUBMITTED CODE WITHOUT A SANDBOX !!! bubblewrap is unavailable and "
             "allow_unsandboxed is set (development only): the model can read files, use the "
             "network and see this machine; only resource limits apply"
         )
+    channel = ResultChannel(
+        job.output_dir,
+        file_caps={
+            outputs.RESULT_FILE: outputs.MAX_RESULT_BYTES,
+            outputs.OUTPUTS_FILE: limits.max_file_bytes + NPY_HEADER_BYTES,
+        },
+        total_cap=limits.max_output_bytes,
+        limit_text=_size(limits.max_output_bytes),
+    )
+    channel.start()
+    try:
+        modelrun.write_job(job, limits, isolated=working is not None, result_fd=channel.write_fd)
+        command = modelrun.command(job, limits, isolated=working is not None)
+        result = run_command(
+            command,
+            limits,
+            bwrap=working,
+            log=log,
+            cgroup_root=cgroup_root,
+            pass_fds=(channel.write_fd,),
+        )
+    finally:
+        channel.finish()
+    result.output_problem = channel.problem or _filled_out(job.output_dir, limits)
+    return result
 
-    bubblewrap.write_job(job, limits, isolated)
+
+def _filled_out(out_dir: Path, limits: SandboxLimits) -> str | None:
+    """The output limit, if the child found the model's ``/out`` full."""
+    try:
+        raw = outputs.read_capped(out_dir / outputs.RESULT_FILE, outputs.MAX_RESULT_BYTES)
+        full = raw is not None and json.loads(raw).get("out_full") is True
+    except (outputs.OutputFileError, ValueError, AttributeError, RecursionError):
+        return None  # judged when the result is read
+    if not full:
+        return None
+    return f"output limit of {_size(limits.max_output_bytes)} reached: the model filled /out"
+
+
+def run_command(
+    command: bubblewrap.Command,
+    limits: SandboxLimits,
+    *,
+    bwrap: str | None,
+    log: CheckLog | None = None,
+    cgroup_root: Path = cgroups.DEFAULT_ROOT,
+    pass_fds: Sequence[int] = (),
+) -> SandboxResult:
+    """Run ``command`` in bubblewrap ``bwrap`` (from :func:`isolation`; ``None``: without a
+    sandbox, as the caller allowed) under ``limits``, cgroups and a wall clock.
+
+    The protections in force are logged to ``log`` when one is given. ``pass_fds`` are
+    descriptors the program inherits (the caller closes them).
+    """
+    isolated = bwrap is not None
     name = f"check-{uuid.uuid4().hex[:16]}"
     groups = cgroups.create_run_cgroups(
         name,
@@ -207,19 +290,22 @@ def run_model(
     )
     try:
         rlimits = _rlimits(limits, process_cap="pids" not in groups.dirs)
-        _log_protections(log, limits, str(bwrap) if isolated else None, groups, rlimits)
-        if isolated:
-            program = bubblewrap.command(str(bwrap), job, limits)
+        if log is not None:
+            _log_protections(log, limits, bwrap, command, groups, rlimits)
+        if bwrap is not None:
+            program = bubblewrap.command(bwrap, command, tmp_bytes=limits.memory_bytes)
+            env, cwd = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, Path("/")
         else:
-            program = bubblewrap.direct_command(job)
+            program, env, cwd = list(command.argv), dict(command.env), Path(command.cwd)
         config = {"cgroups": groups.procs_files, "rlimits": rlimits}
         return _supervise(
             [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(config), *program],
-            env=bubblewrap.launcher_env(job, isolated),
-            cwd=job.package_dir,
+            env=env,
+            cwd=cwd,
             limits=limits,
             groups=groups,
             isolated=isolated,
+            pass_fds=tuple(pass_fds),
         )
     finally:
         groups.kill_all()
@@ -258,15 +344,21 @@ def _log_protections(
     log: CheckLog,
     limits: SandboxLimits,
     bwrap: str | None,
+    command: bubblewrap.Command,
     groups: cgroups.RunCgroups,
     rlimits: dict[str, tuple[int, int]],
 ) -> None:
     if bwrap is not None:
+        tmpfs = [f"/tmp and /dev/shm ({_size(limits.memory_bytes)} each)"]
+        tmpfs += [f"{path} ({_size(size)})" for path, size in command.scratch]
+        writable = [bind.inside for bind in command.binds if bind.writable]
         log.info(
             f"sandbox: {bubblewrap.version(bwrap)} — user namespace (uid "
             f"{bubblewrap.SANDBOX_UID}, no capabilities), own PID/IPC/UTS/cgroup namespaces, "
-            "no network (loopback only), read-only file system except /tmp and /out, "
-            "environment cleared"
+            "no network (loopback only), read-only file system except private tmpfs "
+            f"{', '.join(tmpfs)}"
+            + (f" and {', '.join(writable)}" if writable else "")
+            + ", environment cleared"
         )
     shown = {
         "RLIMIT_AS": f"address space {_size(limits.memory_bytes)}",
@@ -290,7 +382,10 @@ def _log_protections(
             "bind a worker running as root"
         )
     if "memory" in groups.dirs:
-        log.info(f"memory cgroup: limit {_size(limits.memory_bytes)} for the whole sandbox")
+        log.info(
+            f"memory cgroup: limit {_size(limits.memory_bytes)} for the whole sandbox, "
+            "its tmpfs mounts included"
+        )
     else:
         log.warn("no memory cgroup: memory is limited per process by RLIMIT_AS only")
     for note in groups.notes:
@@ -332,6 +427,7 @@ def _supervise(
     limits: SandboxLimits,
     groups: cgroups.RunCgroups,
     isolated: bool,
+    pass_fds: tuple[int, ...],
 ) -> SandboxResult:
     start = time.monotonic()
     proc = subprocess.Popen(
@@ -342,6 +438,7 @@ def _supervise(
         env=env,
         cwd=cwd,
         close_fds=True,
+        pass_fds=pass_fds,
         start_new_session=True,
     )
     tails = [_Tail(proc.stdout), _Tail(proc.stderr)]

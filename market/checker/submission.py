@@ -21,7 +21,7 @@ import shutil
 import string
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ def check_submission(
     package_path: the package zip.
     semantic_spec: the semantic specification submitted with it (reference dict format).
     settings: limits and sandbox settings (``model_*``, ``sandbox``, ``allow_unsandboxed``,
-        ``install_timeout_s``, ``envs_dir``).
+        ``install_*``, ``pip_*``, ``envs_dir``).
     work_dir: scratch space; a fresh folder is made in it and removed afterwards.
     log: where to write the log (e.g. one that streams); a new one if omitted.
     bwrap_path: the bubblewrap executable; by default ``bwrap`` on ``PATH``.
@@ -151,7 +151,8 @@ def _check(
         decisions = plan_requirements(package.requirements)
         _log_requirements(decisions, package, log)
         to_install = [d.requirement for d in decisions if d.action == "install"]
-    with _install(to_install, settings, log) as env, _step(log, "running the model"):
+    bwrap = _bwrap(settings, bwrap_path, log)
+    with _install(to_install, settings, bwrap, log) as env, _step(log, "running the model"):
         job = sandbox.ModelJob(
             package_dir=package_dir,
             module_file=package.model.file,
@@ -161,7 +162,7 @@ def _check(
             output_dir=scratch / "out",
             site_dirs=(env.site_packages,) if env is not None else (),
         )
-        run = _run_model(job, settings, log, bwrap_path)
+        run = _run_model(job, settings, log, bwrap)
     with _step(log, "checking the outputs"):
         _judge(run, scratch / "out", semantic, settings, log)
     return spec
@@ -276,19 +277,37 @@ def _log_requirements(decisions: list[Decision], package: LearnwarePackage, log:
             log.info(f"requirement {d.line!r}: to install — {d.reason}")
 
 
+def _bwrap(
+    settings: Settings, bwrap_path: str | os.PathLike[str] | None, log: CheckLog
+) -> str | os.PathLike[str] | None:
+    """The bubblewrap the settings ask for (``None``: switched off or not installed)."""
+    if settings.sandbox != "bwrap":
+        log.warn("the sandbox is switched off in the settings (sandbox = 'none')")
+        return None
+    bwrap = bwrap_path if bwrap_path is not None else bubblewrap.find()
+    if bwrap is None:
+        log.warn("bubblewrap (bwrap) is not installed on this worker")
+    return bwrap
+
+
 @contextmanager
 def _install(
-    requirements: list[str], settings: Settings, log: CheckLog
+    requirements: list[str],
+    settings: Settings,
+    bwrap: str | os.PathLike[str] | None,
+    log: CheckLog,
 ) -> Iterator[envs.RequirementsEnv | None]:
     if not requirements:
         yield None
         return
-    with envs.requirements_env(
-        requirements,
-        envs_dir=settings.envs_dir,
-        timeout_s=settings.install_timeout_s,
-        log=log,
-    ) as env:
+    with ExitStack() as stack:
+        try:
+            env = stack.enter_context(
+                envs.requirements_env(requirements, settings=settings, log=log, bwrap=bwrap)
+            )
+        except sandbox.SandboxUnavailable as exc:
+            log.fail(str(exc))
+            raise  # the worker's fault, not the package's: no verdict
         yield env
 
 
@@ -296,15 +315,8 @@ def _run_model(
     job: sandbox.ModelJob,
     settings: Settings,
     log: CheckLog,
-    bwrap_path: str | os.PathLike[str] | None,
+    bwrap: str | os.PathLike[str] | None,
 ) -> sandbox.SandboxResult:
-    bwrap = None
-    if settings.sandbox == "bwrap":
-        bwrap = bwrap_path if bwrap_path is not None else bubblewrap.find()
-        if bwrap is None:
-            log.warn("bubblewrap (bwrap) is not installed on this worker")
-    else:
-        log.warn("the sandbox is switched off in the settings (sandbox = 'none')")
     limits = sandbox.SandboxLimits.from_settings(settings)
     try:
         run = sandbox.run_model(
@@ -346,6 +358,8 @@ def _judge(
             log.block("the model's stdout (last lines):", run.stdout_tail[-STDERR_SHOWN:])
         raise _Rejected
 
+    if run.output_problem:  # nothing it sent is read
+        reject(f"the model's results were refused — {run.output_problem}")
     try:
         output = outputs.read_run_output(out_dir, limits.max_file_bytes)
     except outputs.OutputFileError as exc:
