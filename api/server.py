@@ -8,8 +8,8 @@ few seconds, and (with httptools) buffers headers of any size. This protocol add
   ``WHARF_REQUEST_HEADER_TIMEOUT_S`` of the connection's start or of the previous answer on
   it, however they trickle in; else 408 and the connection is closed (one that sent nothing
   is closed quietly);
-- a cap of ``MAX_HEADER_BYTES`` on a request's line and headers, else 431 (h11 has its own
-  cap of the same size and answers 400);
+- a cap of ``MAX_HEADER_BYTES`` on a request's line and headers, counted before the parser
+  buffers them, else 431;
 - problem+json instead of uvicorn's plain-text 400 for a request it cannot parse.
 
 A body's pace is the application's to watch (:class:`api.limits.BodyTimeout`), so that

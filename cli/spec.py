@@ -18,7 +18,7 @@ from specification import (
     save_spec,
 )
 from specification.package import read_package
-from specification.semantic import SemanticSpec
+from specification.semantic import SemanticSpec, check_text_lengths
 
 from .datafiles import KINDS, read_data
 
@@ -154,7 +154,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         data = None
     if isinstance(data, dict) and ("Data" in data or "Task" in data) and "z" not in data:
         spec = SemanticSpec.from_dict(data)
-        spec.validate_submission()
+        check_text_lengths(spec.validate_submission())  # what a market takes in
         print(f"{path}: valid semantic specification ({spec.data_type}, {spec.task_type})")
         return 0
     stat = loads_spec(text)

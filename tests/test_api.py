@@ -146,6 +146,23 @@ def test_oversized_upload_is_413(api):
         assert repo.list_learnwares(s)[1] == 0  # nothing was stored
 
 
+def test_an_unexpected_error_is_a_500_problem(api, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(repo, "list_learnwares", broken)
+    client = TestClient(api.app, raise_server_exceptions=False)
+    r = client.get("/v1/learnwares")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    assert r.json() == {
+        "type": "about:blank",
+        "title": "Internal server error",
+        "status": 500,
+        "detail": "the market failed to answer this request; it was logged, try again later",
+    }
+    assert "a bug" not in r.text
+
+
 def test_ownership_on_writes_and_privacy_before_acceptance(api):
     lid = submit(api).json()["learnware_id"]
     assert api.get(f"/v1/learnwares/{lid}").status_code == 404  # pending: private

@@ -107,6 +107,11 @@ def test_check_spec_semantic_and_package(tmp_path, csv_file, capsys):
     sem_path.write_text(json.dumps(semantic))
     assert main(["spec", "check", str(sem_path)]) == 1
     assert "Task" in capsys.readouterr().err
+    semantic["Task"]["Values"] = ["Regression"]
+    semantic["Name"]["Values"] = "a name longer than the fifty characters a market takes"
+    sem_path.write_text(json.dumps(semantic))
+    assert main(["spec", "check", str(sem_path)]) == 1
+    assert "Name may have at most 50" in capsys.readouterr().err
 
     files = {
         "learnware.yaml": b"model:\n  class_name: Model\nstat_specifications:\n"
