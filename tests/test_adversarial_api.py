@@ -45,27 +45,29 @@ def market(tmp_path_factory):
     data, spool = root / "data", root / "tmp"
     data.mkdir()
     spool.mkdir()
-    catalog = Catalog.create(Settings(data_dir=data).catalog_url)
-    with catalog.session() as s:
-        tokens = {
-            name: repo.create_token(s, repo.create_user(s, name, role).id, "t")[0]
-            for name, role in (("alice", Role.user), ("bob", Role.user))
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [k for k in os.environ if k.startswith("WHARF_")]:
+            mp.delenv(name)  # the embedded market in `data`, whatever the caller has set
+        catalog = Catalog.create(Settings(data_dir=data).catalog_url)
+        with catalog.session() as s:
+            tokens = {
+                name: repo.create_token(s, repo.create_user(s, name, role).id, "t")[0]
+                for name, role in (("alice", Role.user), ("bob", Role.user))
+            }
+        catalog.dispose()
+        m = LocalMarket(data, workers=0)
+        m.env |= {
+            "TMPDIR": str(spool),  # where the API would spool an upload it read
+            "WHARF_REQUEST_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+            "WHARF_REQUEST_BODY_TIMEOUT_S": str(BODY_GRACE_S),
+            "WHARF_REQUEST_BODY_MIN_RATE": "1024",
+            "WHARF_RATE_LIMIT_ANONYMOUS_WRITES_PER_MINUTE": str(ANONYMOUS_WRITES),
+            "WHARF_TRUSTED_PROXIES": "127.0.0.1",
         }
-    catalog.dispose()
-    m = LocalMarket(data, workers=0)
-    m.env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")} | {
-        "WHARF_DATA_DIR": str(data),
-        "TMPDIR": str(spool),  # where the API would spool an upload it read
-        "WHARF_REQUEST_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-        "WHARF_REQUEST_BODY_TIMEOUT_S": str(BODY_GRACE_S),
-        "WHARF_REQUEST_BODY_MIN_RATE": "1024",
-        "WHARF_RATE_LIMIT_ANONYMOUS_WRITES_PER_MINUTE": str(ANONYMOUS_WRITES),
-        "WHARF_TRUSTED_PROXIES": "127.0.0.1",
-    }
-    with m:
-        m.tokens = {**tokens, "admin": m.token}
-        m.spool, m.objects = spool, data / "objects"
-        yield m
+        with m:
+            m.tokens = {**tokens, "admin": m.token}
+            m.spool, m.objects = spool, data / "objects"
+            yield m
 
 
 _addresses = iter(range(1, 250))
