@@ -267,3 +267,25 @@ def test_a_model_flooding_its_outputs_stops_at_the_output_limit(market: Market, 
     package_bytes = sum(p.stat().st_size for p in market.tmp.glob("package-*.zip")) * 4
     assert peak[0] <= 8 * MiB + package_bytes, f"{peak[0]} bytes on the worker's disk"
     assert not list(work.iterdir())
+
+
+def test_the_sandbox_tmpfs_mounts_count_against_its_memory(market: Market) -> None:
+    """/tmp and /dev/shm are each as large as the memory limit, but what is written there is
+    memory of the sandbox: 300 MiB in each under a 512 MiB limit is stopped."""
+    source = """
+        class Model:
+            input_shape = (4,)
+            output_shape = (1,)
+
+            def predict(self, X):
+                chunk = b"x" * (1024 * 1024)
+                for folder in ("/tmp", "/dev/shm"):
+                    for i in range(20):  # 15 MiB files: under the file size limit
+                        with open(f"{folder}/f{i}", "wb") as f:
+                            for _ in range(15):
+                                f.write(chunk)
+                return X[:, :1]
+    """
+    report = market.check(market.package(source))
+    assert not report.accepted, report.log
+    assert "killed: memory limit of 512 MiB reached" in report.log, report.log
