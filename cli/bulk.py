@@ -272,8 +272,13 @@ def _submit(client: WharfClient, item: Item) -> None:
     except WharfError as exc:
         if exc.status == 409:
             item.outcome = "duplicate"
+            # The market names the learnware only to those who may see it.
             item.learnware_id = exc.problem.get("existing_learnware")
-            item.detail = f"already in the market as learnware {item.learnware_id}"
+            item.detail = (
+                f"already in the market as learnware {item.learnware_id}"
+                if item.learnware_id
+                else str(exc.problem.get("detail", exc))
+            )
         else:
             item.detail = str(exc)
         return
