@@ -148,6 +148,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 owner_id=user.id,
                 who=user.name,
                 max_package_bytes=settings.max_upload_bytes,
+                spec_limits=settings.spec_limits,
                 batch_size=settings.bulk_batch_size,
                 on_batch=lambda batch: bar.update(batch.entries),
             )

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from market.catalog import Catalog
 from market.store import ObjectStore, StoreError
 from specification.jsonio import dump_json, load_json
+from specification.limits import SpecLimits
 
 from .bundle import MANIFEST, BundleError, Entry, EntryRejected, clean_path
 from .packages import release_pack
@@ -315,6 +316,7 @@ def import_staged_batch(
     owner_id: int,
     check_log: str,
     max_package_bytes: int,
+    spec_limits: SpecLimits,
     in_transaction: Callable[[Session], None] | None = None,
 ) -> ImportReport:
     """Import one batch of a staged bundle (:func:`market.transfer.import_batch`).
@@ -363,6 +365,7 @@ def import_staged_batch(
             place=place,
             check_log=check_log,
             max_package_bytes=max_package_bytes,
+            spec_limits=spec_limits,
             in_transaction=in_transaction,
         )
 

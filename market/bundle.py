@@ -30,13 +30,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from market.catalog import Learnware, repo
+from specification.blockwise import self_inner_product
 from specification.errors import SpecificationError
 from specification.files import SPEC_TYPE_FOR_DATA, loads_spec
 from specification.image import IMAGE_SPEC_TYPE
 from specification.jsonio import load_json
+from specification.limits import SpecLimits, check_self_inner_product
 from specification.rkme import TABLE_SPEC_TYPE
 from specification.semantic import check_semantic_spec
 
@@ -154,7 +154,7 @@ def read_entry(line: int, text: str | bytes, *, max_package_bytes: int) -> Entry
     )
 
 
-def check_entry(entry: Entry) -> dict[str, Any]:
+def check_entry(entry: Entry, limits: SpecLimits) -> dict[str, Any]:
     """Check an entry's specs; returns the catalog's semantic columns for it.
 
     The semantic spec must pass the submission rules; the RKME must parse, be of the data
@@ -173,7 +173,7 @@ def check_entry(entry: Entry) -> dict[str, Any]:
     if wanted is None:
         raise EntryRejected(f"Data is {semantic.data_type}: no spec type is known for it")
     try:
-        spec = loads_spec(entry.stat_spec)
+        spec = loads_spec(entry.stat_spec, limits)
     except SpecificationError as exc:
         raise EntryRejected(f"stat_spec: {exc}") from None
     if spec.spec_type != wanted:
@@ -200,12 +200,12 @@ def check_entry(entry: Entry) -> dict[str, Any]:
             f"the stat_spec describes {features} features but the semantic Input.Dimension is "
             f"{semantic.input_dim}; they must be equal"
         )
-    self_product = _self_inner_product(spec)
-    if not (math.isfinite(self_product) and self_product > 0):
-        raise EntryRejected(
-            f"the stat_spec's self inner product is {self_product}, not a finite positive "
-            "number (check beta and gamma)"
+    try:
+        check_self_inner_product(
+            _self_inner_product(spec), spec.beta_, gaussian=spec.spec_type != IMAGE_SPEC_TYPE
         )
+    except SpecificationError as exc:
+        raise EntryRejected(f"the stat_spec: {exc}") from None
     return columns
 
 
@@ -216,7 +216,4 @@ def _self_inner_product(spec) -> float:
         from specification.nngp import inner_product
 
         return inner_product(spec, spec)
-    z, beta, gamma = spec.z_flat, spec.beta_, spec.gamma
-    sq = np.einsum("ij,ij->i", z, z)
-    distances = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
-    return float(beta @ np.exp(-gamma * distances) @ beta)
+    return self_inner_product(spec.z_flat, spec.beta_, spec.gamma)

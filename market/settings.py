@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from specification.limits import SpecLimits
+
 MiB = 1024 * 1024
 
 #: Credentials that ship in documentation, images and tutorials (compared case-insensitively):
@@ -94,6 +96,16 @@ class Settings(BaseSettings):
     public_read: bool = True
     max_upload_bytes: int = 256 * MiB
     max_spec_bytes: int = 64 * MiB
+    # Statistical specs from submissions and searches (specification/limits.py): at most
+    # spec_max_points points (image specs: spec_max_image_points), spec_max_numbers numbers
+    # in all (the reference caps a reduced set at 1,310,720), coordinates within
+    # ±spec_max_abs_value, γ within [spec_min_gamma, spec_max_gamma], β on the simplex.
+    spec_max_points: int = Field(default=2_000, ge=1)
+    spec_max_image_points: int = Field(default=200, ge=1)
+    spec_max_numbers: int = Field(default=1_310_720, ge=1)
+    spec_max_abs_value: float = Field(default=1e6, gt=0)
+    spec_min_gamma: float = Field(default=1e-6, gt=0)
+    spec_max_gamma: float = Field(default=1e6, gt=0)
     # API tokens live this many days at most, and this long when no expiry is asked for
     # (0: no limit, and tokens without an expiry never expire).
     token_max_days: int = Field(default=90, ge=0)
@@ -110,6 +122,14 @@ class Settings(BaseSettings):
     rate_limit_anonymous_writes_per_minute: int = Field(default=20, ge=1)
     # Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client address.
     trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
+
+    # Slow clients get 408. A request's headers must be complete within
+    # request_header_timeout_s of the connection's start or of its previous answer, however
+    # they trickle in (a server run with `--http api.server:HttpProtocol`); a body gets
+    # request_body_timeout_s, then must have averaged request_body_min_rate bytes a second.
+    request_header_timeout_s: float = Field(default=20.0, gt=0)
+    request_body_timeout_s: float = Field(default=60.0, gt=0)
+    request_body_min_rate: int = Field(default=1024, ge=1)
 
     # Bulk imports (POST /v1/bulk-imports, admins): the largest bundle, both as uploaded and
     # unpacked, and the manifest lines each index task imports in one catalog transaction.
@@ -141,6 +161,13 @@ class Settings(BaseSettings):
     # directories before anything installs; also the largest file the install may write.
     install_max_bytes: int = Field(default=8192 * MiB, ge=1)
     env_cache_dir: Path | None = None
+
+    # Lost work: a running task refreshes its job's heartbeat every job_heartbeat_s; a job
+    # silent for job_lost_after_s (or whose process is gone) is sent again by the workers'
+    # reaper; a job whose workers died job_max_worker_losses times fails with the reason.
+    job_heartbeat_s: float = Field(default=5.0, gt=0)
+    job_lost_after_s: float = Field(default=30.0, gt=0)
+    job_max_worker_losses: int = Field(default=3, ge=1)
 
     # Search.
     search_time_limit_s: int = 120
@@ -288,6 +315,17 @@ class Settings(BaseSettings):
     @property
     def envs_dir(self) -> Path:
         return (self.env_cache_dir or self.data_dir / "envs").resolve()
+
+    @property
+    def spec_limits(self) -> SpecLimits:
+        """What a statistical spec from a developer or a user may hold."""
+        return SpecLimits.for_market(
+            max_points=self.spec_max_points,
+            max_image_points=self.spec_max_image_points,
+            max_numbers=self.spec_max_numbers,
+            max_abs_value=self.spec_max_abs_value,
+            gamma_range=(self.spec_min_gamma, self.spec_max_gamma),
+        )
 
 
 def _url_password(url: str | None) -> str | None:

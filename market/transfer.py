@@ -31,6 +31,7 @@ from market.catalog import Catalog, Learnware, LearnwareStatus, repo
 from market.catalog.bulk import AcceptedRow, insert_accepted, packages_by_sha256
 from market.packages import new_package_key, open_package
 from market.store import ObjectNotFound, ObjectStore, StoreError
+from specification.limits import SpecLimits
 
 from .bundle import (
     MANIFEST,
@@ -177,6 +178,7 @@ def import_batch(
     place: Callable[[Entry], Placement],
     check_log: str,
     max_package_bytes: int,
+    spec_limits: SpecLimits,
     in_transaction: Callable[[Session], None] | None = None,
 ) -> ImportReport:
     """Import one batch of manifest lines ``(line number, text)``; one catalog transaction.
@@ -212,7 +214,7 @@ def import_batch(
     ready: list[_Ready] = []
     for entry in fresh:
         try:
-            columns = check_entry(entry)
+            columns = check_entry(entry, spec_limits)
             data = read_package(entry.package, entry.size)
             _verify_package(entry, data)
         except EntryRejected as exc:
@@ -352,6 +354,7 @@ def import_bundle(
     owner_id: int,
     who: str,
     max_package_bytes: int,
+    spec_limits: SpecLimits,
     batch_size: int = BATCH_SIZE,
     on_batch: Callable[[ImportReport], None] | None = None,
 ) -> ImportReport:
@@ -382,6 +385,7 @@ def import_bundle(
                 place=lambda entry: Placement(new_package_key()),
                 check_log=log,
                 max_package_bytes=max_package_bytes,
+                spec_limits=spec_limits,
             )
             total.add(report)
             if on_batch is not None:

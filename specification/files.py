@@ -30,6 +30,7 @@ import numpy as np
 from .errors import SpecificationError
 from .image import IMAGE_SPEC_TYPE, IMAGE_SPEC_VERSION, RKMEImage
 from .jsonio import load_json
+from .limits import SpecLimits
 from .rkme import RKME, TABLE_SPEC_TYPE
 from .text import TEXT_SPEC_TYPE, RKMEText, check_languages
 
@@ -39,10 +40,12 @@ TABLE_TYPES = (TABLE_SPEC_TYPE, "RKMEStatSpecification")
 SPEC_TYPES = (*TABLE_TYPES, TEXT_SPEC_TYPE, IMAGE_SPEC_TYPE)
 #: The spec type a learnware of each semantic data type carries.
 SPEC_TYPE_FOR_DATA = {"Table": TABLE_SPEC_TYPE, "Image": IMAGE_SPEC_TYPE, "Text": TEXT_SPEC_TYPE}
-#: Refuse files and arrays beyond these sizes before parsing them.
+#: Refuse files beyond this size before parsing them (arrays: :class:`SpecLimits`).
 MAX_FILE_BYTES = 512 * 1024 * 1024
-MAX_POINTS = 1_000_000
-MAX_NUMBERS = 50_000_000
+#: Dimensions of z: K, then the shape of one point (an image's is C × 32 × 32).
+MAX_DIMENSIONS = 8
+#: The bounds of a reader given none.
+NO_LIMITS = SpecLimits()
 
 
 def spec_to_dict(spec: RKME | RKMEImage) -> dict[str, Any]:
@@ -96,8 +99,8 @@ def _refuse_constant(name: str) -> float:
     raise SpecificationError(f"spec contains {name}; every number must be finite")
 
 
-def loads_spec(text: str | bytes) -> RKME | RKMEImage:
-    """Parse a spec file's content."""
+def loads_spec(text: str | bytes, limits: SpecLimits = NO_LIMITS) -> RKME | RKMEImage:
+    """Parse a spec file's content; anything over ``limits`` is refused before numpy sees it."""
     if len(text) > MAX_FILE_BYTES:
         raise SpecificationError(f"spec is over the {MAX_FILE_BYTES}-byte limit")
     try:
@@ -108,10 +111,12 @@ def loads_spec(text: str | bytes) -> RKME | RKMEImage:
         ) from None
     except UnicodeDecodeError:
         raise SpecificationError("spec is not UTF-8 text") from None
-    return spec_from_dict(data)
+    except RecursionError:
+        raise SpecificationError("spec is nested too deeply to be a spec file") from None
+    return spec_from_dict(data, limits)
 
 
-def spec_from_dict(data: Any) -> RKME | RKMEImage:
+def spec_from_dict(data: Any, limits: SpecLimits = NO_LIMITS) -> RKME | RKMEImage:
     if not isinstance(data, dict):
         raise SpecificationError(f"spec must be a JSON object, got {type(data).__name__}")
     spec_type = data.get("type", TABLE_SPEC_TYPE)
@@ -120,7 +125,7 @@ def spec_from_dict(data: Any) -> RKME | RKMEImage:
             f"type: unsupported spec type {spec_type!r}; supported: {', '.join(SPEC_TYPES)}"
         )
     if spec_type == IMAGE_SPEC_TYPE:
-        return _image_from_dict(data)
+        return _image_from_dict(data, limits.for_images())
     missing = [k for k in ("z", "beta", "gamma") if k not in data]
     if missing:
         raise SpecificationError(f"spec is missing required key(s): {', '.join(missing)}")
@@ -129,18 +134,20 @@ def spec_from_dict(data: Any) -> RKME | RKMEImage:
         raise SpecificationError(f"gamma must be a finite number, got {gamma!r}")
     if gamma <= 0:
         raise SpecificationError(f"gamma must be > 0, got {gamma!r}")
-    z = _array(data["z"], "z")
+    limits.check_gamma(gamma)
+    z = _array(data["z"], "z", limits)
     if z.ndim < 2:
         raise SpecificationError(
             f"z must be a list of points (K rows of features), got shape {z.shape}"
         )
-    beta = _array(data["beta"], "beta")
+    beta = _array(data["beta"], "beta", limits)
     if beta.ndim != 1:
         raise SpecificationError(f"beta must be a flat list of K numbers, got shape {beta.shape}")
     if beta.shape[0] != z.shape[0]:
         raise SpecificationError(
             f"beta has {beta.shape[0]} weights but z has {z.shape[0]} points; they must match"
         )
+    limits.check_arrays(z, beta)
     num_points = _num_points(data)
     if spec_type == TEXT_SPEC_TYPE:
         language = check_languages(data.get("language", []))
@@ -155,7 +162,7 @@ def _num_points(data: dict) -> int:
     return num_points
 
 
-def _image_from_dict(data: dict) -> RKMEImage:
+def _image_from_dict(data: dict, limits: SpecLimits) -> RKMEImage:
     missing = [k for k in ("z", "beta") if k not in data]
     if missing:
         raise SpecificationError(f"image spec is missing required key(s): {', '.join(missing)}")
@@ -164,16 +171,17 @@ def _image_from_dict(data: dict) -> RKMEImage:
         raise SpecificationError(
             f"RKME_IMAGE_VERSION {version!r} is not supported (only {IMAGE_SPEC_VERSION})"
         )
-    z = _array(data["z"], "z")
+    z = _array(data["z"], "z", limits)
     if z.ndim != 4 or z.shape[2:] != (32, 32):
         raise SpecificationError(
             f"z of an image spec must be K images of shape (C, 32, 32), got shape {z.shape}"
         )
-    beta = _array(data["beta"], "beta")
+    beta = _array(data["beta"], "beta", limits)
     if beta.ndim != 1 or beta.shape[0] != z.shape[0]:
         raise SpecificationError(
             f"beta must be a flat list of K = {z.shape[0]} weights, got shape {beta.shape}"
         )
+    limits.check_arrays(z, beta)
     n_models = data.get("n_models", 16)
     if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:
         raise SpecificationError(f"n_models must be a positive integer, got {n_models!r}")
@@ -190,12 +198,12 @@ def _image_from_dict(data: dict) -> RKMEImage:
     )
 
 
-def _array(value: Any, name: str) -> np.ndarray:
+def _array(value: Any, name: str, limits: SpecLimits) -> np.ndarray:
     if not isinstance(value, list):
         raise SpecificationError(f"{name} must be a JSON list, got {type(value).__name__}")
     if not value:
         raise SpecificationError(f"{name} is empty")
-    _check_size(value, name)
+    limits.check_outer_shape(value, name)
     try:
         arr = np.array(value, dtype=np.float64)
     except ValueError:
@@ -207,18 +215,8 @@ def _array(value: Any, name: str) -> np.ndarray:
         raise SpecificationError(f"{name} must hold only numbers") from None
     if arr.size == 0:
         raise SpecificationError(f"{name} has no numbers (shape {arr.shape})")
+    if arr.ndim > MAX_DIMENSIONS:
+        raise SpecificationError(f"{name} has {arr.ndim} dimensions, over {MAX_DIMENSIONS}")
     if not np.isfinite(arr).all():
         raise SpecificationError(f"{name} contains NaN or infinite values")
     return arr
-
-
-def _check_size(value: list, name: str) -> None:
-    """Refuse absurd sizes from the outer shape before numpy materialises anything."""
-    if len(value) > MAX_POINTS:
-        raise SpecificationError(f"{name} has {len(value)} entries, over the limit of {MAX_POINTS}")
-    total, level = len(value), value
-    while isinstance(level, list) and level and isinstance(level[0], list):
-        level = level[0]
-        total *= max(1, len(level))
-        if total > MAX_NUMBERS:
-            raise SpecificationError(f"{name} holds over {MAX_NUMBERS} numbers")

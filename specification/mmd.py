@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from ._arrays import resolve_device
+from .blockwise import gaussian_sum, self_inner_product
 from .errors import SpecificationError
 from .kernel import (
     as_backend,
     augment_points,
     augment_query,
-    gaussian_kernel,
     kernel_block,
     map_blocks,
 )
@@ -55,15 +55,12 @@ def inner_product(
 
         return image_inner_product(a, b)
     g = float(a.gamma if gamma is None else gamma)
-    za, zb = torch.from_numpy(_flat(a)), torch.from_numpy(_flat(b))
+    za, zb = _flat(a), _flat(b)
     if za.shape[1] != zb.shape[1]:
         raise SpecificationError(
             f"specs have different feature sizes ({za.shape[1]} and {zb.shape[1]})"
         )
-    k = gaussian_kernel(za, zb, g)
-    ba = torch.as_tensor(np.asarray(a.beta_, dtype=np.float64))
-    bb = torch.as_tensor(np.asarray(b.beta_, dtype=np.float64))
-    return float(ba @ k @ bb)
+    return gaussian_sum(za, a.beta_, zb, b.beta_, g)
 
 
 def _is_image(spec) -> bool:
@@ -107,7 +104,8 @@ def self_inner_products(
     """⟨Φ_i, Φ_i⟩ of specs stacked in ``z`` (rows) and ``beta``, ``sizes[i]`` rows each.
 
     Kernel values come from direct differences, not the GEMM form: a self-term is computed
-    once per spec, so it is computed exactly. Specs of equal K go through one batched product.
+    once per spec, so it is computed exactly. Specs of equal K go through one batched product;
+    a spec whose K × K kernel alone is over ``block_entries`` goes tile by tile.
     """
     out = torch.empty(len(sizes), dtype=torch.float64, device=z.device)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -116,6 +114,11 @@ def self_inner_products(
         by_size.setdefault(int(k), []).append(i)
     dim = z.shape[1]
     for k, idx in by_size.items():
+        if k * k > block_entries:
+            for i in idx:
+                rows = slice(offsets[i], offsets[i] + k)
+                out[i] = self_inner_product(z[rows].cpu().numpy(), beta[rows].cpu().numpy(), gamma)
+            continue
         step = max(1, block_entries // max(1, k * k))
         for s in range(0, len(idx), step):
             part = idx[s : s + step]
@@ -234,13 +237,14 @@ class SpecBank:
             raise SpecificationError(
                 f"query gamma {query.gamma} differs from the bank's {self.gamma}"
             )
-        zq = torch.from_numpy(_flat(query)).to(self.device)
-        if zq.shape[1] != self.dim:
-            raise SpecificationError(f"query has {zq.shape[1]} features, the bank {self.dim}")
+        flat = _flat(query)
+        if flat.shape[1] != self.dim:
+            raise SpecificationError(f"query has {flat.shape[1]} features, the bank {self.dim}")
+        self_q = self_inner_product(flat, query.beta_, self.gamma)
+        zq = torch.from_numpy(flat).to(self.device)
         bq = torch.as_tensor(np.asarray(query.beta_, dtype=np.float64), device=self.device)
         zq = zq - self._center
         qa = augment_query(zq, self.gamma)
-        self_q = bq @ gaussian_kernel(zq, zq, self.gamma) @ bq
         qb, bqb = as_backend(qa), as_backend(bq)
         points, beta = as_backend(points_t), as_backend(beta_t)
 

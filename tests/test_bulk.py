@@ -32,6 +32,9 @@ def market(catalog, tmp_path):
     return catalog, LocalStore(tmp_path / "objects"), admin.id
 
 
+LIMITS = Settings().spec_limits
+
+
 def _import(market, bundle: Path, **kwargs):
     catalog, store, admin_id = market
     return import_bundle(
@@ -41,6 +44,7 @@ def _import(market, bundle: Path, **kwargs):
         owner_id=admin_id,
         who="admin",
         max_package_bytes=MAX_PACKAGE,
+        spec_limits=LIMITS,
         **kwargs,
     )
 
@@ -407,6 +411,7 @@ def test_staged_batches_keep_manifest_line_numbers(market, tmp_path):
             owner_id=admin_id,
             check_log="imported",
             max_package_bytes=MAX_PACKAGE,
+            spec_limits=LIMITS,
         )
         for batch in staged.batches
     ]
@@ -422,6 +427,7 @@ def test_staged_batches_keep_manifest_line_numbers(market, tmp_path):
         owner_id=admin_id,
         check_log="imported",
         max_package_bytes=MAX_PACKAGE,
+        spec_limits=LIMITS,
     )
     assert (again.imported, again.duplicate_count) == (2, 0)
     with catalog.session() as s:
@@ -450,6 +456,7 @@ def test_packed_packages_are_read_and_released_with_their_pack(market, tmp_path)
         owner_id=admin_id,
         check_log="imported",
         max_package_bytes=MAX_PACKAGE,
+        spec_limits=LIMITS,
     )
     assert store.list("packages/") == []  # nothing written per learnware
     with catalog.session() as s:
@@ -504,6 +511,7 @@ def test_staged_import_from_either_store(object_store, tmp_path):
             owner_id=admin_id,
             check_log="imported",
             max_package_bytes=MAX_PACKAGE,
+            spec_limits=LIMITS,
         )
     copy = bulk._cached.get("file")
     assert (copy is not None) == isinstance(object_store, S3Store)

@@ -10,11 +10,11 @@ from specification import (
     RKME,
     SpecificationError,
     dumps_spec,
-    files,
     load_spec,
     loads_spec,
     save_spec,
 )
+from specification.limits import SpecLimits, check_self_inner_product
 
 # Written by hand from the documented reference format (compact separators, key order).
 REFERENCE_FILE = (
@@ -93,13 +93,58 @@ def test_malformed_files_are_refused_with_the_reason(text, message):
         loads_spec(text)
 
 
-def test_absurd_sizes_are_refused_before_parsing(monkeypatch):
-    monkeypatch.setattr(files, "MAX_POINTS", 10)
-    with pytest.raises(SpecificationError, match="over the limit of 10"):
-        loads_spec(_with(z=[[0.0]] * 11, beta=[0.1] * 11))
-    monkeypatch.setattr(files, "MAX_NUMBERS", 100)
+def test_absurd_sizes_are_refused_before_parsing():
+    limits = SpecLimits(max_points=10, max_numbers=100)
+    with pytest.raises(SpecificationError, match="over this market's limit of 10"):
+        loads_spec(_with(z=[[0.0]] * 11, beta=[0.1] * 11), limits)
     with pytest.raises(SpecificationError, match="over 100 numbers"):
-        loads_spec(_with(z=[[0.0] * 20] * 6, beta=[0.1] * 6))
+        loads_spec(_with(z=[[0.0] * 20] * 6, beta=[0.1] * 6), limits)
+    image = {"type": "RKMEImageSpecification", "z": [[[[0.0] * 32] * 32]] * 3, "beta": [1 / 3] * 3}
+    with pytest.raises(SpecificationError, match="limit of 2"):
+        loads_spec(json.dumps(image), SpecLimits(max_image_points=2))
+
+
+MARKET = SpecLimits.for_market(
+    max_points=100, max_image_points=10, max_numbers=10_000, max_abs_value=1e6,
+    gamma_range=(1e-6, 1e6),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"beta": [1.5, -0.5]}, "simplex.*min -0.5"),  # cancels the embedding to nothing
+        ({"beta": [0.3, 0.3]}, "simplex.*sum 0.6"),
+        ({"z": [[1e300, 0.0, 0.0], [0.0, 0.0, 0.0]]}, "absolute value 1e\\+300"),
+        ({"gamma": 1e-300}, "gamma is 1e-300, outside"),
+        ({"gamma": 1e300}, "outside the range"),
+    ],
+)
+def test_a_market_refuses_specs_that_are_not_embeddings(change, message):
+    assert loads_spec(_with(**change)).gamma > 0  # a reader with no limits takes them
+    with pytest.raises(SpecificationError, match=message):
+        loads_spec(_with(**change), MARKET)
+    loads_spec(_with(beta=[1 - 1e-9, 1e-9 + 1e-12]), MARKET)  # rounding is not refused
+
+
+def test_deeply_nested_json_is_a_clear_error():
+    deep = '{"z": ' + "[" * 100_000 + "]" * 100_000 + ', "beta": [1], "gamma": 0.1}'
+    with pytest.raises(SpecificationError, match="nested too deeply"):
+        loads_spec(deep)
+    forty = '{"z": ' + "[" * 40 + "1" + "]" * 40 + ', "beta": [1], "gamma": 0.1}'
+    with pytest.raises(SpecificationError, match=r"dimensions|ragged"):
+        loads_spec(forty)
+
+
+def test_the_self_inner_product_must_lie_where_an_embedding_can():
+    check_self_inner_product(0.5, [0.5, 0.5], gaussian=True)
+    with pytest.raises(SpecificationError, match="outside"):
+        check_self_inner_product(0.1, [0.5, 0.5], gaussian=True)  # below Σβ² = 0.5
+    with pytest.raises(SpecificationError, match="outside"):
+        check_self_inner_product(1.5, [0.5, 0.5], gaussian=True)
+    with pytest.raises(SpecificationError, match="finite positive"):
+        check_self_inner_product(-1e-3, [0.5, 0.5], gaussian=False)
+    check_self_inner_product(3.0, [0.5, 0.5], gaussian=False)  # NNGP values are not bounded by 1
 
 
 def test_save_and_load_file(tmp_path):

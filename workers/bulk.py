@@ -120,6 +120,7 @@ def import_batch(job_id: str, index: int) -> dict:
             owner_id=owner_id,
             check_log=trusted_log(owner_name, f"bulk import job {job_id}"),
             max_package_bytes=settings.max_upload_bytes,
+            spec_limits=settings.spec_limits,
             in_transaction=record_progress,
         )
     except _JobEnded:

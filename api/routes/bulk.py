@@ -48,6 +48,12 @@ def create_bulk_import(
     if not trusted:
         raise Problem(422, UNTRUSTED, field="trusted")
     settings = services.settings
+    if bundle.size is not None and bundle.size > settings.bulk_max_bytes:
+        raise Problem(
+            413,
+            f"the bundle is {bundle.size} bytes, over the limit of {settings.bulk_max_bytes} "
+            "(WHARF_BULK_MAX_BYTES): split it into smaller bundles",
+        )
     session.commit()  # no catalog transaction while the bundle streams to the store
     prefix = new_prefix()
     try:

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from market.catalog import JobKind, repo
+from market.settings import Settings
 from market.store import ObjectTooLarge, StoreError
 from specification.errors import SpecificationError
 from specification.files import loads_spec
@@ -44,9 +45,7 @@ def create_search(
     max_search_num: Annotated[int, Form(ge=1, le=10, description="mixture size")] = 5,
 ) -> SearchAccepted:
     semantic = semantic_spec_field(semantic_spec, requirement=True) if semantic_spec else None
-    spec_text, spec = (
-        _read_spec(stat_spec, services.settings.max_spec_bytes) if stat_spec else (None, None)
-    )
+    spec_text, spec = _read_spec(stat_spec, services.settings) if stat_spec else (None, None)
     request_fields = {"semantic": semantic, "top": top, "max_search_num": max_search_num}
     if spec is not None:
         problem = requirement_problem(spec, semantic, _partitions(services))
@@ -80,12 +79,13 @@ def create_search(
     return SearchAccepted(job_id=job.id, status_url=job_url(request, job.id))
 
 
-def _read_spec(upload: UploadFile, limit: int) -> tuple[bytes, RKME]:
+def _read_spec(upload: UploadFile, settings: Settings) -> tuple[bytes, RKME]:
+    limit = settings.max_spec_bytes
     text = upload.file.read(limit + 1)
     if len(text) > limit:
         raise Problem(413, f"stat_spec is larger than the limit of {limit} bytes")
     try:
-        spec = loads_spec(text)
+        spec = loads_spec(text, settings.spec_limits)
     except SpecificationError as exc:
         raise Problem(422, f"stat_spec: {exc}", field="stat_spec") from None
     return text, spec

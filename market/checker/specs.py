@@ -11,7 +11,6 @@ sentence embeddings), so their shape says nothing of the model's input.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from specification.errors import PackageError, SpecificationError
 from specification.files import SPEC_TYPE_FOR_DATA, loads_spec
 from specification.image import IMAGE_SPEC_TYPE, RKMEImage
+from specification.limits import SpecLimits, check_self_inner_product
 from specification.mmd import inner_product
 from specification.package import LearnwarePackage
 from specification.rkme import RKME, TABLE_SPEC_TYPE
@@ -29,9 +29,10 @@ from .log import CheckLog
 
 
 def check_stat_specs(
-    package: LearnwarePackage, semantic: SemanticSpec, log: CheckLog
+    package: LearnwarePackage, semantic: SemanticSpec, log: CheckLog, limits: SpecLimits
 ) -> RKME | RKMEImage | None:
-    """The spec if every rule holds; otherwise ``None``, with the reason logged."""
+    """The spec if every rule holds (``limits`` among them); otherwise ``None``, with the
+    reason logged."""
     data_type = semantic.data_type
     wanted = SPEC_TYPE_FOR_DATA.get(data_type)
     if wanted is None:
@@ -51,20 +52,15 @@ def check_stat_specs(
         return None
     entry = entries[0]
     try:
-        spec = loads_spec(package.read_member(entry.file_name))
+        spec = loads_spec(package.read_member(entry.file_name), limits)
         if spec.spec_type != wanted:
             raise SpecificationError(
                 f"the file holds an {spec.spec_type}, but learnware.yaml declares an {wanted}"
             )
         self_product = inner_product(spec, spec)  # NNGP kernel for images
+        check_self_inner_product(self_product, spec.beta_, gaussian=wanted != IMAGE_SPEC_TYPE)
     except (SpecificationError, PackageError) as exc:
         log.fail(f"statistical specification {entry.file_name}: {exc}")
-        return None
-    if not (math.isfinite(self_product) and self_product > 0):
-        log.fail(
-            f"statistical specification {entry.file_name}: its self inner product is "
-            f"{self_product}, not a finite positive number (check beta and gamma)"
-        )
         return None
     features = int(np.prod(spec.feature_shape))
     if wanted == TABLE_SPEC_TYPE and features != semantic.input_dim:

@@ -140,7 +140,7 @@ def _check(
     with _step(log, "reading the package"):
         package = _read_package(package_path, log)
         semantic = _check_semantic(semantic_spec, log)
-        spec = check_stat_specs(package, semantic, log)
+        spec = check_stat_specs(package, semantic, log, settings.spec_limits)
         if spec is None:
             raise _Rejected
     with _step(log, "preparing the model run"):

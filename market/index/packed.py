@@ -21,8 +21,8 @@ from itertools import pairwise
 
 import numpy as np
 import torch
-from scipy.spatial.distance import cdist
 
+from specification.blockwise import self_inner_product
 from specification.errors import SpecificationError
 from specification.kernel import map_ranges
 from specification.mmd import KernelMeanEmbedding, self_inner_products
@@ -308,9 +308,9 @@ class PackedSpecs:
             raise SpecificationError(f"query has {zq.shape[1]} features, the partition {self.dim}")
         bq = np.asarray(query.beta_, dtype=np.float64).reshape(-1)
         zq = zq - self.center
-        # The query's own ⟨Φ_q, Φ_q⟩ from direct differences, in numpy: a torch call here
-        # would wake torch's thread pool for a K×K matrix.
-        self_q = float(bq @ np.exp(-self.gamma * cdist(zq, zq, "sqeuclidean")) @ bq)
+        # The query's own ⟨Φ_q, Φ_q⟩ from direct differences, in numpy (a torch call here
+        # would wake torch's thread pool), tile by tile whatever its K.
+        self_q = self_inner_product(zq, bq, self.gamma)
         g = self.gamma
         qa = np.concatenate(
             [2.0 * g * zq, -g * (zq * zq).sum(1, keepdims=True), np.full((len(zq), 1), -g)], 1
@@ -330,10 +330,15 @@ class PackedSpecs:
 
         def block(lo: int, hi: int) -> np.ndarray:
             z, beta = self._gather(slots[lo:hi])
-            e = qa @ np.concatenate([z.T, np.ones((1, len(z))), (z * z).sum(1)[None]], 0)
-            np.minimum(e, 0.0, out=e)
-            np.exp(e, out=e)
-            v = (bq @ e) * beta
+            za = np.concatenate([z.T, np.ones((1, len(z))), (z * z).sum(1)[None]], 0)
+            v = np.zeros(len(z))
+            step = max(1, BLOCK_ENTRIES // max(1, len(z)))  # query rows: one spec may be large
+            for s in range(0, len(qa), step):
+                e = qa[s : s + step] @ za
+                np.minimum(e, 0.0, out=e)
+                np.exp(e, out=e)
+                v += bq[s : s + step] @ e
+            v *= beta
             offsets = np.concatenate([[0], np.cumsum(counts[lo:hi])[:-1]])
             return np.add.reduceat(v, offsets)
 
