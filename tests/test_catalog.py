@@ -77,7 +77,7 @@ def test_migrations_create_exactly_the_model_schema(database_url: str):
         with catalog.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
-            assert context.get_current_revision() == "0003"
+            assert context.get_current_revision() == "0004"
             tables = set(inspect(conn).get_table_names())
         assert {"users", "api_tokens", "learnwares", "learnware_scenarios", "jobs"} <= tables
         catalog.check()
@@ -473,14 +473,19 @@ def test_job_lifecycle_and_idempotent_start(catalog: Catalog, owner: int):
         assert len(job_id) == 32 and job.state == JobState.queued and job.attempts == 0
         assert not repo.set_progress(s, job_id, 0.5, "not started")
     with catalog.session() as s:
-        started = repo.start_job(s, job_id)
+        started = repo.start_job(s, job_id, "host:1")
         assert started.state == JobState.running and started.attempts == 1
+        assert (started.worker, started.worker_losses) == ("host:1", 0)
+        assert repo.start_job(s, job_id, "host:2") is None  # held: a duplicate does not start
         assert started.started_at.tzinfo is not None
         assert repo.set_progress(s, job_id, 0.25, "unpacking")
         with pytest.raises(ValueError):
             repo.set_progress(s, job_id, 1.5, "too far")
     with catalog.session() as s:  # redelivered after a worker died
-        assert repo.start_job(s, job_id).attempts == 2
+        assert repo.take_over_job(s, job_id, "host:3", holder="host:2") is None  # not its holder
+        again = repo.take_over_job(s, job_id, "host:3", holder="host:1")
+        assert (again.attempts, again.worker_losses, again.worker) == (2, 1, "host:3")
+        assert repo.beat(s, job_id, "host:3") and not repo.beat(s, job_id, "host:1")
         assert repo.finish_job(s, job_id, {"accepted": True})
     with catalog.session() as s:
         job = repo.get_job(s, job_id)

@@ -4,6 +4,7 @@ is wrong, recovers by itself, and loses or half-writes nothing it had accepted."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -292,3 +293,85 @@ def test_the_api_killed_during_an_upload_accepts_no_partial_package(examples, tm
         assert objects == []
         sub = c.submit(ex.package, ex.semantic)  # and the same package can be sent again
         assert sub["status"] == "pending"
+
+
+def _job_row(data_dir: Path, job_id: str):
+    with Catalog(Settings(data_dir=data_dir).catalog_url).session(read_only=True) as s:
+        return repo.get_job(s, job_id)
+
+
+def test_a_whole_worker_killed_mid_check_resumes_within_a_minute(
+    examples, tmp_path, embedded, monkeypatch
+):
+    """The worker process and its pool die together: Redis would hand the check to another
+    worker only after its visibility timeout (21 minutes); the other worker's reaper sees the
+    job's heartbeat stop and sends it again."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    monkeypatch.setenv("WHARF_BROKER_URL", redis.url)
+    ex = examples[0]
+    try:
+        with LocalMarket(tmp_path / "m", workers=2) as m, WharfClient(m.url, m.token) as c:
+            sub = c.submit(_slow_package(tmp_path, ex, 4.0), ex.semantic)
+            deadline = time.monotonic() + 60
+            while (job := _job_row(m.data_dir, sub["job_id"])).worker is None:
+                assert time.monotonic() < deadline, "the check never started"
+                time.sleep(0.1)
+            pool_pid = int(job.worker.rpartition(":")[2])
+            holder = next(
+                p for p in m.procs[:2] if pool_pid in _pool_children_of(p.pid) or p.pid == pool_pid
+            )
+            os.killpg(holder.pid, signal.SIGKILL)  # the worker and its pool, without a word
+            killed_at = time.monotonic()
+            job = c.wait(sub["job_id"], timeout=120)
+            recovered_s = time.monotonic() - killed_at
+            assert job["state"] == "succeeded", job
+            assert c.learnware(sub["learnware_id"])["status"] == "accepted"
+            assert recovered_s < 60, recovered_s  # 30 s of silence, a reaper pass, the check
+            assert _job_row(m.data_dir, sub["job_id"]).worker_losses == 1
+    finally:
+        redis.stop()
+
+
+def _pool_children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+@pytest.mark.adversarial
+def test_a_check_that_keeps_killing_its_worker_is_given_up_with_a_reason(
+    examples, tmp_path, embedded, monkeypatch
+):
+    """A poison message: every process that runs this check dies. After
+    WHARF_JOB_MAX_WORKER_LOSSES losses the job fails and the learnware is rejected, both saying
+    why, instead of being delivered for ever; the market still accepts an honest package."""
+    redis = RedisServer(tmp_path)
+    redis.start()
+    monkeypatch.setenv("WHARF_BROKER_URL", redis.url)
+    ex = examples[0]
+    try:
+        with LocalMarket(tmp_path / "m", workers=1) as m, WharfClient(m.url, m.token) as c:
+            sub = c.submit(_slow_package(tmp_path, ex, 30.0), ex.semantic)
+            killed: set[str] = set()
+            deadline = time.monotonic() + 180
+            while (job := c.job(sub["job_id"]))["state"] not in ("succeeded", "failed"):
+                assert time.monotonic() < deadline, job
+                row = _job_row(m.data_dir, sub["job_id"])
+                if row.state == "running" and row.worker and row.worker not in killed:
+                    time.sleep(0.5)  # let it get into the model run
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(row.worker.rpartition(":")[2]), signal.SIGKILL)
+                    killed.add(row.worker)
+                time.sleep(0.1)
+            assert job["state"] == "failed", job
+            assert "lost 3 times" in job["error"], job
+            assert len(killed) == 3
+            lw = c.learnware(sub["learnware_id"])
+            assert lw["status"] == "rejected"
+            assert "lost 3 times" in c.http.get(f"/v1/learnwares/{lw['id']}/log").text
+
+            honest = c.submit(ex.package, ex.semantic)
+            assert c.wait(honest["job_id"], timeout=180)["state"] == "succeeded"
+            assert c.learnware(honest["learnware_id"])["status"] == "accepted"
+    finally:
+        redis.stop()

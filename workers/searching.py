@@ -18,6 +18,7 @@ from market.index.sync import IndexSync
 from market.search import FUZZY_MAX_RESULTS, SearchResult, SingleMatch, fuzzy_name_matches
 from market.settings import Settings
 from market.store import ObjectStore
+from specification.errors import SpecificationError
 from specification.files import loads_spec
 from specification.semantic import FIELD_TYPES, SemanticSpec
 
@@ -90,11 +91,14 @@ def run_search(
     )
     spec = None
     if request.get("spec_key"):
+        # The API checked the spec; a worker still bounds what it reads and computes with.
         buf = io.BytesIO()
         with store.open(request["spec_key"]) as stream:
             while chunk := stream.read(1 << 20):
                 buf.write(chunk)
-        spec = loads_spec(buf.getvalue())
+                if buf.tell() > settings.max_spec_bytes:
+                    raise SpecificationError(f"the spec is over {settings.max_spec_bytes} bytes")
+        spec = loads_spec(buf.getvalue(), settings.spec_limits)
     top = request.get("top")
     allowed, _ = semantic_stage(catalog, semantic)
     if spec is None:

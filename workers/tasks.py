@@ -12,7 +12,7 @@ from pathlib import Path
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_init, worker_ready
 
 from market import logs
 from market.catalog import Catalog, LearnwareStatus, repo
@@ -23,7 +23,10 @@ from market.settings import get_settings
 from market.store import make_store
 from specification.files import dumps_spec
 
-from . import bulk  # noqa: F401 (registers the bulk-import tasks)
+from . import (
+    bulk,  # noqa: F401 (registers the bulk-import tasks)
+    liveness,
+)
 from .app import CHECK_QUEUE, CHECK_TASK, SEARCH_TASK, app
 from .retry import RETRY
 from .searching import run_search
@@ -39,6 +42,10 @@ settings = get_settings()
 @after_setup_task_logger.connect
 def _log_format(logger, **_) -> None:
     logs.configure(settings, logger)
+
+
+class SearchAbandoned(RuntimeError):
+    """A search whose workers died too often running it."""
 
 
 #: A check that finds no working sandbox goes back to the queue (another worker may have one)
@@ -62,6 +69,12 @@ def _refuse_checks_without_a_sandbox(sender, **_) -> None:
         )
 
 
+@worker_ready.connect
+def _start_reaper(sender, **_) -> None:
+    """Every worker looks for jobs whose worker died, and sends them again."""
+    liveness.start_reaper(catalog(), sender.app, settings)
+
+
 @cache
 def catalog() -> Catalog:
     return Catalog(settings.catalog_url)
@@ -73,7 +86,12 @@ def store():
 
 
 class JobTask(Task):
-    """Marks the job failed (a terminal state) when the task gives up."""
+    """Marks the job failed (a terminal state) when the task gives up, and queued again when
+    it retries (a retry is not a lost worker)."""
+
+    def on_retry(self, exc, task_id, args, kwargs, einfo):
+        with catalog().session() as s:
+            repo.requeue_job(s, args[0], holder=liveness.this_worker(), lost=False)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         job_id = args[0] if args else task_id
@@ -97,14 +115,18 @@ class JobTask(Task):
     **RETRY,
 )
 def check(self: Task, job_id: str, learnware_id: int) -> str:
+    job = liveness.begin(catalog(), job_id, settings)
+    if job is None:
+        return "not started: finished, or running in another worker"
+    give_up = liveness.over_loss_limit(job, settings)
     with catalog().session() as s:
-        job = repo.start_job(s, job_id)
-        if job is None:
-            return "already finished"
         lw = repo.get_learnware(s, learnware_id)
         if lw is None:
             repo.fail_job(s, job_id, "the learnware was deleted before its check ran")
             return "deleted"
+        if give_up is not None:
+            _reject_poison(s, job_id, lw, give_up)
+            return "gave up"
         if lw.status in (LearnwareStatus.accepted, LearnwareStatus.rejected):
             repo.finish_job(s, job_id, {"status": lw.status, "learnware_id": repo.format_id(lw.id)})
             return lw.status
@@ -114,7 +136,10 @@ def check(self: Task, job_id: str, learnware_id: int) -> str:
         package, semantic, sha256 = PackageRef.of(lw), lw.semantic_spec, lw.content_sha256
         repo.set_progress(s, job_id, 0.05, "downloading")
 
-    with tempfile.TemporaryDirectory(prefix="wharf-check-") as tmp:
+    with (
+        liveness.heartbeat(catalog(), job_id, settings),
+        tempfile.TemporaryDirectory(prefix="wharf-check-") as tmp,
+    ):
         path = Path(tmp) / "package.zip"
         download_package(store(), package, path)
         with catalog().session() as s:
@@ -154,6 +179,24 @@ def check(self: Task, job_id: str, learnware_id: int) -> str:
     return status
 
 
+def _reject_poison(s, job_id: str, lw, reason: str) -> None:
+    """Give up on a check that keeps killing its workers: the job fails and the learnware is
+    rejected, with the reason in its log."""
+    repo.fail_job(s, job_id, reason)
+    if repo.claim_for_check(s, lw.id) or lw.status == LearnwareStatus.checking:
+        repo.finish_check(
+            s,
+            lw.id,
+            accepted=False,
+            log=f"rejected: {reason}. Nothing in the package was judged; this is what its "
+            "check did to the market's workers.\n",
+            spec_meta=None,
+            stat_spec_json=None,
+            sha256=lw.content_sha256,
+        )
+    log.warning("learnware %s: %s", repo.format_id(lw.id), reason, extra={"job_id": job_id})
+
+
 def _catalog_spec_meta(meta: dict) -> dict:
     return {
         "type": meta["spec_type"],
@@ -172,12 +215,15 @@ def _catalog_spec_meta(meta: dict) -> dict:
     **RETRY,
 )
 def search(job_id: str) -> str:
-    with catalog().session() as s:
-        job = repo.start_job(s, job_id)
-        if job is None:
-            return "already finished"
-        request = dict(job.request or {})
-    result = run_search(catalog(), store(), settings, request)
+    job = liveness.begin(catalog(), job_id, settings)
+    if job is None:
+        return "not started: finished, or running in another worker"
+    request = dict(job.request or {})
+    give_up = liveness.over_loss_limit(job, settings)
+    if give_up is not None:
+        raise SearchAbandoned(give_up)  # JobTask.on_failure fails the job, removes its spec
+    with liveness.heartbeat(catalog(), job_id, settings):
+        result = run_search(catalog(), store(), settings, request)
     with catalog().session() as s:
         repo.finish_job(s, job_id, result)
     if request.get("spec_key"):

@@ -781,21 +781,84 @@ def _job_update(s: Session, job_id: str, states: Iterable[JobState], **values: A
     return result.rowcount == 1
 
 
-def start_job(s: Session, job_id: str) -> Job | None:
-    """Mark a job running for one more attempt; ``None`` if it is finished (or unknown).
+def start_job(s: Session, job_id: str, worker: str | None = None) -> Job | None:
+    """``queued`` → ``running``, held by ``worker`` (``"host:pid"``); ``None`` unless queued.
 
-    A queued job starts; a running one starts again (its worker died and the task was
-    redelivered), so ``attempts`` counts deliveries.
+    A job already running is held by a live worker, or by a lost one: only
+    :func:`take_over_job` starts it again.
     """
+    now = utcnow()
     started = _job_update(
         s,
         job_id,
-        _UNFINISHED,
+        (JobState.queued,),
         state=JobState.running,
         attempts=Job.attempts + 1,
-        started_at=utcnow(),
+        started_at=now,
+        worker=worker,
+        heartbeat_at=now,
     )
     return s.get(Job, job_id, populate_existing=True) if started else None
+
+
+def take_over_job(s: Session, job_id: str, worker: str, *, holder: str | None) -> Job | None:
+    """Start a running job again under ``worker``, its last ``holder`` having died: one more
+    worker loss. ``None`` if the job is no longer running under ``holder`` (someone else took
+    it over, or it ended)."""
+    now = utcnow()
+    held = Job.worker.is_(None) if holder is None else Job.worker == holder
+    result = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.running, held)
+        .values(
+            attempts=Job.attempts + 1,
+            worker_losses=Job.worker_losses + 1,
+            worker=worker,
+            started_at=now,
+            heartbeat_at=now,
+        )
+        .execution_options(synchronize_session="fetch")
+    )
+    return s.get(Job, job_id, populate_existing=True) if result.rowcount == 1 else None
+
+
+def beat(s: Session, job_id: str, worker: str) -> bool:
+    """A running job's sign of life from the worker holding it."""
+    result = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.running, Job.worker == worker)
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def silent_jobs(s: Session, before: datetime, kinds: Iterable[JobKind]) -> list[Job]:
+    """Running jobs of ``kinds`` with no sign of life since ``before``."""
+    stmt = select(Job).where(
+        Job.state == JobState.running,
+        Job.kind.in_(list(kinds)),
+        func.coalesce(Job.heartbeat_at, Job.started_at) < before,
+    )
+    return list(s.scalars(stmt))
+
+
+def requeue_job(s: Session, job_id: str, *, holder: str | None, lost: bool) -> bool:
+    """``running`` → ``queued`` (sent again): after a retry, or after its ``holder`` was lost
+    (``lost``: counted). ``False`` if it is no longer running under ``holder``."""
+    held = Job.worker.is_(None) if holder is None else Job.worker == holder
+    result = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.running, held)
+        .values(
+            state=JobState.queued,
+            worker=None,
+            heartbeat_at=None,
+            worker_losses=Job.worker_losses + (1 if lost else 0),
+        )
+        .execution_options(synchronize_session="fetch")
+    )
+    return result.rowcount == 1
 
 
 def set_progress(s: Session, job_id: str, progress: float, stage: str | None = None) -> bool:
