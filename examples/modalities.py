@@ -125,7 +125,7 @@ TOPICS: dict[str, tuple[list[str], list[str], list[str], list[str], str]] = {
         ["after the earnings call.", "on Monday.", "this quarter.", "despite the inflation."],
         "en",
     ),
-    "recettes (French cooking reviews)": (
+    "recettes (French cooking)": (
         ["La soupe", "Ce pain", "Le gâteau au chocolat", "La sauce tomate", "Le poulet rôti"],
         ["était délicieuse", "était parfaitement doré", "avait un goût merveilleux", "a plu"],
         ["était beaucoup trop salée", "a brûlé dans le four", "était fade et sèche", "a déçu"],

@@ -62,7 +62,7 @@ def test_each_user_finds_the_learnware_of_their_data(client, accepted, examples)
         found = {s["name"] for s in result["singles"]}
         assert all(("Digit" in n) == (kinds[spec.spec_type] == "digits") for n in found)
         if spec.spec_type == "RKMETextSpecification":
-            french = accepted["recettes (French cooking reviews)"]
+            french = accepted["recettes (French cooking)"]
             ids = {s["id"] for s in result["singles"]}
             assert (french in ids) == (spec.language_ == ["fr"])
             dropped = result["stats"]["dropped_language"]
