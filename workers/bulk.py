@@ -96,9 +96,11 @@ def import_batch(job_id: str, index: int) -> dict:
             if owner_id is None:
                 repo.fail_job(s, job_id, "the user who started the import no longer exists")
                 return ImportReport().to_dict()
-            if repo.start_job(s, job_id) is None:
+            # Another batch may have started the job a moment ago; otherwise it has ended.
+            started = repo.start_job(s, job_id) or repo.get_job(s, job_id)
+            if started is None or started.state != JobState.running:
                 forget_bundle()
-                return ImportReport().to_dict()  # ended meanwhile
+                return ImportReport().to_dict()
             entries, batches = request["entries"], len(request["batches"])
             repo.set_progress(s, job_id, 0.0, f"importing {entries} learnwares, {batches} batches")
     batch = StagedBatch(**request["batches"][index])
