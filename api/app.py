@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from market import logs
 from market.catalog import Catalog
@@ -16,7 +16,7 @@ from market.store import make_store
 from workers.app import make_celery
 
 from . import metrics, problems, ratelimit
-from .deps import Services
+from .deps import Services, storable_query
 from .limits import BodySizeLimit, BodyTimeout, CloseUnreadBody
 from .routes import bulk, health, jobs, learnwares, searches, tokens
 
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Wharf",
         version="1",
         description="A learnware market: submit models with specifications, find and reuse them.",
+        dependencies=[Depends(storable_query)],
     )
     app.state.services = services = Services(
         settings=settings,

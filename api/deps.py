@@ -25,6 +25,7 @@ from market.catalog import ApiToken, Catalog, Role, User, repo
 from market.settings import Settings
 from market.store import ObjectStore
 
+from .forms import UNSTORABLE_TEXT, storable_text
 from .problems import Problem
 
 
@@ -182,6 +183,42 @@ async def admin_user(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+async def storable_query(request: Request) -> None:
+    """422 for a query parameter the catalog could not compare: PostgreSQL fails a query that
+    holds a NUL character rather than answering it. (Starlette decodes the query string with
+    replacement characters, so it holds no unpaired surrogates.)"""
+    for key, value in request.query_params.multi_items():
+        if not storable_text(value):
+            raise Problem(422, f"query.{key}: {UNSTORABLE_TEXT}", field=f"query.{key}")
+
+
+#: The media types a form route reads its fields from.
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+async def form_fields(request: Request) -> None:
+    """For routes that take a form: 415 for a body of another media type (its fields would
+    otherwise be reported missing), and 422 for a field sent more than once (which copy counts
+    would be the parser's choice, and a proxy or a log may have read the other). FastAPI has
+    parsed the form already; this reads its parse."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type and media_type not in _FORM_TYPES:
+        raise Problem(
+            415,
+            f"send the fields as multipart/form-data (a form), not as {media_type[:100]}",
+        )
+    seen: dict[str, int] = {}
+    for key, _ in (await request.form()).multi_items():
+        seen[key] = seen.get(key, 0) + 1
+    for key, count in seen.items():
+        if count > 1:
+            name = key[:100]
+            raise Problem(422, f"{name}: sent {count} times; send each field once", field=name)
+
+
+FormFields = Depends(form_fields)
 
 
 class IdentityFirstRoute(APIRoute):

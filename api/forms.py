@@ -10,17 +10,42 @@ from specification.semantic import SemanticSpec, check_semantic_spec, check_text
 
 from .problems import Problem
 
+#: What a text the catalog stores or compares may not hold: PostgreSQL refuses NUL in text and
+#: JSON, and an unpaired surrogate cannot be encoded as UTF-8 by any database driver.
+UNSTORABLE_TEXT = "must be text without NUL characters or unpaired surrogates"
+
+
+def storable_text(text: str) -> bool:
+    """Whether ``text`` can be stored in (and compared by) the catalog."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 def semantic_spec_field(text: str, *, requirement: bool = False) -> dict[str, Any]:
     """The ``semantic_spec`` form field: a submission's spec (every rule applies) or a search
     requirement (fields may be empty, classes may list alternatives); either with its Name and
-    Description within the market's bounds."""
+    Description within the market's bounds.
+
+    What is kept is the spec's canonical form: the keys the market knows, in their canonical
+    shapes. Unknown keys are dropped (they are bounded by no rule, and one nested a few
+    hundred levels deep would break every answer that lists the learnware)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise Problem(
             422,
             f"semantic_spec is not valid JSON: {exc.msg} at column {exc.colno}",
+            field="semantic_spec",
+        ) from None
+    except RecursionError:
+        raise Problem(
+            422,
+            "semantic_spec is nested too deeply to be a semantic specification",
             field="semantic_spec",
         ) from None
     try:
@@ -30,5 +55,27 @@ def semantic_spec_field(text: str, *, requirement: bool = False) -> dict[str, An
             spec = check_semantic_spec(data)
         check_text_lengths(spec, requirement=requirement)
     except SemanticSpecError as exc:
-        raise Problem(422, f"semantic_spec.{exc}", field=f"semantic_spec.{exc.field}") from None
-    return data
+        field = exc.field if exc.field == "semantic_spec" else f"semantic_spec.{exc.field}"
+        raise Problem(422, f"{field}: {exc.reason}", field=field) from None
+    canonical = spec.to_dict()
+    bad = _unstorable(canonical, "semantic_spec")
+    if bad is not None:
+        raise Problem(422, f"{bad}: {UNSTORABLE_TEXT}", field=bad)
+    return canonical
+
+
+def _unstorable(value: Any, path: str) -> str | None:
+    """The path of the first text in ``value`` that the catalog cannot store, or ``None``."""
+    if isinstance(value, str):
+        return None if storable_text(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not storable_text(key):
+                return path
+            if (found := _unstorable(item, f"{path}.{key}")) is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := _unstorable(item, f"{path}.{i}")) is not None:
+                return found
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -17,6 +19,8 @@ from market.store import StoreUnavailable
 PROBLEM_JSON = "application/problem+json"
 #: What a 503 for an outage of the store or the catalog asks clients to wait.
 RETRY_AFTER_S = 5
+
+log = logging.getLogger("wharf.api")
 
 _TITLES = {
     400: "Bad request",
@@ -92,9 +96,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def _store_down(_: Request, exc: StoreUnavailable):
         # The store client already retried with backoff; nothing was recorded in the catalog.
+        # Why it failed names the endpoint and the bucket: for the log, not for clients.
+        log.warning("the package store is unavailable: %s", exc)
         return problem_response(
             503,
-            f"the package store is unavailable ({exc}); nothing was saved, try again later",
+            "the package store is unavailable; nothing was saved, try again later",
             {"Retry-After": str(RETRY_AFTER_S)},
         )
 
@@ -109,11 +115,24 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
         errors = [
-            {"field": ".".join(str(p) for p in err["loc"] if p != "body"), "message": err["msg"]}
+            {
+                "field": ".".join(str(p) for p in err["loc"] if p != "body") or "body",
+                "message": _message(err),
+            }
             for err in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem_response(422, detail, errors=errors)
+
+
+def _message(error: dict[str, Any]) -> str:
+    """A validation error's message in the client's terms (FastAPI names Python classes)."""
+    message = error["msg"]
+    if message.startswith("Value error, Expected UploadFile, received:"):
+        return "must be a file: a multipart part with a filename, not a text field"
+    if isinstance(error.get("input"), UploadFile):
+        return "must be a text field, not a file (a multipart part without a filename)"
+    return message
 
 
 def _methods(request: Request) -> list[str]:

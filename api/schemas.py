@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from .forms import UNSTORABLE_TEXT, storable_text
 
 
 class SpecSummary(BaseModel):
@@ -87,6 +89,13 @@ class TokenCreate(BaseModel):
         le=3650,
         description="days until it expires; default and maximum: the market's token lifetime",
     )
+
+    @field_validator("name", "user")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        if value is not None and not storable_text(value):
+            raise ValueError(UNSTORABLE_TEXT)
+        return value
 
 
 class TokenOut(BaseModel):

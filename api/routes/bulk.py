@@ -10,7 +10,7 @@ from market.bulk import delete_staged, new_prefix, stage_upload
 from market.bundle import BundleError
 from market.catalog import JobKind, repo
 
-from ..deps import AdminUser, IdentityFirstRoute, ServicesDep, SessionDep
+from ..deps import AdminUser, FormFields, IdentityFirstRoute, ServicesDep, SessionDep
 from ..enqueue import enqueue_bulk_import, job_url
 from ..problems import Problem
 from ..schemas import BulkImportAccepted
@@ -26,7 +26,7 @@ UNTRUSTED = (
 )
 
 
-@router.post("", status_code=202, response_model=BulkImportAccepted)
+@router.post("", status_code=202, response_model=BulkImportAccepted, dependencies=[FormFields])
 def create_bulk_import(
     request: Request,
     services: ServicesDep,

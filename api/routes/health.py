@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from ..deps import ServicesDep
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("wharf.api")
 
 
 @router.get("/healthz")
@@ -29,7 +32,9 @@ def readyz(services: ServicesDep) -> JSONResponse:
             probe()
             checks[name] = "ok"
         except Exception as exc:  # a probe reports any failure; it never raises
-            checks[name] = f"unavailable: {exc}"
+            # The reason names hosts, paths and users: the log has it, not this public answer.
+            log.warning("readiness: the %s is unavailable: %s", name, exc)
+            checks[name] = "unavailable (the API's log says why)"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},

@@ -16,6 +16,7 @@ from specification.semantic import MAX_REQUIREMENT_NAME_CHARS, SemanticSpec
 
 from ..deps import (
     CurrentUser,
+    FormFields,
     IdentityFirstRoute,
     Reader,
     Services,
@@ -31,7 +32,7 @@ PATH = "/v1/learnwares"
 router = APIRouter(prefix=PATH, tags=["learnwares"], route_class=IdentityFirstRoute)
 
 
-@router.post("", status_code=202, response_model=Submission)
+@router.post("", status_code=202, response_model=Submission, dependencies=[FormFields])
 def submit(
     services: ServicesDep,
     session: SessionDep,
@@ -75,7 +76,7 @@ def list_learnwares(
     offset: int = Query(default=0, ge=0, le=repo.MAX_ID),
 ) -> LearnwarePage:
     if mine and user is None:
-        raise Problem(401, "'mine' needs an API token")
+        raise Problem(401, "'mine' needs an API token", headers={"WWW-Authenticate": "Bearer"})
     items, total = repo.list_learnwares(
         session,
         status=status,
@@ -137,7 +138,7 @@ def download(
     )
 
 
-@router.patch("/{learnware_id}", response_model=Submission)
+@router.patch("/{learnware_id}", response_model=Submission, dependencies=[FormFields])
 def edit(
     services: ServicesDep,
     session: SessionDep,

@@ -19,7 +19,7 @@ from specification.errors import SpecificationError
 from specification.files import loads_spec
 from specification.rkme import RKME, same_gamma
 
-from ..deps import IdentityFirstRoute, Reader, Services, ServicesDep, SessionDep
+from ..deps import FormFields, IdentityFirstRoute, Reader, Services, ServicesDep, SessionDep
 from ..enqueue import enqueue_search, job_url
 from ..forms import semantic_spec_field
 from ..problems import Problem
@@ -29,7 +29,7 @@ PATH = "/v1/searches"
 router = APIRouter(prefix=PATH, tags=["searches"], route_class=IdentityFirstRoute)
 
 
-@router.post("", status_code=202, response_model=SearchAccepted)
+@router.post("", status_code=202, response_model=SearchAccepted, dependencies=[FormFields])
 def create_search(
     request: Request,
     services: ServicesDep,
