@@ -40,8 +40,7 @@ def probe(bwrap: str) -> str | None:
         resolved,
         *namespace_args(),
         *system_mount_args(),
-        "--proc",
-        "/proc",
+        *proc_args(),
         "--dev",
         "/dev",
         "--",
@@ -89,6 +88,17 @@ def namespace_args() -> list[str]:
         "--hostname",
         "wharf-sandbox",
     ]
+
+
+def proc_args() -> list[str]:
+    """A new /proc of the sandbox's PID namespace, its /proc/sys read-only.
+
+    A worker run as root maps the sandbox's uid to root outside, so the kernel lets the
+    model write every root-owned sysctl that asks for no capability (``kernel.core_pattern``,
+    ``kernel.modprobe``: programs the kernel then runs as root on the host). bwrap covers
+    only what its own write check finds writable, and the top of /proc/sys never is.
+    """
+    return ["--proc", "/proc", "--ro-bind-try", "/proc/sys", "/proc/sys"]
 
 
 def system_mount_args() -> list[str]:
@@ -176,7 +186,7 @@ def command(bwrap: str, cmd: Command, *, tmp_bytes: int) -> list[str]:
     args += system_mount_args()
     for bind in cmd.binds:
         args += ["--bind" if bind.writable else "--ro-bind", str(bind.host), bind.inside]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/dev/shm"]
+    args += [*proc_args(), "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/dev/shm"]
     for path, size in cmd.scratch:
         args += ["--size", str(size), "--tmpfs", path]
     args += [

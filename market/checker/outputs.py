@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -55,10 +56,36 @@ def read_run_output(out_dir: Path, max_output_bytes: int) -> RunOutput:
     outputs = None
     if data is not None:
         try:
+            _check_npy_header(data)
             outputs = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise OutputFileError(f"{OUTPUTS_FILE} is not a readable .npy array ({exc})") from None
     return RunOutput(result, outputs)
+
+
+def _check_npy_header(data: bytes) -> None:
+    """Refuse a ``.npy`` whose header describes other than the bytes that follow it: numpy
+    allocates the array the header declares before reading, so a header of a few bytes
+    could ask the worker for terabytes."""
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f"format version {version[0]}.{version[1]} is not read here")
+    if dtype.hasobject:
+        raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"its header declares shape {shape}: negative dimensions are not allowed")
+    declared = math.prod(shape) * dtype.itemsize
+    held = len(data) - stream.tell()
+    if declared != held:
+        raise ValueError(
+            f"its header declares shape {shape} of {dtype} ({declared} bytes), but "
+            f"{held} bytes follow it"
+        )
 
 
 def read_capped(path: Path, cap: int) -> bytes | None:

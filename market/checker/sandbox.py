@@ -7,8 +7,9 @@ Layers, each logged when it is in force:
    IPC, UTS, cgroup and network namespaces (only an empty loopback: no route anywhere), a
    new session. The file system is a read-only tmpfs holding only the interpreter's
    directories and the system library directories (read-only), the binds the command asks
-   for, and private size-capped tmpfs mounts at ``/tmp``, ``/dev/shm`` and any scratch
-   directory. The environment is cleared and rebuilt from a few variables.
+   for, a ``/proc`` of its own (``/proc/sys`` read-only), and private size-capped tmpfs
+   mounts at ``/tmp``, ``/dev/shm`` and any scratch directory. The environment is cleared
+   and rebuilt from a few variables.
 2. **rlimits**, set by :mod:`._launch` before bwrap starts: address space, CPU seconds, file
    size, open files, no core dumps (and, as a fallback, a process count).
 3. **cgroups** (v1 ``pids`` and ``memory``) around the whole sandbox, when writable. The

@@ -29,10 +29,15 @@ from .log import CheckLog
 
 
 def check_stat_specs(
-    package: LearnwarePackage, semantic: SemanticSpec, log: CheckLog, limits: SpecLimits
+    package: LearnwarePackage,
+    semantic: SemanticSpec,
+    log: CheckLog,
+    limits: SpecLimits,
+    max_bytes: int | None = None,
 ) -> RKME | RKMEImage | None:
     """The spec if every rule holds (``limits`` among them); otherwise ``None``, with the
-    reason logged."""
+    reason logged. A spec file over ``max_bytes`` is refused unread: parsed, JSON takes
+    some 16 times its size in memory, and a package may hold a file of 256 MiB."""
     data_type = semantic.data_type
     wanted = SPEC_TYPE_FOR_DATA.get(data_type)
     if wanted is None:
@@ -51,6 +56,13 @@ def check_stat_specs(
         log.fail(f"Data is {data_type} but the package declares no {wanted}")
         return None
     entry = entries[0]
+    size = next(f.size for f in package.files if f.name == entry.file_name)
+    if max_bytes is not None and size > max_bytes:
+        log.fail(
+            f"statistical specification {entry.file_name}: the file is {size} bytes, over "
+            f"this market's limit of {max_bytes} bytes for a specification"
+        )
+        return None
     try:
         spec = loads_spec(package.read_member(entry.file_name), limits)
         if spec.spec_type != wanted:

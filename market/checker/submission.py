@@ -140,7 +140,9 @@ def _check(
     with _step(log, "reading the package"):
         package = _read_package(package_path, log)
         semantic = _check_semantic(semantic_spec, log)
-        spec = check_stat_specs(package, semantic, log, settings.spec_limits)
+        spec = check_stat_specs(
+            package, semantic, log, settings.spec_limits, max_bytes=settings.max_spec_bytes
+        )
         if spec is None:
             raise _Rejected
     with _step(log, "preparing the model run"):
