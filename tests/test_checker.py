@@ -306,6 +306,7 @@ def test_model_raising_in_predict_is_rejected_with_its_stderr(market: Market) ->
     )
 
 
+@pytest.mark.adversarial
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "body", ["while True:\n    pass", "time.sleep(3600)"], ids=["spin", "sleep"]
@@ -332,6 +333,7 @@ class Model:
     assert elapsed < TIME_LIMIT_S + 2 + 0.1 * TIME_LIMIT_S + 3
 
 
+@pytest.mark.adversarial
 def test_memory_hog_is_stopped(market: Market) -> None:
     source = """
         import numpy as np
@@ -352,6 +354,7 @@ def test_memory_hog_is_stopped(market: Market) -> None:
     )
 
 
+@pytest.mark.adversarial
 def test_memory_limit_covers_the_whole_sandbox(market: Market) -> None:
     """Three processes of 400 MiB each pass RLIMIT_AS one by one; the cgroup stops them."""
     source = """
@@ -394,6 +397,7 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+@pytest.mark.adversarial
 @pytest.mark.slow
 def test_fork_bomb_is_contained_and_cleaned_up(market: Market) -> None:
     source = """
@@ -457,6 +461,7 @@ def probe_package(market: Market, probe: str, **kwargs) -> Path:
     return market.package(PROBE_MODEL.format(probe=textwrap.dedent(probe)), kwargs=kwargs)
 
 
+@pytest.mark.adversarial
 def test_network_is_unreachable(market: Market) -> None:
     probe = """
         import socket
@@ -482,6 +487,7 @@ def test_network_is_unreachable(market: Market) -> None:
     assert not results["dns"].startswith("ok"), results
 
 
+@pytest.mark.adversarial
 def test_files_outside_the_package_are_not_visible(market: Market) -> None:
     secret = market.tmp / "secret.txt"
     secret.write_text("the host's secret")
@@ -511,6 +517,7 @@ def test_files_outside_the_package_are_not_visible(market: Market) -> None:
     assert "learnware.yaml" in results["own package"], results
 
 
+@pytest.mark.adversarial
 def test_writes_outside_tmp_and_out_fail(market: Market) -> None:
     probe = """
         def probe():
@@ -532,6 +539,7 @@ def test_writes_outside_tmp_and_out_fail(market: Market) -> None:
         assert outcome.split(":")[0].endswith("Error"), (place, outcome)
 
 
+@pytest.mark.adversarial
 def test_the_environment_is_scrubbed(market: Market, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WHARF_TEST_SECRET", "hunter2")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "also-secret")
@@ -566,6 +574,7 @@ def test_the_environment_is_scrubbed(market: Market, monkeypatch: pytest.MonkeyP
     assert all(line.split()[1] == "0000000000000000" for line in results["caps"]), results
 
 
+@pytest.mark.adversarial
 def test_huge_output_file_is_stopped(market: Market) -> None:
     source = """
         class Model:
@@ -589,6 +598,7 @@ def test_huge_output_file_is_stopped(market: Market) -> None:
     assert not list((market.tmp / "work").iterdir())
 
 
+@pytest.mark.adversarial
 def test_files_the_model_leaves_in_out_are_never_read(market: Market) -> None:
     """/out is the sandbox's own tmpfs: a result the model forges there, or a link to a host
     file, never reaches the host, which reads only what the child sends."""
@@ -729,6 +739,7 @@ def test_requirement_decisions() -> None:
 # --- no sandbox ----------------------------------------------------------------------------------
 
 
+@pytest.mark.adversarial
 def test_without_bwrap_untrusted_code_is_refused(market: Market) -> None:
     marker = market.tmp / "model-ran"
     source = f"""
@@ -768,6 +779,7 @@ def test_unsandboxed_development_mode_runs_with_a_loud_warning(market: Market) -
     assert "address space 512 MiB" in report.log
 
 
+@pytest.mark.adversarial
 def test_log_lines_cannot_be_forged() -> None:
     log = CheckLog()
     log.block("stderr:", "fine\n2099-01-01T00:00:00.000Z PASS ACCEPTED\x1b[2J\r")
@@ -793,6 +805,7 @@ def _link(name: str, target: str) -> zipfile.ZipInfo:
     return info
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize(
     ("case", "reason"),
     [

@@ -185,6 +185,7 @@ def test_non_seekable_stream_is_spooled():
     assert pkg.read_member("__init__.py") == package_files()["__init__.py"]
 
 
+@pytest.mark.adversarial
 def test_nothing_from_the_package_runs(tmp_path):
     marker = tmp_path / "imported"
     code = f"open({str(marker)!r}, 'w').close()\n".encode()
@@ -297,6 +298,7 @@ torch @ https://example.org/torch.whl
 # --- unsafe zips ----------------------------------------------------------------------------
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize(
     ("name", "why"),
     [
@@ -320,6 +322,7 @@ def test_unsafe_names_are_refused(name, why):
     assert why in error.reason
 
 
+@pytest.mark.adversarial
 def test_nul_in_a_name_is_refused():
     data = raw_zip(("evilXpy.py", b"x"), base=package_files()).replace(b"evilXpy", b"evil\x00py")
     error = refused(data)
@@ -327,6 +330,7 @@ def test_nul_in_a_name_is_refused():
     assert "control character" in error.reason
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize(
     ("mode", "kind"),
     [
@@ -345,12 +349,14 @@ def test_links_and_special_files_are_refused(mode, kind):
     assert kind in error.reason
 
 
+@pytest.mark.adversarial
 def test_folder_mode_on_a_file_name_is_refused():
     info = zipfile.ZipInfo("weights")
     info.external_attr = (stat.S_IFDIR | 0o755) << 16
     assert refused(raw_zip((info, b""), base=package_files())).member == "weights"
 
 
+@pytest.mark.adversarial
 def test_encrypted_entry_is_refused():
     data = patch_headers(
         zip_bytes(package_files(**{"secret.bin": b"x" * 40})), "secret.bin", _FLAGS, 1
@@ -361,6 +367,7 @@ def test_encrypted_entry_is_refused():
     assert (error.member, "encrypted" in error.reason) == ("secret.bin", True)
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize(
     ("entries", "member", "why"),
     [
@@ -377,6 +384,7 @@ def test_clashing_names_are_refused(entries, member, why):
     assert why in error.reason
 
 
+@pytest.mark.adversarial
 def test_too_many_files():
     files = package_files(**{f"data/{i}.txt": b"x" for i in range(20)})
     data = zip_bytes(files)
@@ -385,12 +393,14 @@ def test_too_many_files():
     assert "at most 10" in str(error)
 
 
+@pytest.mark.adversarial
 def test_a_huge_central_directory_is_refused_before_parsing():
     names = {f"data/{'n' * 200}{i}.txt": b"" for i in range(400)}
     error = refused(zip_bytes(package_files(**names)), PackageLimits(max_files=20))
     assert "central directory" in str(error)
 
 
+@pytest.mark.adversarial
 def test_file_size_limits():
     big = os.urandom(5000)
     data = zip_bytes(package_files(**{"model.npy": big}))
@@ -402,6 +412,7 @@ def test_file_size_limits():
     assert "zip is larger" in str(error)
 
 
+@pytest.mark.adversarial
 def test_zip_bomb_is_refused_from_its_declared_ratio():
     data = zip_bytes(package_files(**{"model.npy": bytes(50_000_000)}))
     assert len(data) < 200_000
@@ -438,6 +449,7 @@ def patch_headers(data: bytes, name: str, field: tuple[tuple[int, int], str], va
     return bytes(out)
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize("declared", [10, 300_100])
 def test_header_that_lies_about_the_size(declared):
     data = zip_bytes(package_files(**{"model.npy": b"abc" * 100_000}))
@@ -449,6 +461,7 @@ def test_header_that_lies_about_the_size(declared):
     assert "corrupt" in error.reason
 
 
+@pytest.mark.adversarial
 def test_bad_crc_is_refused():
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:  # stored, so the data can be edited in place
@@ -461,6 +474,7 @@ def test_bad_crc_is_refused():
     assert "CRC" in error.reason
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize("cut", [0.5, 0.9, 0.99])
 def test_truncated_zip(cut):
     data = zip_bytes(package_files())
@@ -468,11 +482,13 @@ def test_truncated_zip(cut):
     assert "zip" in str(error)
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize("data", [b"", b"hello, world", b"PK\x03\x04" + bytes(100)])
 def test_not_a_zip(data):
     assert "not a readable zip" in str(refused(data))
 
 
+@pytest.mark.adversarial
 def test_corrupt_deflate_stream():
     content = os.urandom(3000)
     data = zip_bytes(package_files(**{"weights.bin": content}))
@@ -541,6 +557,7 @@ def test_bad_manifest(manifest, hint):
     assert hint in error.reason
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize(
     "tagged",
     [
@@ -558,6 +575,7 @@ def test_python_yaml_tags_are_refused_without_running(tagged, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.adversarial
 def test_alias_bomb_and_cycles_are_refused():
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     for i in range(1, 9):
@@ -568,6 +586,7 @@ def test_alias_bomb_and_cycles_are_refused():
     assert "too large" in manifest_refused(b"model: {kwargs: {loop: &l [*l]}}\n").reason
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize(
     "module_path",
     [
@@ -675,6 +694,7 @@ def test_bad_requirements_txt():
     assert (error.member, "UTF-8" in error.reason) == ("requirements.txt", True)
 
 
+@pytest.mark.adversarial
 def test_metadata_size_limit():
     big = b"# padding\n" * 200 + b"numpy\n"
     error = refused(
@@ -718,6 +738,7 @@ def test_extract_to_needs_an_empty_directory(tmp_path):
     assert (tmp_path / "fresh" / "learnware.yaml").read_bytes() == MANIFEST
 
 
+@pytest.mark.adversarial
 def test_limits_hold_while_streaming_even_if_the_zip_changes(tmp_path):
     """The sizes recorded at read time bound every later read, whatever the zip says then."""
     buf = io.BytesIO(zip_bytes(package_files()))
@@ -734,6 +755,7 @@ def test_limits_hold_while_streaming_even_if_the_zip_changes(tmp_path):
         pkg.extract_to(tmp_path / "out")
 
 
+@pytest.mark.adversarial
 def test_extract_enforces_the_total_while_streaming(tmp_path):
     """Extraction shares one byte budget across files, separate from the read-time check."""
     data = zip_bytes(package_files(**{"a.bin": os.urandom(3000), "b.bin": os.urandom(3000)}))
