@@ -57,9 +57,13 @@ class ObjectTooLarge(StoreError):
     """The stream had more than ``limit`` bytes; nothing was stored."""
 
     def __init__(self, key: str, limit: int):
-        super().__init__(f"{key!r} is larger than the limit of {limit} bytes ({_human(limit)})")
+        super().__init__(f"{key!r} is {self.over(limit)}")
         self.key = key
         self.limit = limit
+
+    @staticmethod
+    def over(limit: int) -> str:
+        return f"larger than the limit of {limit} bytes ({_human(limit)})"
 
 
 class StoreUnavailable(StoreError):

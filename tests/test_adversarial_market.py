@@ -963,13 +963,6 @@ def test_an_oversized_package_is_refused_at_upload(market: Hostile) -> None:
     assert r.json()["detail"].endswith(" is larger than the limit of 4194304 bytes (4.0 MiB)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the 413 for a package over WHARF_MAX_UPLOAD_BYTES is the object store's message, "
-    "which names the store key the API drew for it ('packages/<hex>.zip is larger than ...'), "
-    "a name the sender never gave and cannot act on (api/routes/learnwares.py "
-    "_store_package passes str(ObjectTooLarge) through)",
-)
 def test_an_oversized_package_is_refused_in_words_about_the_package(market: Hostile) -> None:
     r = upload_oversized(market)
     assert r.status_code == 413, r.text

@@ -339,8 +339,8 @@ def _store_package(services: Services, session: Session, f: BinaryIO) -> str:
     key = new_package_key()
     try:
         services.store.put(key, f, max_bytes=services.settings.max_upload_bytes)
-    except ObjectTooLarge as exc:
-        raise Problem(413, str(exc)) from None
+    except ObjectTooLarge as exc:  # its message names the store's key, not the sender's file
+        raise Problem(413, f"the package is {ObjectTooLarge.over(exc.limit)}") from None
     return key
 
 

@@ -64,7 +64,7 @@ def create_search(
                 durable=False,  # read once by the search; a lost one fails only that search
             )
         except ObjectTooLarge as exc:
-            raise Problem(413, str(exc)) from None
+            raise Problem(413, f"stat_spec is {ObjectTooLarge.over(exc.limit)}") from None
     try:
         job = repo.create_job(
             session, JobKind.search, owner_id=user.id if user else None, request=request_fields
