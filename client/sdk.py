@@ -164,8 +164,8 @@ class WharfClient:
             data["top"] = str(top)
         files = None
         if spec is not None:
-            if isinstance(spec, str | Path) and Path(spec).is_file():
-                body = Path(spec).read_bytes()
+            if isinstance(spec, Path) or (isinstance(spec, str) and not spec.lstrip()[:1] == "{"):
+                body = Path(spec).read_bytes()  # a path; JSON text starts with '{'
             elif isinstance(spec, bytes | str):
                 body = spec.encode() if isinstance(spec, str) else spec
             else:

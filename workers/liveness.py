@@ -8,8 +8,10 @@ embedded broker. So the catalog keeps its own record: the job row names the proc
 (:func:`heartbeat`). Then
 
 - a delivery of a job that is already running (:func:`begin`) takes it over only if its holder
-  is gone (a dead pid on this host, or silent for ``job_lost_after_s``): a redelivered duplicate
-  of live work is dropped, and each takeover counts one *worker loss*;
+  is gone (a dead pid on this host, or silent for ``job_lost_after_s``), and each takeover
+  counts one *worker loss*; while the holder lives, the delivery is put off
+  (:class:`HeldElsewhere`) and looks again later, so a redelivered duplicate of live work runs
+  nothing, and a retry that arrives before its job was set back to queued is not lost;
 - a reaper thread in every worker (:func:`start_reaper`) sends again the jobs whose holder is
   gone, so a check interrupted by a killed worker resumes within a minute;
 - a job whose workers died ``job_max_worker_losses`` times is a poison message: it fails
@@ -68,9 +70,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class HeldElsewhere(RuntimeError):
+    """A live worker runs the job: look again in :func:`recheck_s` seconds."""
+
+
+def recheck_s(settings: Settings) -> float:
+    return max(settings.job_heartbeat_s, settings.job_lost_after_s / 3)
+
+
 def begin(catalog: Catalog, job_id: str, settings: Settings) -> Job | None:
-    """Start ``job_id`` in this process: ``None`` if it has ended, or if a live worker holds it
-    (this delivery is a duplicate). The returned job is detached, for reading."""
+    """Start ``job_id`` in this process; ``None`` if it has ended. Raises
+    :class:`HeldElsewhere` while a live worker holds it. The returned job is for reading."""
     worker = this_worker()
     with catalog.session() as s:
         job = repo.get_job(s, job_id)
@@ -89,8 +99,7 @@ def begin(catalog: Catalog, job_id: str, settings: Settings) -> Job | None:
                     extra={"job_id": job_id},
                 )
         else:
-            log.info("job %s is running in %s: duplicate delivery dropped", job_id, job.worker)
-            return None
+            raise HeldElsewhere(f"job {job_id} is running in {job.worker}")
         if started is not None:
             s.expunge(started)
         return started

@@ -28,7 +28,7 @@ from . import (
     liveness,
 )
 from .app import CHECK_QUEUE, CHECK_TASK, SEARCH_TASK, app
-from .retry import RETRY
+from .retry import RETRY, TRANSIENT
 from .searching import run_search
 
 # torch, the checker and the search are imported here, in the worker's parent process, so the
@@ -86,12 +86,25 @@ def store():
 
 
 class JobTask(Task):
-    """Marks the job failed (a terminal state) when the task gives up, and queued again when
-    it retries (a retry is not a lost worker)."""
+    """Marks the job failed (a terminal state) when the task gives up, and queued again before
+    a retry is sent (a retry is not a lost worker)."""
 
-    def on_retry(self, exc, task_id, args, kwargs, einfo):
-        with catalog().session() as s:
-            repo.requeue_job(s, args[0], holder=liveness.this_worker(), lost=False)
+    def retry(self, *args, **kwargs):
+        try:
+            with catalog().session() as s:
+                repo.requeue_job(s, self.request.args[0], holder=liveness.this_worker(), lost=False)
+        except TRANSIENT:  # the retry finds the job silent, and takes it over
+            log.warning("job %s: could not mark it queued for its retry", self.request.id)
+        return super().retry(*args, **kwargs)
+
+    def begin(self, job_id: str):
+        """The job to run, ``None`` if it has ended; a live holder puts this delivery off."""
+        try:
+            return liveness.begin(catalog(), job_id, settings)
+        except liveness.HeldElsewhere as exc:
+            raise Task.retry(
+                self, exc=exc, countdown=liveness.recheck_s(settings), max_retries=None
+            ) from exc
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         job_id = args[0] if args else task_id
@@ -114,10 +127,10 @@ class JobTask(Task):
     time_limit=settings.check_time_limit_s,
     **RETRY,
 )
-def check(self: Task, job_id: str, learnware_id: int) -> str:
-    job = liveness.begin(catalog(), job_id, settings)
+def check(self: JobTask, job_id: str, learnware_id: int) -> str:
+    job = self.begin(job_id)
     if job is None:
-        return "not started: finished, or running in another worker"
+        return "already finished"
     give_up = liveness.over_loss_limit(job, settings)
     with catalog().session() as s:
         lw = repo.get_learnware(s, learnware_id)
@@ -210,14 +223,15 @@ def _catalog_spec_meta(meta: dict) -> dict:
 @app.task(
     name=SEARCH_TASK,
     base=JobTask,
+    bind=True,
     soft_time_limit=settings.search_time_limit_s,
     time_limit=settings.search_time_limit_s + 30,
     **RETRY,
 )
-def search(job_id: str) -> str:
-    job = liveness.begin(catalog(), job_id, settings)
+def search(self: JobTask, job_id: str) -> str:
+    job = self.begin(job_id)
     if job is None:
-        return "not started: finished, or running in another worker"
+        return "already finished"
     request = dict(job.request or {})
     give_up = liveness.over_loss_limit(job, settings)
     if give_up is not None:
