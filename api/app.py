@@ -8,12 +8,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import Depends, FastAPI
-
-from market import logs
-from market.catalog import Catalog
-from market.settings import Settings, get_settings
-from market.store import make_store
-from workers.app import make_celery
+from wharf.market import logs
+from wharf.market.catalog import Catalog
+from wharf.market.settings import Settings, get_settings
+from wharf.market.store import make_store
+from wharf.workers.app import make_celery
 
 from . import metrics, problems, ratelimit
 from .deps import Services, storable_query

@@ -20,10 +20,9 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-
-from market.catalog import ApiToken, Catalog, Role, User, repo
-from market.settings import Settings
-from market.store import ObjectStore
+from wharf.market.catalog import ApiToken, Catalog, Role, User, repo
+from wharf.market.settings import Settings
+from wharf.market.store import ObjectStore
 
 from .forms import UNSTORABLE_TEXT, storable_text
 from .problems import Problem

@@ -9,9 +9,8 @@ from celery import chord
 from fastapi import Request
 from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
-
-from market.catalog import Job, repo
-from workers.app import (
+from wharf.market.catalog import Job, repo
+from wharf.workers.app import (
     BULK_BATCH_TASK,
     BULK_FINISH_TASK,
     CHECK_QUEUE,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from specification.errors import SemanticSpecError
-from specification.semantic import SemanticSpec, check_semantic_spec, check_text_lengths
+from wharf.specification.errors import SemanticSpecError
+from wharf.specification.semantic import SemanticSpec, check_semantic_spec, check_text_lengths
 
 from .problems import Problem
 

@@ -1,4 +1,4 @@
-"""ASGI entry point: ``uvicorn api.main:app`` (settings from ``WHARF_*`` variables)."""
+"""ASGI entry point: ``uvicorn wharf.api.main:app`` (settings from ``WHARF_*`` variables)."""
 
 import gc
 

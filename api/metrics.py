@@ -16,9 +16,8 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from market.catalog import repo
-from workers.app import QUEUES
+from wharf.market.catalog import repo
+from wharf.workers.app import QUEUES
 
 from .deps import Services
 

@@ -13,8 +13,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-
-from market.store import StoreUnavailable
+from wharf.market.store import StoreUnavailable
 
 PROBLEM_JSON = "application/problem+json"
 #: What a 503 for an outage of the store or the catalog asks clients to wait.

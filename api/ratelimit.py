@@ -40,8 +40,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from market.settings import Settings
+from wharf.market.settings import Settings
 
 from .problems import problem_response
 

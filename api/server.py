@@ -1,5 +1,5 @@
-"""uvicorn's HTTP protocol with the limits uvicorn lacks: ``uvicorn api.main:app --http
-api.server:HttpProtocol`` (what ``wharf up`` and the container's ``api`` role run).
+"""uvicorn's HTTP protocol with the limits uvicorn lacks: ``uvicorn wharf.api.main:app --http
+wharf.api.server:HttpProtocol`` (what ``wharf up`` and the container's ``api`` role run).
 
 uvicorn keeps a connection open for as long as a request's headers trickle in, a byte every
 few seconds, and (with httptools) buffers headers of any size. This protocol adds:
@@ -25,8 +25,7 @@ from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
-
-from market.settings import get_settings
+from wharf.market.settings import get_settings
 
 from .problems import PROBLEM_JSON, problem_document
 

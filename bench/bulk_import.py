@@ -25,21 +25,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+from wharf.cli.bulk import pack_bundle
+from wharf.cli.serve import LocalMarket
+from wharf.client import WharfClient
+from wharf.examples.bundles import write_bundle
+from wharf.market.catalog import Catalog, repo
+from wharf.market.settings import Settings
+from wharf.specification import RKME
 
 from bench._common import cpu_seconds, cpu_ticks, descendants, load_average, table, write_results
-from cli.bulk import pack_bundle
-from cli.serve import LocalMarket
-from client import WharfClient
-from examples.bundles import write_bundle
-from market.catalog import Catalog, repo
-from market.settings import Settings
-from specification import RKME
 
 TARGET = 2000.0  # learnwares per second, end to end
 
 
 def _wait_for_workers(market: LocalMarket, workers: int, timeout: float = 90.0) -> None:
-    from workers.app import make_celery
+    from wharf.workers.app import make_celery
 
     settings = Settings(data_dir=market.data_dir)
     app = make_celery(settings)

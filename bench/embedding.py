@@ -18,8 +18,7 @@ import time
 import numpy as np
 from scipy.stats import spearmanr
 from threadpoolctl import threadpool_limits
-
-from specification import RKME, IndexEmbedding, SpecBank
+from wharf.specification import RKME, IndexEmbedding, SpecBank
 
 from ._common import table, timed, write_results
 

@@ -60,17 +60,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from wharf.cli.serve import LocalMarket, free_port
+from wharf.client import WharfClient
+from wharf.examples.learnwares import Example, build_examples
+from wharf.market.catalog import Catalog, repo
+from wharf.market.settings import Settings
+from wharf.specification import RKME
+from wharf.specification.files import dumps_spec
+from wharf.workers.app import QUEUES
 
 from bench._common import command, load_average, machine, source_digest, table
 from bench.bulk_import import _wait_for_workers
-from cli.serve import LocalMarket, free_port
-from client import WharfClient
-from examples.learnwares import Example, build_examples
-from market.catalog import Catalog, repo
-from market.settings import Settings
-from specification import RKME
-from specification.files import dumps_spec
-from workers.app import QUEUES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: A job still queued or running this long after its fault ended is lost.
@@ -876,8 +876,8 @@ def drill_redis(ctx: Ctx, out: Outcome, *, aof: bool) -> None:
                 stuck = [v for v in views if v.state not in TERMINAL]
                 if stuck:
                     # What an operator has: `wharf admin requeue` (also run by `wharf up`).
-                    from workers.app import make_celery
-                    from workers.recovery import requeue_interrupted_checks
+                    from wharf.workers.app import make_celery
+                    from wharf.workers.recovery import requeue_interrupted_checks
 
                     again = requeue_interrupted_checks(
                         cat, make_celery(Settings(data_dir=m.data_dir))
@@ -1086,8 +1086,8 @@ def drill_store_outage(ctx: Ctx, out: Outcome) -> None:
                     if v.kind == "check" and v.state == "failed" and v.learnware_id is not None
                 ]
                 if stuck:
-                    from workers.app import make_celery
-                    from workers.recovery import requeue_interrupted_checks
+                    from wharf.workers.app import make_celery
+                    from wharf.workers.recovery import requeue_interrupted_checks
 
                     t0 = time.monotonic()
                     again = requeue_interrupted_checks(

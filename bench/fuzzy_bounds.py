@@ -24,9 +24,8 @@ import string
 from collections.abc import Sequence
 
 from rapidfuzz import fuzz
-
-from market.search import FUZZY_MIN_SCORE, fuzzy_name_matches
-from specification.semantic import (
+from wharf.market.search import FUZZY_MIN_SCORE, fuzzy_name_matches
+from wharf.specification.semantic import (
     MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
     MAX_REQUIREMENT_NAME_CHARS,

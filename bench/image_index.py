@@ -25,11 +25,10 @@ import time
 
 import numpy as np
 import torch
-
-from market.index.partition import IndexConfig, PartitionIndex
-from market.search import partition_key
-from specification._image_fit import prepare_images
-from specification.image import RKMEImage
+from wharf.market.index.partition import IndexConfig, PartitionIndex
+from wharf.market.search import partition_key
+from wharf.specification._image_fit import prepare_images
+from wharf.specification.image import RKMEImage
 
 from ._common import ms, table, timed, verdict, write_results
 from .image_rkme import digit_images

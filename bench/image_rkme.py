@@ -29,19 +29,18 @@ import time
 
 import numpy as np
 import torch
-
-from market.index.partition import IndexConfig, MarketIndex
-from market.index.search import search_index
-from market.search import Candidate, search
-from specification._image_fit import (
+from wharf.market.index.partition import IndexConfig, MarketIndex
+from wharf.market.index.search import search_index
+from wharf.market.search import Candidate, search
+from wharf.specification._image_fit import (
     _features,
     _mean_features,
     _random_nets,
     prepare_images,
 )
-from specification.image import RKMEImage, full_model_config
-from specification.nngp import ImageBank, nngp_kernel
-from specification.semantic import SemanticSpec, generate_semantic_spec
+from wharf.specification.image import RKMEImage, full_model_config
+from wharf.specification.nngp import ImageBank, nngp_kernel
+from wharf.specification.semantic import SemanticSpec, generate_semantic_spec
 
 from ._common import ms, table, timed, verdict, write_results
 

@@ -135,13 +135,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import redis
-
-    from cli.serve import LocalMarket, worker_command
-    from examples.learnwares import build_examples
-    from market.catalog import Catalog, Job, repo
-    from market.settings import Settings
-    from specification import RKME
-    from specification.files import dumps_spec
+    from wharf.cli.serve import LocalMarket, worker_command
+    from wharf.examples.learnwares import build_examples
+    from wharf.market.catalog import Catalog, Job, repo
+    from wharf.market.settings import Settings
+    from wharf.specification import RKME
+    from wharf.specification.files import dumps_spec
 
     os.environ["WHARF_BROKER_URL"] = REDIS
     redis.Redis.from_url(REDIS).flushdb()

@@ -18,8 +18,7 @@ import sys
 import time
 
 import numpy as np
-
-from specification import RKME, SpecBank, mmd2
+from wharf.specification import RKME, SpecBank, mmd2
 
 from ._common import PeakRSS, median_time, ms, table, verdict, write_results
 

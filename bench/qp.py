@@ -13,9 +13,8 @@ import time
 from collections import Counter
 
 import numpy as np
-
-from specification import RKME, IndexEmbedding, solve_simplex_qp
-from specification.qp import _clarabel, objective
+from wharf.specification import RKME, IndexEmbedding, solve_simplex_qp
+from wharf.specification.qp import _clarabel, objective
 
 from ._common import ms, table, verdict, write_results
 

@@ -22,8 +22,7 @@ import time
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
-
-from specification import RKME, solve_simplex_qp
+from wharf.specification import RKME, solve_simplex_qp
 
 from ._common import ms, table, timed, verdict, write_results
 

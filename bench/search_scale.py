@@ -26,10 +26,9 @@ import statistics
 import time
 
 import numpy as np
-
-from market.index.partition import IndexConfig, MarketIndex
-from market.index.search import search_index
-from specification import RKME
+from wharf.market.index.partition import IndexConfig, MarketIndex
+from wharf.market.index.search import search_index
+from wharf.specification import RKME
 
 from ._common import table, verdict, write_results
 

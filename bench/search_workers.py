@@ -32,9 +32,9 @@ REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/13")
 
 
 def populate(catalog, market: Market, n: int) -> None:
-    from market.catalog import repo
-    from specification.files import dumps_spec
-    from specification.semantic import generate_semantic_spec
+    from wharf.market.catalog import repo
+    from wharf.specification.files import dumps_spec
+    from wharf.specification.semantic import generate_semantic_spec
 
     semantic = generate_semantic_spec(
         name="synthetic",
@@ -69,11 +69,10 @@ def populate(catalog, market: Market, n: int) -> None:
 
 def run(workers: int, n: int, searches: int, data: Market) -> dict:
     import redis
-
-    from cli.serve import LocalMarket
-    from client import WharfClient
-    from market.catalog import Catalog, Job
-    from market.settings import Settings
+    from wharf.cli.serve import LocalMarket
+    from wharf.client import WharfClient
+    from wharf.market.catalog import Catalog, Job
+    from wharf.market.settings import Settings
 
     redis.Redis.from_url(REDIS).flushdb()
     tmp = Path(tempfile.mkdtemp(prefix=f"wharf-bench-workers{workers}-"))

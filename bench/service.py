@@ -24,10 +24,11 @@ import time
 import zipfile
 from pathlib import Path
 
+from wharf.cli.serve import LocalMarket
+from wharf.client import WharfClient
+from wharf.examples.learnwares import build_examples
+
 from bench._common import table, write_results
-from cli.serve import LocalMarket
-from client import WharfClient
-from examples.learnwares import build_examples
 
 
 def variant(package: Path, tag: str) -> bytes:

@@ -44,9 +44,8 @@ def add_parsers(admin_sub: argparse._SubParsersAction) -> None:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
-
-    from market.catalog import Catalog
-    from market.settings import get_settings
+    from wharf.market.catalog import Catalog
+    from wharf.market.settings import get_settings
 
     url = get_settings().catalog_url
     Catalog.create(url).dispose()
@@ -55,8 +54,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from market.catalog import Catalog, Role, repo
-    from market.settings import get_settings
+    from wharf.market.catalog import Catalog, Role, repo
+    from wharf.market.settings import get_settings
 
     settings = get_settings()
     try:
@@ -78,10 +77,10 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
-    from market.catalog import Catalog
-    from market.settings import get_settings
-    from workers.app import make_celery
-    from workers.recovery import requeue_interrupted_checks
+    from wharf.market.catalog import Catalog
+    from wharf.market.settings import get_settings
+    from wharf.workers.app import make_celery
+    from wharf.workers.recovery import requeue_interrupted_checks
 
     settings = get_settings()
     ids = requeue_interrupted_checks(Catalog(settings.catalog_url), make_celery(settings))
@@ -91,12 +90,11 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-
-    from market.bundle import BundleError
-    from market.catalog import Catalog, repo
-    from market.settings import get_settings
-    from market.store import make_store
-    from market.transfer import export_bundle
+    from wharf.market.bundle import BundleError
+    from wharf.market.catalog import Catalog, repo
+    from wharf.market.settings import get_settings
+    from wharf.market.store import make_store
+    from wharf.market.transfer import export_bundle
 
     settings = get_settings()
     try:
@@ -123,12 +121,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-
-    from market.bundle import BundleError
-    from market.catalog import Catalog, Role, repo
-    from market.settings import get_settings
-    from market.store import make_store
-    from market.transfer import import_bundle
+    from wharf.market.bundle import BundleError
+    from wharf.market.catalog import Catalog, Role, repo
+    from wharf.market.settings import get_settings
+    from wharf.market.store import make_store
+    from wharf.market.transfer import import_bundle
 
     from .bulk import print_report
 

@@ -24,8 +24,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 from tqdm.utils import CallbackIOWrapper
-
-from client import WharfClient, WharfError
+from wharf.client import WharfClient, WharfError
 
 from .market import add_common, client_for
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from specification import SpecificationError
+from wharf.specification import SpecificationError
 
 from .tables import read_table
 

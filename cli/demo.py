@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from client import WharfClient
-from specification import RKME
+from wharf.client import WharfClient
+from wharf.specification import RKME
 
 from .market import print_results
 from .serve import LocalMarket
@@ -25,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from examples.learnwares import build_examples
+    from wharf.examples.learnwares import build_examples
 
     with tempfile.TemporaryDirectory(prefix="wharf-demo-") as tmp:
         data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "market"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from client import WharfError
-from specification import SpecificationError
+from wharf.client import WharfError
+from wharf.specification import SpecificationError
 
 from . import bulk, demo, market, serve, spec
 from .serve import MarketNotStarted

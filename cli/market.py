@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from client import WharfClient
+from wharf.client import WharfClient
 
 from . import admin as admin_local
 

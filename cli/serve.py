@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import httpx
-
-from market.catalog import Catalog, Role, repo
-from workers.app import QUEUES, make_celery
-from workers.recovery import requeue_interrupted_checks
+from wharf.market.catalog import Catalog, Role, repo
+from wharf.workers.app import QUEUES, make_celery
+from wharf.workers.recovery import requeue_interrupted_checks
 
 TOKEN_FILE = "admin-token"
 
@@ -50,7 +49,7 @@ def worker_command(queues: str, concurrency: int, name: str | None) -> list[str]
         "-m",
         "celery",
         "-A",
-        "workers.tasks",
+        "wharf.workers.tasks",
         "worker",
         "-Q",
         queues,
@@ -124,14 +123,14 @@ class LocalMarket:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> LocalMarket:
-        from market.settings import Settings
+        from wharf.market.settings import Settings
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
         settings = Settings(data_dir=self.data_dir)
         if self.n_workers:
-            from market.checker.sandbox import unavailable_reason
+            from wharf.market.checker.sandbox import unavailable_reason
 
             problem = unavailable_reason(settings)
             if problem is not None:  # the workers would refuse to start, and say so in a log
@@ -151,9 +150,9 @@ class LocalMarket:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "api.main:app",
+                "wharf.api.main:app",
                 "--http",
-                "api.server:HttpProtocol",  # uvicorn's, with a header timeout (api/server.py)
+                "wharf.api.server:HttpProtocol",  # uvicorn's, with a header timeout (api/server.py)
                 "--host",
                 self.host,
                 "--port",

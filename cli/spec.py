@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from specification import (
+from wharf.specification import (
     RKME,
     PackageError,
     SpecificationError,
@@ -17,8 +17,8 @@ from specification import (
     mmd2,
     save_spec,
 )
-from specification.package import read_package
-from specification.semantic import SemanticSpec, check_text_lengths
+from wharf.specification.package import read_package
+from wharf.specification.semantic import SemanticSpec, check_text_lengths
 
 from .datafiles import KINDS, read_data
 
@@ -94,7 +94,7 @@ def fit_file(
     if steps is not None:
         options["steps"] = steps
     if kind == "image":
-        from specification.image import RKMEImage
+        from wharf.specification.image import RKMEImage
 
         if nets is not None:
             options["n_models"] = nets
@@ -102,7 +102,7 @@ def fit_file(
             options["model_config"] = {"net_width": net_width}
         return RKMEImage(**options).fit(data)
     if kind == "text":
-        from specification.text import RKMEText
+        from wharf.specification.text import RKMEText
 
         return RKMEText(gamma=gamma, **options).fit(data)
     return RKME(gamma=gamma, **options).fit(data)

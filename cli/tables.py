@@ -6,8 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
-
-from specification import SpecificationError
+from wharf.specification import SpecificationError
 
 
 def read_table(path: str | Path) -> np.ndarray:

@@ -155,7 +155,7 @@ class WharfClient:
         max_search_num: int = 5,
     ) -> str:
         """Queue a search; ``spec`` is an RKME, a spec file path, or spec JSON text/bytes."""
-        from specification.files import dumps_spec
+        from wharf.specification.files import dumps_spec
 
         data: dict[str, Any] = {"max_search_num": str(max_search_num)}
         if semantic is not None:

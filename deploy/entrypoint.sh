@@ -1,7 +1,7 @@
 #!/bin/sh
 # Entry point of the Wharf images: one image per target, one role per container.
 #
-#   api                        uvicorn api.main:app on port 8000 (extra arguments go to uvicorn)
+#   api                        uvicorn wharf.api.main:app on port 8000 (extra arguments go to uvicorn)
 #   worker QUEUES [CONCURRENCY] a Celery worker (wharf worker) for QUEUES, e.g. "check" or "search"
 #   migrate                    migrate the catalog at $WHARF_DATABASE_URL to the latest schema
 #   create-admin-token [USER]  print a new API token of an admin user (created if missing)
@@ -47,9 +47,9 @@ fi
 
 case "$role" in
     api)
-        # api.server:HttpProtocol: uvicorn's own, with a header timeout and a header size cap.
-        exec python -m uvicorn api.main:app --host 0.0.0.0 --port 8000 --no-server-header \
-            --http api.server:HttpProtocol "$@"
+        # wharf.api.server:HttpProtocol: uvicorn's own, with a header timeout and a header size cap.
+        exec python -m uvicorn wharf.api.main:app --host 0.0.0.0 --port 8000 --no-server-header \
+            --http wharf.api.server:HttpProtocol "$@"
         ;;
     worker)
         if [ "$#" -lt 1 ]; then
@@ -71,7 +71,7 @@ case "$role" in
         port="${FLOWER_PORT:-5555}"
         printf '%s\n' "$port" > "$MONITOR_PORT_FILE"
         exec python -c 'import sys
-from workers.app import app
+from wharf.workers.app import app
 if app.conf.broker_url.startswith("redis://"):
     app.conf.broker_transport = "redis"
 app.start(["flower", *sys.argv[1:]])' \
@@ -89,7 +89,7 @@ app.start(["flower", *sys.argv[1:]])' \
         if [ -s "$NODE_FILE" ]; then
             # The worker's own node, by name: a ping broadcast to all nodes would be answered
             # by any other worker.
-            exec python -m celery -A workers.app inspect ping \
+            exec python -m celery -A wharf.workers.app inspect ping \
                 --destination "$(cat "$NODE_FILE")" --timeout 10
         fi
         url="http://127.0.0.1:8000/healthz"

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from market.bundle import MANIFEST, PACKAGES, package_path
-from specification.files import SPEC_TYPE_FOR_DATA, dumps_spec
-from specification.image import RKMEImage
-from specification.package import make_manifest, write_package
-from specification.rkme import RKME
-from specification.semantic import generate_semantic_spec
-from specification.text import RKMEText
+from wharf.market.bundle import MANIFEST, PACKAGES, package_path
+from wharf.specification.files import SPEC_TYPE_FOR_DATA, dumps_spec
+from wharf.specification.image import RKMEImage
+from wharf.specification.package import make_manifest, write_package
+from wharf.specification.rkme import RKME
+from wharf.specification.semantic import generate_semantic_spec
+from wharf.specification.text import RKMEText
 
 from .learnwares import MODEL_CODE
 

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from specification import RKME, dumps_spec
-from specification.package import make_manifest, write_package
-from specification.semantic import generate_semantic_spec
+from wharf.specification import RKME, dumps_spec
+from wharf.specification.package import make_manifest, write_package
+from wharf.specification.semantic import generate_semantic_spec
 
 MODEL_CODE = '''\
 import os

@@ -10,7 +10,7 @@ each one as a user whose data matches it.
   logistic regression whose vocabulary and weights ship in the package; its spec is a text
   RKME (offline MiniLM sentence embeddings) tagged with the texts' language.
 
-Run ``python -m examples.modalities`` to start a market on the embedded default, submit the
+Run ``python -m wharf.examples.modalities`` to start a market on the embedded default, submit the
 seven learnwares, and search it as five users (about a minute on two cores).
 """
 
@@ -25,12 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from specification import dumps_spec
-from specification.image import RKMEImage
-from specification.package import make_manifest, write_package
-from specification.semantic import generate_semantic_spec
-from specification.text import RKMEText
+from wharf.specification import dumps_spec
+from wharf.specification.image import RKMEImage
+from wharf.specification.package import make_manifest, write_package
+from wharf.specification.semantic import generate_semantic_spec
+from wharf.specification.text import RKMEText
 
 from .learnwares import Example
 
@@ -272,9 +271,9 @@ def user_spec(example: Example, *, seed: int = 1) -> RKMEImage | RKMEText:
 
 def main(log: Callable[[str], None] = print) -> int:
     """Start a market, submit every example, and search it as one user per learnware."""
-    from cli.market import print_results
-    from cli.serve import LocalMarket
-    from client import WharfClient
+    from wharf.cli.market import print_results
+    from wharf.cli.serve import LocalMarket
+    from wharf.client import WharfClient
 
     with tempfile.TemporaryDirectory(prefix="wharf-modalities-") as tmp:
         t0 = time.perf_counter()

@@ -33,11 +33,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 from sqlalchemy.orm import Session
-
-from market.catalog import Catalog
-from market.store import ObjectStore, StoreError
-from specification.jsonio import dump_json, load_json
-from specification.limits import SpecLimits
+from wharf.market.catalog import Catalog
+from wharf.market.store import ObjectStore, StoreError
+from wharf.specification.jsonio import dump_json, load_json
+from wharf.specification.limits import SpecLimits
 
 from .bundle import MANIFEST, BundleError, Entry, EntryRejected, clean_path
 from .packages import release_pack

@@ -30,15 +30,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from market.catalog import Learnware, repo
-from specification.blockwise import self_inner_product
-from specification.errors import SpecificationError
-from specification.files import SPEC_TYPE_FOR_DATA, loads_spec
-from specification.image import IMAGE_SPEC_TYPE
-from specification.jsonio import load_json
-from specification.limits import SpecLimits, check_self_inner_product
-from specification.rkme import TABLE_SPEC_TYPE
-from specification.semantic import check_semantic_spec
+from wharf.market.catalog import Learnware, repo
+from wharf.specification.blockwise import self_inner_product
+from wharf.specification.errors import SpecificationError
+from wharf.specification.files import SPEC_TYPE_FOR_DATA, loads_spec
+from wharf.specification.image import IMAGE_SPEC_TYPE
+from wharf.specification.jsonio import load_json
+from wharf.specification.limits import SpecLimits, check_self_inner_product
+from wharf.specification.rkme import TABLE_SPEC_TYPE
+from wharf.specification.semantic import check_semantic_spec
 
 MANIFEST = "manifest.jsonl"
 PACKAGES = "packages"
@@ -213,7 +213,7 @@ def _self_inner_product(spec) -> float:
     """βᵀ K(z, z) β: under the Gaussian kernel in numpy; under the NNGP kernel (torch, loaded
     only here, in the import worker) for an image spec."""
     if spec.spec_type == IMAGE_SPEC_TYPE:
-        from specification.nngp import inner_product
+        from wharf.specification.nngp import inner_product
 
         return inner_product(spec, spec)
     return self_inner_product(spec.z_flat, spec.beta_, spec.gamma)

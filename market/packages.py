@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from sqlalchemy.orm import Session
-
-from market.catalog import Learnware, repo
-from market.store import ObjectStore, StoreError, copy_to_file
+from wharf.market.catalog import Learnware, repo
+from wharf.market.store import ObjectStore, StoreError, copy_to_file
 
 log = logging.getLogger("wharf.store")
 

@@ -66,22 +66,21 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from rapidfuzz import fuzz
-
-from specification._threads import single_threaded_blas
-from specification.blockwise import BLOCK_ENTRIES, gaussian_sum, self_inner_product
-from specification.errors import SpecificationError
-from specification.image import IMAGE_SPEC_TYPE
-from specification.kernel import map_ranges
-from specification.mmd import SpecBank
-from specification.qp import solve_simplex_qp
-from specification.rkme import RKME, same_gamma
-from specification.semantic import (
+from wharf.specification._threads import single_threaded_blas
+from wharf.specification.blockwise import BLOCK_ENTRIES, gaussian_sum, self_inner_product
+from wharf.specification.errors import SpecificationError
+from wharf.specification.image import IMAGE_SPEC_TYPE
+from wharf.specification.kernel import map_ranges
+from wharf.specification.mmd import SpecBank
+from wharf.specification.qp import solve_simplex_qp
+from wharf.specification.rkme import RKME, same_gamma
+from wharf.specification.semantic import (
     MAX_DESCRIPTION_CHARS,
     MAX_REQUIREMENT_NAME_CHARS,
     SemanticSpec,
     tags_match,
 )
-from specification.text import TEXT_SPEC_TYPE, languages_cover
+from wharf.specification.text import TEXT_SPEC_TYPE, languages_cover
 
 #: Fuzzy name matches need at least this ``partial_ratio`` (0–100), as in the reference.
 FUZZY_MIN_SCORE = 75.0
@@ -201,7 +200,7 @@ class SpecPartition:
 
     def _new_bank(self) -> SpecBank:
         if self.key.spec_type == IMAGE_SPEC_TYPE:
-            from specification.nngp import ImageBank
+            from wharf.specification.nngp import ImageBank
 
             return ImageBank(self.key.feature_shape, device=self.device)
         return SpecBank(self.key.gamma, math.prod(self.key.feature_shape), device=self.device)
@@ -400,7 +399,7 @@ def inner_product_matrix(specs: Sequence[RKME], gamma: float) -> np.ndarray:
     several times faster.
     """
     if specs and getattr(specs[0], "spec_type", None) == IMAGE_SPEC_TYPE:
-        from specification.nngp import gram_matrix
+        from wharf.specification.nngp import gram_matrix
 
         return gram_matrix(specs)
     z = [np.asarray(s.z_, dtype=np.float64).reshape(len(s.beta_), -1) for s in specs]
@@ -762,7 +761,7 @@ def _image_pool(members, dists, self_terms, user_self, device):
     """The mixture pool of image specs: a Gram matrix knowing only its diagonal (the specs'
     self-terms), the user's inner products from the distances (⟨Φ_u, Φ_i⟩ =
     (‖Φ_u‖² + ‖Φ_i‖² − MMD²) / 2) and the column callback that fills the rest on demand."""
-    from specification.nngp import inner_products
+    from wharf.specification.nngp import inner_products
 
     n = len(members)
     selfs = np.asarray(self_terms[:n], dtype=np.float64)

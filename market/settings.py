@@ -15,8 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-from specification.limits import SpecLimits
+from wharf.specification.limits import SpecLimits
 
 MiB = 1024 * 1024
 
@@ -125,7 +124,7 @@ class Settings(BaseSettings):
 
     # Slow clients get 408. A request's headers must be complete within
     # request_header_timeout_s of the connection's start or of its previous answer, however
-    # they trickle in (a server run with `--http api.server:HttpProtocol`); a body gets
+    # they trickle in (a server run with `--http wharf.api.server:HttpProtocol`); a body gets
     # request_body_timeout_s, then must have averaged request_body_min_rate bytes a second.
     request_header_timeout_s: float = Field(default=20.0, gt=0)
     request_body_timeout_s: float = Field(default=60.0, gt=0)

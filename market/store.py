@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 if TYPE_CHECKING:
-    from market.settings import Settings
+    from wharf.market.settings import Settings
 
 MiB = 1024 * 1024
 CHUNK_BYTES = MiB

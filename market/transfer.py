@@ -26,12 +26,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, undefer
-
-from market.catalog import Catalog, Learnware, LearnwareStatus, repo
-from market.catalog.bulk import AcceptedRow, insert_accepted, packages_by_sha256
-from market.packages import new_package_key, open_package
-from market.store import ObjectNotFound, ObjectStore, StoreError
-from specification.limits import SpecLimits
+from wharf.market.catalog import Catalog, Learnware, LearnwareStatus, repo
+from wharf.market.catalog.bulk import AcceptedRow, insert_accepted, packages_by_sha256
+from wharf.market.packages import new_package_key, open_package
+from wharf.market.store import ObjectNotFound, ObjectStore, StoreError
+from wharf.specification.limits import SpecLimits
 
 from .bundle import (
     MANIFEST,

@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from market.checker._child import load_model_module
-from market.checker.modelrun import SHIM
-from specification.package import ModelEntry
+from wharf.market.checker._child import load_model_module
+from wharf.market.checker.modelrun import SHIM
+from wharf.specification.package import ModelEntry
 
 _IMPORT_LOCK = threading.Lock()
 _PREFIX = "_wharf_learnware_"

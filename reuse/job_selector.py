@@ -66,7 +66,7 @@ class JobSelector(Reuser):
     Examples
     --------
     >>> import numpy as np
-    >>> from specification import RKME
+    >>> from wharf.specification import RKME
     >>> rng = np.random.default_rng(0)
     >>> class Constant:
     ...     def __init__(self, value, data):
@@ -119,7 +119,7 @@ class JobSelector(Reuser):
         if m == 1:
             self.selector_ = None
             return self
-        from specification import herd  # torch is imported only when a selector is trained
+        from wharf.specification import herd  # torch is imported only when a selector is trained
 
         seeds = rng.randint(0, 2**31 - 1, size=m + 1)
         samples = [
@@ -204,7 +204,7 @@ def _check_same_kernel(learnwares: list[Any]) -> None:
 def _mixture_weights(specs: list[Any], X: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     """Simplex weights w minimising ‖Σ_i w_i Φ_i − Φ_user‖² (Φ_user: uniform weights on the
     user's rows)."""
-    from specification import RKME, inner_product, solve_simplex_qp
+    from wharf.specification import RKME, inner_product, solve_simplex_qp
 
     if len(X) > MAX_USER_ROWS:
         X = X[rng.choice(len(X), MAX_USER_ROWS, replace=False)]

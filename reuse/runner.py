@@ -35,16 +35,15 @@ from typing import Any
 
 import numpy as np
 import yaml
-
-from market.checker import bubblewrap, envs, outputs, sandbox
-from market.checker.log import CheckLog
-from market.checker.requirements import plan_requirements
-from market.checker.submission import remove_tree
-from market.settings import Settings
-from specification.errors import PackageError
-from specification.files import loads_spec
-from specification.package import MANIFEST, LearnwarePackage, read_package
-from specification.rkme import RKME, TABLE_SPEC_TYPE
+from wharf.market.checker import bubblewrap, envs, outputs, sandbox
+from wharf.market.checker.log import CheckLog
+from wharf.market.checker.requirements import plan_requirements
+from wharf.market.checker.submission import remove_tree
+from wharf.market.settings import Settings
+from wharf.specification.errors import PackageError
+from wharf.specification.files import loads_spec
+from wharf.specification.package import MANIFEST, LearnwarePackage, read_package
+from wharf.specification.rkme import RKME, TABLE_SPEC_TYPE
 
 from . import _inprocess
 
@@ -115,7 +114,7 @@ class Learnware:
     Examples
     --------
     >>> import tempfile
-    >>> from examples.learnwares import build_examples
+    >>> from wharf.examples.learnwares import build_examples
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     example = build_examples(folder)[3]  # a diabetes regressor
     ...     with Learnware.load(example.package, time_limit_s=20) as lw:

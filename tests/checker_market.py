@@ -9,11 +9,10 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-
-from market.checker import check_submission
-from market.settings import Settings
-from specification import RKME, dumps_spec
-from specification.package import write_package
+from wharf.market.checker import check_submission
+from wharf.market.settings import Settings
+from wharf.specification import RKME, dumps_spec
+from wharf.specification.package import write_package
 
 MiB = 1024 * 1024
 TIME_LIMIT_S = 3

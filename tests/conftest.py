@@ -80,7 +80,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 @pytest.fixture
 def catalog(database_url: str) -> Iterator:
     """A migrated :class:`market.catalog.Catalog` on each database backend."""
-    from market.catalog import Catalog
+    from wharf.market.catalog import Catalog
 
     cat = Catalog.create(database_url)
     try:
@@ -158,7 +158,7 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def s3_store(s3_endpoint: str):
     """An :class:`market.store.S3Store` on a new bucket of the moto server."""
-    from market.store import S3Store
+    from wharf.market.store import S3Store
 
     return S3Store(
         f"wharf-test-{uuid.uuid4().hex[:12]}",
@@ -170,7 +170,7 @@ def s3_store(s3_endpoint: str):
 
 @pytest.fixture
 def local_store(tmp_path_factory: pytest.TempPathFactory):
-    from market.store import LocalStore
+    from wharf.market.store import LocalStore
 
     return LocalStore(tmp_path_factory.mktemp("objects"))
 

@@ -26,15 +26,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from cli.serve import LocalMarket
-from market.catalog import Catalog, Role, repo
-from market.settings import Settings
-from specification.semantic import (
+from wharf.cli.serve import LocalMarket
+from wharf.market.catalog import Catalog, Role, repo
+from wharf.market.settings import Settings
+from wharf.specification.semantic import (
     MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
     MAX_REQUIREMENT_NAME_CHARS,
 )
+
 from tests.test_api import SEMANTIC, zip_bytes
 
 pytestmark = pytest.mark.adversarial
@@ -663,7 +663,7 @@ def test_a_public_learnware_is_read_only_to_a_stranger(market, carols, address):
 
 
 def test_enumerating_ids_shows_a_stranger_only_public_learnwares(market, carols, address):
-    from market.catalog import Learnware, LearnwareStatus
+    from wharf.market.catalog import Learnware, LearnwareStatus
 
     with market.catalog.session(read_only=True) as s:
         rows = {lw.id: (lw.status, lw.owner_id) for lw in s.query(Learnware)}
@@ -1304,8 +1304,7 @@ def test_text_postgresql_cannot_hold_is_422_not_500(postgres_url, tmp_path, monk
     """PostgreSQL fails a query holding a NUL, or a number past a column's range, instead of
     answering it: the API refuses them first, naming the field."""
     from fastapi.testclient import TestClient
-
-    from api.app import create_app
+    from wharf.api.app import create_app
 
     for name in [k for k in os.environ if k.startswith("WHARF_")]:
         monkeypatch.delenv(name)
@@ -1389,8 +1388,7 @@ def test_a_missing_bucket_is_503_without_naming_it(
     tmp_path, monkeypatch, s3_endpoint, s3_credentials
 ):
     from fastapi.testclient import TestClient
-
-    from api.app import create_app
+    from wharf.api.app import create_app
 
     for name in [k for k in os.environ if k.startswith("WHARF_")]:
         monkeypatch.delenv(name)

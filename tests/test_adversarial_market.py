@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from wharf.cli.serve import LocalMarket
+from wharf.client import WharfClient
+from wharf.market.checker.bubblewrap import _python_dirs
+from wharf.market.checker.submission import CheckReport
 
-from cli.serve import LocalMarket
-from client import WharfClient
-from market.checker.bubblewrap import _python_dirs
-from market.checker.submission import CheckReport
 from tests.checker_market import Market, MiB, semantic, table_spec_json
 from tests.test_adversarial_packages import USES_EVIL, evil_wheel
 from tests.test_checker import (

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from wharf.market.checker.envs import env_key
+from wharf.reuse.runner import Learnware
 
-from market.checker.envs import env_key
-from reuse.runner import Learnware
 from tests.checker_market import DIM, Market, MiB, table_spec_json
 
 pytestmark = [pytest.mark.adversarial, pytest.mark.slow]

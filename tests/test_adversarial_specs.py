@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cli.serve import LocalMarket
-from client import WharfClient
-from examples.learnwares import build_examples
-from specification import RKME
+from wharf.cli.serve import LocalMarket
+from wharf.client import WharfClient
+from wharf.examples.learnwares import build_examples
+from wharf.specification import RKME
 
 pytestmark = [pytest.mark.adversarial, pytest.mark.slow]
 
@@ -157,10 +156,10 @@ def test_an_honest_search_still_finds_the_honest_learnware(market):
 MEMORY_PROBE = """
 import resource, sys
 import numpy as np
-from specification import RKME
-from specification.mmd import SpecBank, inner_product
-from market.search import user_self_term, inner_product_matrix
-from market.index.packed import PackedSpecs
+from wharf.specification import RKME
+from wharf.specification.mmd import SpecBank, inner_product
+from wharf.market.search import user_self_term, inner_product_matrix
+from wharf.market.index.packed import PackedSpecs
 
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

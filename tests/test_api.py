@@ -9,9 +9,8 @@ import zipfile
 
 import pytest
 from fastapi.testclient import TestClient
-
-from market.catalog import Catalog, Role, repo
-from market.settings import Settings
+from wharf.market.catalog import Catalog, Role, repo
+from wharf.market.settings import Settings
 
 SEMANTIC = {
     "Data": {"Type": "Class", "Values": ["Table"]},
@@ -38,7 +37,7 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
 
 @pytest.fixture
 def api(tmp_path):
-    from api.app import create_app
+    from wharf.api.app import create_app
 
     settings = Settings(data_dir=tmp_path, max_upload_bytes=200_000, public_read=True)
     catalog = Catalog.create(settings.catalog_url)
@@ -234,7 +233,7 @@ def test_tokens_create_list_revoke(api):
 def test_tokens_live_the_market_lifetime_at_most(api, tmp_path):
     from datetime import UTC, datetime, timedelta
 
-    from api.app import create_app
+    from wharf.api.app import create_app
 
     def expires_in(body):
         expires = datetime.fromisoformat(body["expires_at"])
@@ -291,7 +290,7 @@ def test_api_process_never_imports_torch():
 
 
 def test_a_private_market_needs_a_token_to_read(tmp_path):
-    from api.app import create_app
+    from wharf.api.app import create_app
 
     settings = Settings(data_dir=tmp_path, public_read=False)
     client = TestClient(create_app(settings))
@@ -349,7 +348,7 @@ def test_json_logs_carry_the_ids():
     import io
     import logging
 
-    from market import logs
+    from wharf.market import logs
 
     logger = logging.getLogger("wharf.test-json-logs")
     stream = io.StringIO()

@@ -6,10 +6,9 @@ import uuid
 
 import redis
 from kombu import Connection
-
-from market.settings import Settings
-from workers.app import make_celery
-from workers.redisbroker import Channel, Transport
+from wharf.market.settings import Settings
+from wharf.workers.app import make_celery
+from wharf.workers.redisbroker import Channel, Transport
 
 
 def test_a_channel_reuses_its_client_and_messages_arrive(redis_url):
@@ -38,6 +37,6 @@ def test_a_channel_reuses_its_client_and_messages_arrive(redis_url):
 
 def test_the_celery_app_uses_it_for_plain_redis_only(tmp_path):
     plain = make_celery(Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0"))
-    assert plain.connection_for_write().transport_cls == "workers.redisbroker:Transport"
+    assert plain.connection_for_write().transport_cls == "wharf.workers.redisbroker:Transport"
     tls = make_celery(Settings(data_dir=tmp_path, broker_url="rediss://127.0.0.1:6380/0"))
     assert tls.conf.broker_transport is None

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-
-from examples.bundles import write_bundle
-from market.bundle import MANIFEST, BundleError
-from market.catalog import Catalog, Job, JobKind, LearnwareStatus, Role, repo
-from market.packages import open_package
-from market.settings import Settings
-from market.store import LocalStore, S3Store
-from market.transfer import export_bundle, import_bundle
+from wharf.examples.bundles import write_bundle
+from wharf.market.bundle import MANIFEST, BundleError
+from wharf.market.catalog import Catalog, Job, JobKind, LearnwareStatus, Role, repo
+from wharf.market.packages import open_package
+from wharf.market.settings import Settings
+from wharf.market.store import LocalStore, S3Store
+from wharf.market.transfer import export_bundle, import_bundle
 
 MAX_PACKAGE = 1 << 20
 
@@ -128,12 +127,11 @@ def test_duplicates_inside_one_bundle_are_reported(market, tmp_path):
 
 def test_image_and_text_learnwares_import_and_are_found(market, tmp_path):
     import numpy as np
-
-    from examples.bundles import synthetic_learnware
-    from market.index.search import search_index
-    from market.index.sync import IndexSync
-    from specification.image import RKMEImage
-    from specification.text import RKMEText
+    from wharf.examples.bundles import synthetic_learnware
+    from wharf.market.index.search import search_index
+    from wharf.market.index.sync import IndexSync
+    from wharf.specification.image import RKMEImage
+    from wharf.specification.text import RKMEText
 
     catalog, store, _ = market
     bundle = tmp_path / "bundle"
@@ -213,7 +211,7 @@ def test_export_round_trip(market, tmp_path):
 
 @pytest.fixture
 def api(tmp_path):
-    from api.app import create_app
+    from wharf.api.app import create_app
 
     settings = Settings(
         data_dir=tmp_path / "market", max_upload_bytes=200_000, bulk_max_bytes=2_000_000
@@ -346,8 +344,8 @@ def test_bundle_size_limits(api):
 
 
 def test_admin_import_and_export_commands(tmp_path, monkeypatch, capsys):
-    from cli.main import main
-    from market.settings import get_settings
+    from wharf.cli.main import main
+    from wharf.market.settings import get_settings
 
     monkeypatch.setenv("WHARF_DATA_DIR", str(tmp_path / "market"))
     get_settings.cache_clear()
@@ -374,7 +372,7 @@ def test_admin_import_and_export_commands(tmp_path, monkeypatch, capsys):
 
 def _stage(store, prefix: str, bundle: Path, *, batch_size: int):
     """Stage the bundle directory as its tar upload would be."""
-    from market.bulk import stage_upload
+    from wharf.market.bulk import stage_upload
 
     files = {
         p.relative_to(bundle).as_posix(): p.read_bytes() for p in bundle.rglob("*") if p.is_file()
@@ -391,7 +389,7 @@ def _stage(store, prefix: str, bundle: Path, *, batch_size: int):
 
 
 def test_staged_batches_keep_manifest_line_numbers(market, tmp_path):
-    from market.bulk import import_staged_batch, release_staged
+    from wharf.market.bulk import import_staged_batch, release_staged
 
     catalog, store, admin_id = market
     bundle = tmp_path / "bundle"
@@ -439,8 +437,8 @@ def test_staged_batches_keep_manifest_line_numbers(market, tmp_path):
 def test_packed_packages_are_read_and_released_with_their_pack(market, tmp_path):
     """A bulk import keeps the packages in its tar: each is read from its byte range, and the
     tar goes with the last learnware that uses it (not while its import may add more)."""
-    from market.bulk import import_staged_batch, release_staged
-    from market.packages import download_package, open_package, release_package
+    from wharf.market.bulk import import_staged_batch, release_staged
+    from wharf.market.packages import download_package, open_package, release_package
 
     catalog, store, admin_id = market
     made = write_bundle(tmp_path / "bundle", 3)
@@ -487,7 +485,7 @@ def test_packed_packages_are_read_and_released_with_their_pack(market, tmp_path)
 def test_staged_import_from_either_store(object_store, tmp_path):
     """Local: read in place. S3 (no random access): downloaded once per process, then
     forgotten."""
-    from market import bulk
+    from wharf.market import bulk
 
     catalog = Catalog.create(f"sqlite:///{tmp_path / 'c.db'}")
     with catalog.session() as s:
@@ -535,7 +533,7 @@ def test_staged_import_from_either_store(object_store, tmp_path):
 def test_bulk_index_finds_packages_and_their_semantic_specs(tmp_path):
     import zipfile
 
-    from cli.bulk import find_items
+    from wharf.cli.bulk import find_items
 
     semantic = {"Name": {"Type": "String", "Values": "x"}}
     folder = tmp_path / "pkgs"

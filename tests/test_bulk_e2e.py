@@ -15,13 +15,12 @@ import os
 import tarfile
 
 import pytest
-
-from cli.main import main
-from cli.serve import LocalMarket
-from client import WharfClient, WharfError
-from examples.bundles import write_bundle
-from examples.learnwares import build_examples
-from specification import RKME
+from wharf.cli.main import main
+from wharf.cli.serve import LocalMarket
+from wharf.client import WharfClient, WharfError
+from wharf.examples.bundles import write_bundle
+from wharf.examples.learnwares import build_examples
+from wharf.specification import RKME
 
 REDIS_DB = 9
 
@@ -68,7 +67,7 @@ def submitted(source, examples):
 @pytest.fixture(scope="module")
 def bundle(source, submitted, tmp_path_factory):
     """``wharf admin export`` of the source market (settings from the environment)."""
-    from market.settings import get_settings
+    from wharf.market.settings import get_settings
 
     out = tmp_path_factory.mktemp("export") / "bundle"
     with pytest.MonkeyPatch.context() as mp:
@@ -158,7 +157,7 @@ def test_bad_entries_are_rejected_and_the_rest_imported(target, admin, tmp_path)
     bad_spec["stat_spec"] = '{"z": [[1, 2]], "beta": [1], "gamma": -1}'
     lines[1], lines[3] = json.dumps(bad_sha), json.dumps(bad_spec)
     (tmp_path / "b" / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    from cli.bulk import pack_bundle
+    from wharf.cli.bulk import pack_bundle
 
     accepted = admin.bulk_import(pack_bundle(tmp_path / "b", tmp_path / "b.tar"), trusted=True)
     assert accepted["entries"] == 5 and accepted["batches"] == 3
@@ -198,7 +197,7 @@ def test_bad_entries_are_rejected_and_the_rest_imported(target, admin, tmp_path)
 
 def test_only_admins_may_import_and_archives_are_checked(target, admin, tmp_path):
     write_bundle(tmp_path / "b", 1, seed=9)
-    from cli.bulk import pack_bundle
+    from wharf.cli.bulk import pack_bundle
 
     tar = pack_bundle(tmp_path / "b", tmp_path / "b.tar")
     objects = target.data_dir / "objects"

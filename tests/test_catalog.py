@@ -11,8 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
-
-from market.catalog import (
+from wharf.market.catalog import (
     ApiToken,
     Base,
     Catalog,
@@ -30,7 +29,7 @@ from market.catalog import (
     repo,
     upgrade,
 )
-from specification.semantic import generate_semantic_spec
+from wharf.specification.semantic import generate_semantic_spec
 
 SPEC_META = {
     "type": "RKMETableSpecification",

@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from wharf.market.checker import CheckLog
+from wharf.market.checker.envs import requirements_env
+from wharf.market.checker.modelrun import SHIM
+from wharf.market.checker.requirements import conda_to_pip, plan_requirements
+from wharf.market.checker.sandbox import SandboxUnavailable, unavailable_reason
+from wharf.market.settings import Settings
+from wharf.specification import dumps_spec
+from wharf.specification.package import Requirements
 
-from market.checker import CheckLog
-from market.checker.envs import requirements_env
-from market.checker.modelrun import SHIM
-from market.checker.requirements import conda_to_pip, plan_requirements
-from market.checker.sandbox import SandboxUnavailable, unavailable_reason
-from market.settings import Settings
-from specification import dumps_spec
-from specification.package import Requirements
 from tests.checker_market import DIM, TIME_LIMIT_S, Market, MiB, npy, semantic, table_spec_json
 
 REGRESSION_MODEL = """
@@ -876,7 +876,7 @@ class Model:
 
 @pytest.fixture(scope="module")
 def image_spec_json() -> bytes:
-    from specification.image import RKMEImage
+    from wharf.specification.image import RKMEImage
 
     rng = np.random.default_rng(0)
     spec = RKMEImage.from_arrays(rng.normal(size=(3, 1, 32, 32)), [0.2, 0.3, 0.5], 30)
@@ -885,7 +885,7 @@ def image_spec_json() -> bytes:
 
 @pytest.fixture(scope="module")
 def text_spec_json() -> bytes:
-    from specification.text import RKMEText
+    from wharf.specification.text import RKMEText
 
     rng = np.random.default_rng(0)
     spec = RKMEText.from_arrays(rng.normal(size=(3, 384)), [0.2, 0.3, 0.5], 0.1, 30, ["en"])
@@ -948,7 +948,7 @@ def test_a_spec_file_of_another_type_than_declared_is_rejected(market, image_spe
 
 
 def test_stale_run_cgroups_of_killed_workers_are_swept(tmp_path: Path) -> None:
-    from market.checker import cgroups
+    from wharf.market.checker import cgroups
 
     old, new, busy = (tmp_path / f"check-{n}" for n in ("old", "new", "busy"))
     for d in (old, new, busy):

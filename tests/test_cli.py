@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from wharf.cli.main import main
+from wharf.specification import load_spec, mmd2
+from wharf.specification.package import write_package
 
-from cli.main import main
-from specification import load_spec, mmd2
-from specification.package import write_package
 from tests.oracles import gaussian_mixture
 
 
@@ -148,7 +148,7 @@ def test_a_command_leaves_no_market_folders_in_its_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHARF_")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     res = subprocess.run(
-        [sys.executable, "-m", "cli.main", "--help"],
+        [sys.executable, "-m", "wharf.cli.main", "--help"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -159,8 +159,8 @@ def test_a_command_leaves_no_market_folders_in_its_directory(tmp_path):
 
 
 def test_admin_migrate_and_bootstrap(tmp_path, monkeypatch, capsys):
-    from market.catalog import Catalog, Role, repo
-    from market.settings import get_settings
+    from wharf.market.catalog import Catalog, Role, repo
+    from wharf.market.settings import get_settings
 
     monkeypatch.setenv("WHARF_DATABASE_URL", f"sqlite:///{tmp_path / 'c.db'}")
     get_settings.cache_clear()
@@ -182,8 +182,8 @@ def test_admin_migrate_and_bootstrap(tmp_path, monkeypatch, capsys):
 def test_admin_bootstrap_tokens_follow_the_lifetime_policy(tmp_path, monkeypatch, capsys):
     from datetime import UTC, datetime, timedelta
 
-    from market.catalog import Catalog, repo
-    from market.settings import get_settings
+    from wharf.market.catalog import Catalog, repo
+    from wharf.market.settings import get_settings
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     monkeypatch.setenv("WHARF_DATABASE_URL", url)
@@ -208,8 +208,8 @@ def test_admin_bootstrap_tokens_follow_the_lifetime_policy(tmp_path, monkeypatch
 
 
 def test_admin_requeue(tmp_path, monkeypatch, capsys):
-    from market.catalog import Catalog, JobKind, Role, repo
-    from market.settings import get_settings
+    from wharf.market.catalog import Catalog, JobKind, Role, repo
+    from wharf.market.settings import get_settings
 
     monkeypatch.setenv("WHARF_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()
@@ -279,7 +279,7 @@ def _without_bwrap(tmp_path) -> dict[str, str]:
 
 @pytest.mark.parametrize("queues", ["check", "check,search,index"])
 def test_a_check_worker_without_a_sandbox_refuses_to_start(tmp_path, queues):
-    from cli.serve import worker_command
+    from wharf.cli.serve import worker_command
 
     env = _without_bwrap(tmp_path)
     done = subprocess.run(
@@ -291,7 +291,7 @@ def test_a_check_worker_without_a_sandbox_refuses_to_start(tmp_path, queues):
 
 
 def test_a_worker_for_other_queues_starts_without_a_sandbox(tmp_path):
-    from cli.serve import worker_command
+    from wharf.cli.serve import worker_command
 
     proc = subprocess.Popen(
         worker_command("search,index", 1, None),

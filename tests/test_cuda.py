@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from wharf.specification import RKME, dumps_spec, loads_spec, mmd2
+from wharf.specification.image import RKMEImage
+from wharf.specification.mmd import SpecBank
+from wharf.specification.nngp import ImageBank, nngp_kernel
 
-from specification import RKME, dumps_spec, loads_spec, mmd2
-from specification.image import RKMEImage
-from specification.mmd import SpecBank
-from specification.nngp import ImageBank, nngp_kernel
 from tests.oracles import gaussian_mixture, mmd2_to_data
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -77,7 +77,7 @@ def test_image_fit_on_the_gpu_matches_the_cpu_quality():
     assert gpu.beta_.sum() == pytest.approx(1.0)
     # The same seed draws the same nets on both devices; float32 arithmetic differs, so the
     # two fits agree in quality, not bit for bit.
-    from specification._image_fit import prepare_images
+    from wharf.specification._image_fit import prepare_images
 
     data = RKMEImage.from_arrays(prepare_images(digits).numpy(), np.full(300, 1 / 300))
     assert mmd2(gpu, data) == pytest.approx(mmd2(cpu, data), rel=0.25)
@@ -85,7 +85,7 @@ def test_image_fit_on_the_gpu_matches_the_cpu_quality():
 
 
 def test_image_index_embeddings_on_the_gpu_equal_the_cpu():
-    from specification.image_embedding import ImageIndexEmbedding
+    from wharf.specification.image_embedding import ImageIndexEmbedding
 
     rng = np.random.default_rng(4)
     specs = [

@@ -39,9 +39,8 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import SecretStr
-
-from market.settings import Settings
-from workers.app import CHECK_QUEUE, QUEUES
+from wharf.market.settings import Settings
+from wharf.workers.app import CHECK_QUEUE, QUEUES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -841,9 +840,7 @@ def test_dockerfile_installs_torch_first_then_exactly_the_project_packages(name:
     for source in copied:
         assert (ROOT / source).exists(), source
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = {
-        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    }
+    packages = set(pyproject["tool"]["setuptools"]["package-dir"].values())
     assert packages <= copied, f"packages not copied into the image: {packages - copied}"
     ignore = (DEPLOY / f"{name}.dockerignore").read_text().split()
     for source in copied | {"deploy/entrypoint.sh"}:

@@ -17,17 +17,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from cli.serve import LocalMarket, free_port
-from client import WharfClient
-from examples.learnwares import build_examples
-from market.catalog import Catalog, repo
-from market.settings import Settings
-from specification import RKME
-from specification.files import dumps_spec
-from workers.app import make_celery
-from workers.recovery import requeue_interrupted_checks
-from workers.tasks import SANDBOX_RETRIES
+from wharf.cli.serve import LocalMarket, free_port
+from wharf.client import WharfClient
+from wharf.examples.learnwares import build_examples
+from wharf.market.catalog import Catalog, repo
+from wharf.market.settings import Settings
+from wharf.specification import RKME
+from wharf.specification.files import dumps_spec
+from wharf.workers.app import make_celery
+from wharf.workers.recovery import requeue_interrupted_checks
+from wharf.workers.tasks import SANDBOX_RETRIES
 
 pytestmark = pytest.mark.slow
 
@@ -230,8 +229,7 @@ def test_the_store_down_gives_503_and_records_nothing(
     examples, tmp_path, embedded, monkeypatch, closed_port, s3_credentials
 ):
     from fastapi.testclient import TestClient
-
-    from api.app import create_app
+    from wharf.api.app import create_app
 
     monkeypatch.setenv("WHARF_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("WHARF_STORE", "s3")

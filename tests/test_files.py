@@ -5,8 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-from specification import (
+from wharf.specification import (
     RKME,
     SpecificationError,
     dumps_spec,
@@ -14,7 +13,7 @@ from specification import (
     loads_spec,
     save_spec,
 )
-from specification.limits import SpecLimits, check_self_inner_product
+from wharf.specification.limits import SpecLimits, check_self_inner_product
 
 # Written by hand from the documented reference format (compact separators, key order).
 REFERENCE_FILE = (
@@ -187,9 +186,9 @@ def test_reading_specs_semantics_and_packages_does_not_import_torch():
 
     code = (
         "import sys\n"
-        "from specification import loads_spec, SpecificationError\n"
-        "from specification.semantic import SemanticSpec\n"
-        "from specification.package import read_package\n"
+        "from wharf.specification import loads_spec, SpecificationError\n"
+        "from wharf.specification.semantic import SemanticSpec\n"
+        "from wharf.specification.package import read_package\n"
         f"loads_spec({REFERENCE_FILE!r})\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
@@ -201,7 +200,7 @@ def test_json_through_orjson_keeps_json_behaviour():
     """The catalog's JSON columns go through orjson; what it refuses falls back to json."""
     import json
 
-    from specification.jsonio import dump_json, load_json
+    from wharf.specification.jsonio import dump_json, load_json
 
     value = {"Name": {"Values": "ü"}, "dims": [1, 2], "score": 0.25, "big": 2**70}
     assert json.loads(dump_json(value)) == value  # the big int went through json

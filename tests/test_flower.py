@@ -24,9 +24,9 @@ import pytest
 
 pytest.importorskip("flower", reason="flower is not installed: pip install -e '.[monitoring]'")
 
-from cli.serve import LocalMarket, free_port
-from client import WharfClient
-from workers.app import QUEUES, SEARCH_TASK
+from wharf.cli.serve import LocalMarket, free_port
+from wharf.client import WharfClient
+from wharf.workers.app import QUEUES, SEARCH_TASK
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
+from wharf.specification import RKME, IndexEmbedding, SpecBank, SpecificationError, herd, mmd2
 
-from specification import RKME, IndexEmbedding, SpecBank, SpecificationError, herd, mmd2
 from tests.oracles import gaussian_mixture
 
 

@@ -10,11 +10,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from specification import SpecificationError, dumps_spec, loads_spec, mmd2
-from specification._image_fit import prepare_images
-from specification.image import RKMEImage
-from specification.nngp import ImageBank, inner_product, nngp_kernel
+from wharf.specification import SpecificationError, dumps_spec, loads_spec, mmd2
+from wharf.specification._image_fit import prepare_images
+from wharf.specification.image import RKMEImage
+from wharf.specification.nngp import ImageBank, inner_product, nngp_kernel
 
 TINY = float(np.finfo(np.float32).tiny)
 
@@ -104,7 +103,7 @@ def test_mmd2_of_image_specs_and_the_bank():
     np.testing.assert_allclose(bank.mmd2(a), [mmd2(a, s) for s in (a, b, c)], atol=1e-13)
     np.testing.assert_allclose(bank.mmd2(c, [2, 0]), [mmd2(c, c), mmd2(c, a)], atol=1e-13)
     with pytest.raises(SpecificationError, match="cannot compare"):
-        from specification import RKME
+        from wharf.specification import RKME
 
         mmd2(a, RKME.from_arrays(np.zeros((2, 3)), [0.5, 0.5], 0.1, 2))
 
@@ -245,7 +244,7 @@ def test_malformed_image_specs_are_refused(change, message):
 def test_reading_an_image_spec_does_not_import_torch():
     code = (
         "import sys\n"
-        "from specification import loads_spec\n"
+        "from wharf.specification import loads_spec\n"
         f"spec = loads_spec({_reference_file(np.random.default_rng(7), k=1, c=1)!r})\n"
         "assert spec.spec_type == 'RKMEImageSpecification'\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
@@ -256,7 +255,7 @@ def test_reading_an_image_spec_does_not_import_torch():
 
 # -- index embeddings -----------------------------------------------------------------------
 def test_random_convnet_features_estimate_the_nngp_kernel(digits):
-    from specification.image_embedding import ImageIndexEmbedding
+    from wharf.specification.image_embedding import ImageIndexEmbedding
 
     x = prepare_images(digits[0][:120]).float()
     exact = nngp_kernel(x.double()).numpy()
@@ -280,7 +279,7 @@ def test_random_convnet_features_estimate_the_nngp_kernel(digits):
 
 
 def test_image_embeddings_are_deterministic_and_weighted_by_beta():
-    from specification.image_embedding import ImageIndexEmbedding
+    from wharf.specification.image_embedding import ImageIndexEmbedding
 
     rng = np.random.default_rng(5)
     specs = [_spec(rng, k=3, c=3), _spec(rng, k=5, c=3)]

@@ -8,19 +8,18 @@ import threading
 
 import numpy as np
 import pytest
-
-from market.catalog import IndexChange, repo
-from market.index.coarse import CoarseConfig, CoarseIndex
-from market.index.packed import PackedSpecs
-from market.index.partition import IndexConfig, MarketIndex
-from market.index.search import search_index
-from market.index.snapshot import LATEST, load_snapshot, save_snapshot
-from market.index.sync import IndexSync
-from market.search import Candidate, search
-from specification import RKME
-from specification.files import dumps_spec
-from specification.mmd import mmd2
-from specification.semantic import SemanticSpec, generate_semantic_spec
+from wharf.market.catalog import IndexChange, repo
+from wharf.market.index.coarse import CoarseConfig, CoarseIndex
+from wharf.market.index.packed import PackedSpecs
+from wharf.market.index.partition import IndexConfig, MarketIndex
+from wharf.market.index.search import search_index
+from wharf.market.index.snapshot import LATEST, load_snapshot, save_snapshot
+from wharf.market.index.sync import IndexSync
+from wharf.market.search import Candidate, search
+from wharf.specification import RKME
+from wharf.specification.files import dumps_spec
+from wharf.specification.mmd import mmd2
+from wharf.specification.semantic import SemanticSpec, generate_semantic_spec
 
 from .test_search import lw_semantic, random_spec
 

@@ -9,12 +9,11 @@ import sys
 from datetime import timedelta
 
 import pytest
-
-from market.catalog import Catalog, JobKind, JobState, repo
-from market.catalog.models import utcnow
-from market.settings import Settings
-from workers import liveness
-from workers.app import make_celery
+from wharf.market.catalog import Catalog, JobKind, JobState, repo
+from wharf.market.catalog.models import utcnow
+from wharf.market.settings import Settings
+from wharf.workers import liveness
+from wharf.workers.app import make_celery
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from cli.serve import LocalMarket
-from client import WharfClient, WharfError
-from examples.learnwares import build_examples
-from specification import RKME
+from wharf.cli.serve import LocalMarket
+from wharf.client import WharfClient, WharfError
+from wharf.examples.learnwares import build_examples
+from wharf.specification import RKME
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +252,7 @@ def test_requirement_specs_the_market_cannot_compare_are_422(accepted, users, ex
 def test_cli_against_a_running_market(
     accepted, users, examples, market, tmp_path, monkeypatch, capsys
 ):
-    from cli.main import main
+    from wharf.cli.main import main
 
     token = users["alice"].http.headers["Authorization"].split()[1]
     monkeypatch.setenv("WHARF_URL", market.url)
@@ -289,8 +288,8 @@ def test_cli_against_a_running_market(
 def test_interrupted_checks_are_queued_again_at_start(examples, tmp_path, monkeypatch):
     """A worker died mid-check and the embedded broker lost the message: the next start
     puts the check back in the queue."""
-    from market.catalog import Catalog, JobState, repo
-    from market.settings import Settings
+    from wharf.market.catalog import Catalog, JobState, repo
+    from wharf.market.settings import Settings
 
     for name in [k for k in os.environ if k.startswith("WHARF_")]:
         monkeypatch.delenv(name)  # the embedded default, whatever the other tests set
@@ -338,8 +337,7 @@ def test_search_then_reuse_the_mixture(accepted, users, examples, tmp_path):
     """The whole paradigm: a user searches with an RKME, downloads what was found, and
     predicts with the learnwares (sandboxed) without training anything."""
     import numpy as np
-
-    from reuse import Averaging, from_search
+    from wharf.reuse import Averaging, from_search
 
     a = next(e for e in examples if e.name == "diabetes female")
     b = next(e for e in examples if e.name == "diabetes male")

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from wharf.specification import RKME, SpecBank, SpecificationError, inner_product, mmd2
 
-from specification import RKME, SpecBank, SpecificationError, inner_product, mmd2
 from tests import oracles
 
 

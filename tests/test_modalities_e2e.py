@@ -6,10 +6,9 @@ their language)."""
 from __future__ import annotations
 
 import pytest
-
-from cli.serve import LocalMarket
-from client import WharfClient
-from examples.modalities import build_image_examples, build_text_examples, user_spec
+from wharf.cli.serve import LocalMarket
+from wharf.client import WharfClient
+from wharf.examples.modalities import build_image_examples, build_text_examples, user_spec
 
 
 @pytest.fixture(scope="module")

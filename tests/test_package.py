@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-from specification.errors import PackageError
-from specification.package import (
+from wharf.specification.errors import PackageError
+from wharf.specification.package import (
     DEFAULT_LIMITS,
     LearnwarePackage,
     PackageLimits,
@@ -793,7 +792,7 @@ def test_round_trip_through_extraction(extra, top_folder):
 
 
 def test_make_manifest_reads_back(tmp_path):
-    from specification.package import make_manifest, read_package, write_package
+    from wharf.specification.package import make_manifest, read_package, write_package
 
     path = tmp_path / "m.zip"
     write_package(

@@ -6,8 +6,7 @@ import sys
 
 import pytest
 from pydantic import ValidationError
-
-from market.settings import Settings
+from wharf.market.settings import Settings
 
 GOOD = {
     "env": "production",
@@ -94,7 +93,7 @@ def test_production_supersedes_require_services():
     assert "WHARF_DATABASE_URL must name" in text and "WHARF_STORE must be s3" in text
 
 
-@pytest.mark.parametrize("module", ["api.main", "workers.app"])
+@pytest.mark.parametrize("module", ["wharf.api.main", "wharf.workers.app"])
 def test_api_and_workers_refuse_to_start(module, tmp_path):
     env = {
         "PATH": "/usr/bin:/bin",

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 import torch
-
-from specification import SpecificationError, solve_simplex_qp
-from specification.kernel import gaussian_kernel
-from specification.qp import _clarabel, _projected_gradient, objective, project_to_simplex
+from wharf.specification import SpecificationError, solve_simplex_qp
+from wharf.specification.kernel import gaussian_kernel
+from wharf.specification.qp import _clarabel, _projected_gradient, objective, project_to_simplex
 
 
 def rbf_problem(rng, m, d=4, duplicates=0):

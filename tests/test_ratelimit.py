@@ -8,8 +8,7 @@ import uuid
 import pytest
 import redis
 from fastapi.testclient import TestClient
-
-from api.ratelimit import (
+from wharf.api.ratelimit import (
     KEY_PREFIX,
     MemoryCounters,
     RateLimiter,
@@ -17,8 +16,8 @@ from api.ratelimit import (
     client_address,
     retry_after,
 )
-from market.catalog import Catalog, Role, repo
-from market.settings import Settings
+from wharf.market.catalog import Catalog, Role, repo
+from wharf.market.settings import Settings
 
 
 class Clock:
@@ -124,7 +123,7 @@ def test_client_address_believes_only_trusted_proxies():
 
 
 def make_api(tmp_path, peer="198.51.100.20", **settings):
-    from api.app import create_app
+    from wharf.api.app import create_app
 
     settings = Settings(data_dir=tmp_path, **settings)
     catalog = Catalog.create(settings.catalog_url)

@@ -18,8 +18,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
-
-from reuse import (
+from wharf.reuse import (
     Averaging,
     EnsemblePruning,
     FeatureAugment,
@@ -27,7 +26,8 @@ from reuse import (
     Learnware,
     reuse,
 )
-from specification import RKME
+from wharf.specification import RKME
+
 from tests.test_runner import example
 
 D = 5
@@ -370,11 +370,11 @@ def test_reuse_fits_a_method_by_name() -> None:
 @pytest.mark.parametrize(
     "module",
     [
-        "reuse.averaging",
-        "reuse.ensemble_pruning",
-        "reuse.feature_augment",
-        "reuse.job_selector",
-        "reuse.helpers",
+        "wharf.reuse.averaging",
+        "wharf.reuse.ensemble_pruning",
+        "wharf.reuse.feature_augment",
+        "wharf.reuse.job_selector",
+        "wharf.reuse.helpers",
     ],
 )
 def test_docstring_examples_run(module: str) -> None:

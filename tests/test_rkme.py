@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from wharf.specification import RKME, SpecificationError, effective_n_points
+from wharf.specification._fit import _beta_step, _z_step
+from wharf.specification.kernel import augment_points, kernel_row_sums
 
-from specification import RKME, SpecificationError, effective_n_points
-from specification._fit import _beta_step, _z_step
-from specification.kernel import augment_points, kernel_row_sums
 from tests.oracles import gaussian_mixture, mmd2_to_data
 
 

@@ -1,4 +1,4 @@
-"""reuse.runner: running learnware packages on the user's side, sandboxed and in-process.
+"""wharf.reuse.runner: running learnware packages on the user's side, sandboxed and in-process.
 
 Real packages, the real bubblewrap sandbox and real child processes; nothing is mocked.
 """
@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from examples.learnwares import Example, build_examples
-from reuse import Learnware, LearnwareRunError, from_search
-from specification import RKME, dumps_spec
-from specification.errors import PackageError
-from specification.package import write_package
+from wharf.examples.learnwares import Example, build_examples
+from wharf.reuse import Learnware, LearnwareRunError, from_search
+from wharf.specification import RKME, dumps_spec
+from wharf.specification.errors import PackageError
+from wharf.specification.package import write_package
 
 DIM = 4
 

@@ -12,10 +12,9 @@ import schemathesis
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
-
-from api.app import create_app
-from market.catalog import Catalog, Role, repo
-from market.settings import Settings
+from wharf.api.app import create_app
+from wharf.market.catalog import Catalog, Role, repo
+from wharf.market.settings import Settings
 
 # Schemathesis makes one test per operation when the module is collected, so the market (an
 # embedded one in its own directory) is made here rather than in a fixture.

@@ -7,8 +7,7 @@ import json
 
 import numpy as np
 import pytest
-
-from market.search import (
+from wharf.market.search import (
     Candidate,
     SearchResult,
     SpecPartition,
@@ -20,9 +19,9 @@ from market.search import (
     search,
     semantic_matches,
 )
-from specification import RKME, SpecificationError
-from specification.qp import solve_simplex_qp
-from specification.semantic import (
+from wharf.specification import RKME, SpecificationError
+from wharf.specification.qp import solve_simplex_qp
+from wharf.specification.semantic import (
     MAX_DESCRIPTION_CHARS,
     MAX_REQUIREMENT_NAME_CHARS,
     SemanticSpec,

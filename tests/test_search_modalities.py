@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from market.index.partition import IndexConfig, MarketIndex
-from market.index.search import search_index
-from market.index.snapshot import load_snapshot, save_snapshot
-from market.search import (
+from wharf.market.index.partition import IndexConfig, MarketIndex
+from wharf.market.index.search import search_index
+from wharf.market.index.snapshot import load_snapshot, save_snapshot
+from wharf.market.search import (
     Candidate,
     convert_dist_to_score,
     greedy_mixture,
@@ -18,9 +17,9 @@ from market.search import (
     search,
     squash_image_distance,
 )
-from specification import mmd2
-from specification.image import RKMEImage
-from specification.text import RKMEText
+from wharf.specification import mmd2
+from wharf.specification.image import RKMEImage
+from wharf.specification.text import RKMEText
 
 from .test_index import assert_same
 from .test_search import lw_semantic

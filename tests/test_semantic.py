@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from specification.errors import SemanticSpecError
-from specification.semantic import (
+from wharf.specification.errors import SemanticSpecError
+from wharf.specification.semantic import (
     DATA_TYPES,
     FIELD_TYPES,
     LIBRARIES,

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-
-from market.settings import Settings
-from market.store import (
+from wharf.market.settings import Settings
+from wharf.market.store import (
     CHUNK_BYTES,
     InvalidKey,
     LocalStore,
@@ -276,7 +275,7 @@ def test_download_links_are_signed_for_the_public_endpoint(s3_endpoint, s3_crede
     import urllib.request
     import uuid
 
-    from market.store import S3Store
+    from wharf.market.store import S3Store
 
     public = s3_endpoint.replace("127.0.0.1", "localhost")
     store = S3Store(

@@ -9,10 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-
-from specification import SpecificationError, dumps_spec, loads_spec
-from specification.sentences import EMBEDDING_DIM, detect_languages, embed_texts
-from specification.text import RKMEText, languages_cover
+from wharf.specification import SpecificationError, dumps_spec, loads_spec
+from wharf.specification.sentences import EMBEDDING_DIM, detect_languages, embed_texts
+from wharf.specification.text import RKMEText, languages_cover
 
 SPORTS = [
     "The striker scored twice in the last ten minutes of the match.",
@@ -41,7 +40,7 @@ def refuse(*args, **kwargs):
     raise OSError("network access attempted")
 socket.socket.connect = refuse
 socket.create_connection = refuse
-from specification.sentences import embed_texts
+from wharf.specification.sentences import embed_texts
 a = embed_texts({SPORTS[:2]!r}, device="cpu")
 b = embed_texts({SPORTS[:2]!r}, device="cpu")
 assert (a == b).all()

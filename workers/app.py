@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 from kombu import Queue
-
-from market.settings import Settings, get_settings
+from wharf.market.settings import Settings, get_settings
 
 CHECK_QUEUE, SEARCH_QUEUE, INDEX_QUEUE = "check", "search", "index"
 QUEUES = (CHECK_QUEUE, SEARCH_QUEUE, INDEX_QUEUE)
@@ -24,7 +23,7 @@ BULK_FINISH_TASK = "wharf.bulk.finish"
 def make_celery(settings: Settings) -> Celery:
     results = settings.results
     if results.startswith("file://"):  # the same backend, making its folder on first use
-        results = "workers.fsbroker:ResultBackend+" + results
+        results = "wharf.workers.fsbroker:ResultBackend+" + results
     app = Celery("wharf", broker=settings.broker, backend=results)
     app.conf.update(
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],
@@ -60,7 +59,9 @@ def make_celery(settings: Settings) -> Celery:
     if settings.broker.startswith("filesystem"):
         queue_dir = settings.broker_folder / "queue"
         control_dir = settings.broker_folder / "control"
-        app.conf.broker_transport = "workers.fsbroker:Transport"  # messages written atomically
+        app.conf.broker_transport = (
+            "wharf.workers.fsbroker:Transport"  # messages written atomically
+        )
         app.conf.broker_transport_options = {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
@@ -69,7 +70,7 @@ def make_celery(settings: Settings) -> Celery:
         }
     elif settings.broker.startswith(("redis://", "rediss://")):
         if settings.broker.startswith("redis://"):  # TLS keeps kombu's own transport
-            app.conf.broker_transport = "workers.redisbroker:Transport"
+            app.conf.broker_transport = "wharf.workers.redisbroker:Transport"
         # Redis re-delivers a message not acknowledged within this time: it must exceed the
         # longest task, or a slow check would run twice at once.
         app.conf.broker_transport_options = {

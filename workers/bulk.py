@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 
 from celery import Task
-
-from market.bulk import StagedBatch, forget_bundle, import_staged_batch, release_staged
-from market.catalog import JobState, User, repo
-from market.settings import get_settings
-from market.transfer import ImportReport, trusted_log
+from wharf.market.bulk import StagedBatch, forget_bundle, import_staged_batch, release_staged
+from wharf.market.catalog import JobState, User, repo
+from wharf.market.settings import get_settings
+from wharf.market.transfer import ImportReport, trusted_log
 
 from .app import BULK_BATCH_TASK, BULK_FINISH_TASK, app
 from .retry import RETRY

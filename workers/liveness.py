@@ -29,10 +29,9 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from celery import Celery
-
-from market.catalog import Catalog, Job, JobKind, JobState, repo
-from market.catalog.models import utcnow
-from market.settings import Settings
+from wharf.market.catalog import Catalog, Job, JobKind, JobState, repo
+from wharf.market.catalog.models import utcnow
+from wharf.market.settings import Settings
 
 from .app import CHECK_QUEUE, CHECK_TASK, SEARCH_QUEUE, SEARCH_TASK
 

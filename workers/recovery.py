@@ -9,8 +9,7 @@ check job is queued; checks still waiting in the broker are left alone.
 from __future__ import annotations
 
 from celery import Celery
-
-from market.catalog import Catalog, JobKind, JobState, LearnwareStatus, repo
+from wharf.market.catalog import Catalog, JobKind, JobState, LearnwareStatus, repo
 
 from .app import CHECK_QUEUE, CHECK_TASK
 

@@ -9,8 +9,7 @@ task spend its tries in the first seconds of an outage.
 from __future__ import annotations
 
 from sqlalchemy.exc import OperationalError
-
-from market.store import StoreUnavailable
+from wharf.market.store import StoreUnavailable
 
 TRANSIENT = (StoreUnavailable, OperationalError)
 

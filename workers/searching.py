@@ -9,18 +9,17 @@ import threading
 from typing import Any
 
 import numpy as np
-
-from market.catalog import Catalog, repo
-from market.index.coarse import CoarseConfig
-from market.index.partition import IndexConfig
-from market.index.search import search_index
-from market.index.sync import IndexSync
-from market.search import FUZZY_MAX_RESULTS, SearchResult, SingleMatch, fuzzy_name_matches
-from market.settings import Settings
-from market.store import ObjectStore
-from specification.errors import SpecificationError
-from specification.files import loads_spec
-from specification.semantic import FIELD_TYPES, SemanticSpec
+from wharf.market.catalog import Catalog, repo
+from wharf.market.index.coarse import CoarseConfig
+from wharf.market.index.partition import IndexConfig
+from wharf.market.index.search import search_index
+from wharf.market.index.sync import IndexSync
+from wharf.market.search import FUZZY_MAX_RESULTS, SearchResult, SingleMatch, fuzzy_name_matches
+from wharf.market.settings import Settings
+from wharf.market.store import ObjectStore
+from wharf.specification.errors import SpecificationError
+from wharf.specification.files import loads_spec
+from wharf.specification.semantic import FIELD_TYPES, SemanticSpec
 
 #: The most learnwares a semantic-only search returns when no ``top`` is given.
 SEMANTIC_ONLY_MAX = 1000

@@ -13,15 +13,14 @@ from pathlib import Path
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_init, worker_ready
-
-from market import logs
-from market.catalog import Catalog, LearnwareStatus, repo
-from market.checker import check_submission
-from market.checker.sandbox import SandboxUnavailable, unavailable_reason
-from market.packages import PackageRef, download_package
-from market.settings import get_settings
-from market.store import make_store
-from specification.files import dumps_spec
+from wharf.market import logs
+from wharf.market.catalog import Catalog, LearnwareStatus, repo
+from wharf.market.checker import check_submission
+from wharf.market.checker.sandbox import SandboxUnavailable, unavailable_reason
+from wharf.market.packages import PackageRef, download_package
+from wharf.market.settings import get_settings
+from wharf.market.store import make_store
+from wharf.specification.files import dumps_spec
 
 from . import (
     bulk,  # noqa: F401 (registers the bulk-import tasks)

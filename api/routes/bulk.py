@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-
-from market.bulk import delete_staged, new_prefix, stage_upload
-from market.bundle import BundleError
-from market.catalog import JobKind, repo
+from wharf.market.bulk import delete_staged, new_prefix, stage_upload
+from wharf.market.bundle import BundleError
+from wharf.market.catalog import JobKind, repo
 
 from ..deps import AdminUser, FormFields, IdentityFirstRoute, ServicesDep, SessionDep
 from ..enqueue import enqueue_bulk_import, job_url

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-
-from market.catalog import Job, JobKind, Role, repo
+from wharf.market.catalog import Job, JobKind, Role, repo
 
 from ..deps import IdentityFirstRoute, Reader, SessionDep
 from ..problems import Problem

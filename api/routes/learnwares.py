@@ -8,11 +8,18 @@ from typing import Annotated, Any, BinaryIO
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
-
-from market.catalog import DuplicateContent, JobKind, Learnware, LearnwareStatus, Role, User, repo
-from market.packages import new_package_key, open_package, package_url, release_package
-from market.store import ObjectNotFound, ObjectTooLarge
-from specification.semantic import MAX_REQUIREMENT_NAME_CHARS, SemanticSpec
+from wharf.market.catalog import (
+    DuplicateContent,
+    JobKind,
+    Learnware,
+    LearnwareStatus,
+    Role,
+    User,
+    repo,
+)
+from wharf.market.packages import new_package_key, open_package, package_url, release_package
+from wharf.market.store import ObjectNotFound, ObjectTooLarge
+from wharf.specification.semantic import MAX_REQUIREMENT_NAME_CHARS, SemanticSpec
 
 from ..deps import (
     CurrentUser,

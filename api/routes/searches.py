@@ -11,13 +11,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-
-from market.catalog import JobKind, repo
-from market.settings import Settings
-from market.store import ObjectTooLarge, StoreError
-from specification.errors import SpecificationError
-from specification.files import loads_spec
-from specification.rkme import RKME, same_gamma
+from wharf.market.catalog import JobKind, repo
+from wharf.market.settings import Settings
+from wharf.market.store import ObjectTooLarge, StoreError
+from wharf.specification.errors import SpecificationError
+from wharf.specification.files import loads_spec
+from wharf.specification.rkme import RKME, same_gamma
 
 from ..deps import FormFields, IdentityFirstRoute, Reader, Services, ServicesDep, SessionDep
 from ..enqueue import enqueue_search, job_url

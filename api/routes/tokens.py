@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-
-from market.catalog import ApiToken, Role, User, repo
-from specification import semantic
+from wharf.market.catalog import ApiToken, Role, User, repo
+from wharf.specification import semantic
 
 from ..deps import CurrentUser, IdentityFirstRoute, ServicesDep, SessionDep, forget_token
 from ..problems import Problem

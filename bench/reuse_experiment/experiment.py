@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from reuse.feature_augment import default_model
+from wharf.reuse.feature_augment import default_model
 
 from .packages import RKME_POINTS, BuiltLearnware, build_all
 from .tasks import (
@@ -216,7 +215,7 @@ def market_ids(client: Any, task: str) -> list[str]:
 
 
 def requirement(task: str) -> dict:
-    from specification.semantic import generate_semantic_spec
+    from wharf.specification.semantic import generate_semantic_spec
 
     return generate_semantic_spec(data_type="Table", task_type=TASK_TAG[task])
 
@@ -232,8 +231,8 @@ def run_experiment(
 ) -> ExperimentResult:
     """The whole experiment at ``scale``; the market lives in ``work_dir`` (a temporary
     folder by default) and is stopped before returning."""
-    from cli.serve import LocalMarket
-    from client import WharfClient
+    from wharf.cli.serve import LocalMarket
+    from wharf.client import WharfClient
 
     timings: dict[str, float] = {}
     with one_thread(), tempfile.TemporaryDirectory(prefix="wharf-reuse-") as tmp:
@@ -277,8 +276,8 @@ def _evaluate(
     with_curves: bool,
     log: Callable[[str], None],
 ) -> None:
-    from reuse import Learnware, from_search
-    from specification import RKME
+    from wharf.reuse import Learnware, from_search
+    from wharf.specification import RKME
 
     scale = result.scale
     herding_num = scale.herding_num
@@ -380,7 +379,7 @@ class Found:
 def _score_user(
     found: Found, market: list[str], cache: OutputCache, herding_num: int
 ) -> UserOutcome:
-    from reuse import Averaging, JobSelector
+    from wharf.reuse import Averaging, JobSelector
 
     user, data = found.user, found.data
     task = user.task
@@ -430,8 +429,7 @@ def label_curves(
     """Error of EnsemblePruning, FeatureAugment and a model trained from scratch on ``n``
     labels from the pool, for every ``n`` the pool allows and every seed."""
     from sklearn.exceptions import ConvergenceWarning
-
-    from reuse import EnsemblePruning, FeatureAugment
+    from wharf.reuse import EnsemblePruning, FeatureAugment
 
     task = user.task
     curves: dict[str, dict[int, list[float]]] = {m: {} for m in CURVE_METHODS}

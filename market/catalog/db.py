@@ -29,8 +29,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
-
-from specification.jsonio import dump_json, load_json
+from wharf.specification.jsonio import dump_json, load_json
 
 from .errors import CatalogUnavailable
 

@@ -22,8 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, undefer
-
-from specification.semantic import MAX_DESCRIPTION_CHARS, SemanticSpec
+from wharf.specification.semantic import MAX_DESCRIPTION_CHARS, SemanticSpec
 
 from .errors import DuplicateContent, LearnwareNotFound, NameTaken
 from .models import (

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from market.settings import Settings
+from wharf.market.settings import Settings
 
 from . import sandbox, wheels
 from .bubblewrap import Bind, Command

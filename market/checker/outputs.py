@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from specification.semantic import SemanticSpec
+from wharf.specification.semantic import SemanticSpec
 
 from .log import CheckLog
 

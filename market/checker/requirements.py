@@ -23,8 +23,7 @@ from typing import Literal
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-
-from specification.package import ENVIRONMENT_YAML, Requirements
+from wharf.specification.package import ENVIRONMENT_YAML, Requirements
 
 #: Conda dependencies that are not Python packages, or that the worker's interpreter brings.
 CONDA_ONLY = frozenset(

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from market.settings import Settings
+from wharf.market.settings import Settings
 
 from . import bubblewrap, cgroups, modelrun, outputs
 from ._launch import LAUNCH_FAILED

@@ -14,16 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from specification.errors import PackageError, SpecificationError
-from specification.files import SPEC_TYPE_FOR_DATA, loads_spec
-from specification.image import IMAGE_SPEC_TYPE, RKMEImage
-from specification.limits import SpecLimits, check_self_inner_product
-from specification.mmd import inner_product
-from specification.package import LearnwarePackage
-from specification.rkme import RKME, TABLE_SPEC_TYPE
-from specification.semantic import SemanticSpec
-from specification.text import TEXT_SPEC_TYPE
+from wharf.specification.errors import PackageError, SpecificationError
+from wharf.specification.files import SPEC_TYPE_FOR_DATA, loads_spec
+from wharf.specification.image import IMAGE_SPEC_TYPE, RKMEImage
+from wharf.specification.limits import SpecLimits, check_self_inner_product
+from wharf.specification.mmd import inner_product
+from wharf.specification.package import LearnwarePackage
+from wharf.specification.rkme import RKME, TABLE_SPEC_TYPE
+from wharf.specification.semantic import SemanticSpec
+from wharf.specification.text import TEXT_SPEC_TYPE
 
 from .log import CheckLog
 

@@ -27,15 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from market.settings import Settings
-from specification.errors import PackageError, SemanticSpecError, SpecificationError
-from specification.herding import herd
-from specification.image import IMAGE_SPEC_TYPE, RKMEImage
-from specification.package import LearnwarePackage, read_package
-from specification.rkme import RKME
-from specification.semantic import SemanticSpec, check_semantic_spec
-from specification.text import TEXT_SPEC_TYPE
+from wharf.market.settings import Settings
+from wharf.specification.errors import PackageError, SemanticSpecError, SpecificationError
+from wharf.specification.herding import herd
+from wharf.specification.image import IMAGE_SPEC_TYPE, RKMEImage
+from wharf.specification.package import LearnwarePackage, read_package
+from wharf.specification.rkme import RKME
+from wharf.specification.semantic import SemanticSpec, check_semantic_spec
+from wharf.specification.text import TEXT_SPEC_TYPE
 
 from . import bubblewrap, envs, outputs, sandbox
 from ._child import IMAGE_RECIPE

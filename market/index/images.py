@@ -15,10 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-
-from specification.errors import SpecificationError
-from specification.image import IMAGE_GAMMA, RKMEImage
-from specification.nngp import cross_terms, nngp_kernel
+from wharf.specification.errors import SpecificationError
+from wharf.specification.image import IMAGE_GAMMA, RKMEImage
+from wharf.specification.nngp import cross_terms, nngp_kernel
 
 
 class ImageSpecs:

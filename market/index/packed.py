@@ -21,12 +21,11 @@ from itertools import pairwise
 
 import numpy as np
 import torch
-
-from specification.blockwise import self_inner_product
-from specification.errors import SpecificationError
-from specification.kernel import map_ranges
-from specification.mmd import KernelMeanEmbedding, self_inner_products
-from specification.rkme import same_gamma
+from wharf.specification.blockwise import self_inner_product
+from wharf.specification.errors import SpecificationError
+from wharf.specification.kernel import map_ranges
+from wharf.specification.mmd import KernelMeanEmbedding, self_inner_products
+from wharf.specification.rkme import same_gamma
 
 #: Rows per chunk of stored points (8 · dim · this many bytes each).
 CHUNK_ROWS = 1 << 18

@@ -29,14 +29,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from market.search import PartitionKey, partition_key
-from specification.embedding import IndexEmbedding
-from specification.image import IMAGE_SPEC_TYPE
-from specification.image_embedding import ImageIndexEmbedding
-from specification.mmd import KernelMeanEmbedding
-from specification.rkme import same_gamma
-from specification.text import TEXT_SPEC_TYPE
+from wharf.market.search import PartitionKey, partition_key
+from wharf.specification.embedding import IndexEmbedding
+from wharf.specification.image import IMAGE_SPEC_TYPE
+from wharf.specification.image_embedding import ImageIndexEmbedding
+from wharf.specification.mmd import KernelMeanEmbedding
+from wharf.specification.rkme import same_gamma
+from wharf.specification.text import TEXT_SPEC_TYPE
 
 from .coarse import CoarseConfig, CoarseIndex
 from .images import ImageSpecs

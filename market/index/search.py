@@ -15,9 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from market.search import SearchResult, score_ranking, user_self_term
-from specification.rkme import RKME
+from wharf.market.search import SearchResult, score_ranking, user_self_term
+from wharf.specification.rkme import RKME
 
 from .partition import MarketIndex
 

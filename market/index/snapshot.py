@@ -26,9 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-
-from market.search import PartitionKey
-from market.store import ObjectNotFound, ObjectStore
+from wharf.market.search import PartitionKey
+from wharf.market.store import ObjectNotFound, ObjectStore
 
 from .coarse import CoarseConfig, CoarseIndex
 from .partition import IndexConfig, MarketIndex, PartitionIndex

@@ -27,9 +27,9 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from market.catalog import Catalog, repo
-from market.store import ObjectStore
-from specification.files import loads_spec
+from wharf.market.catalog import Catalog, repo
+from wharf.market.store import ObjectStore
+from wharf.specification.files import loads_spec
 
 from .partition import IndexConfig, MarketIndex
 from .snapshot import load_snapshot, save_snapshot

@@ -3,7 +3,7 @@ can migrate its own database (``upgrade(url)``).
 
 To write a new revision after changing ``models.py``::
 
-    python -c "from market.catalog.migrations import config; from alembic import command; \\
+    python -c "from wharf.market.catalog.migrations import config; from alembic import command; \\
         command.revision(config('sqlite:///scratch.db'), 'what changed', autogenerate=True)"
 
 against a database already at the previous head, then read and tidy the generated script.

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection, text
-
-from market.catalog.db import make_engine
-from market.catalog.models import Base
+from wharf.market.catalog.db import make_engine
+from wharf.market.catalog.models import Base
 
 # Any fixed 64-bit number: every process migrating the same PostgreSQL database takes it.
 _PG_MIGRATION_LOCK = 0x57484152_46_0001
