@@ -8,12 +8,15 @@ broker that needs no server, all in one data directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +29,58 @@ TOKEN_FILE = "admin-token"
 
 class MarketNotStarted(RuntimeError):
     """The market's processes could not be started; the message says why."""
+
+
+class PortInUse(MarketNotStarted):
+    """The market's port is taken by another program (or another market)."""
+
+    def __init__(self, host: str, port: int, holder: str):
+        super().__init__(f"port {port} is in use ({holder}); pick another with --port")
+        self.host, self.port = host, port
+
+
+#: prctl(2) option: the signal a child gets when the thread that started it ends.
+PR_SET_PDEATHSIG = 1
+#: Signals that stop ``wharf up`` (and ``wharf demo``) and every process they started.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`KeyboardInterrupt`, as SIGINT already is, so
+    ``with LocalMarket(...)`` stops the market's processes whichever signal ends the command
+    (a closed terminal sends SIGHUP; ``kill`` and service managers send SIGTERM). Main thread
+    only; the previous handlers come back on exit."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when its parent dies, even by SIGKILL
+    (Linux's ``PR_SET_PDEATHSIG``), so a killed ``wharf up`` leaves nothing serving. ``None``
+    elsewhere. The kernel sends the signal when the *thread* that started the child ends:
+    start a market from a thread that outlives it (the main thread, normally)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the call: follow it now
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -93,6 +148,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise :class:`PortInUse` if the API could not listen on ``host:port``: the same bind
+    uvicorn makes (``SO_REUSEADDR``, so a closed connection's TIME_WAIT does not count)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise MarketNotStarted(f"cannot listen on {host!r}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(host, port, _holder(host, port)) from None
+            raise MarketNotStarted(
+                f"cannot listen on {host}:{port} ({exc.strerror}); pick another with --port"
+            ) from None
+
+
+def _holder(host: str, port: int) -> str:
+    """Who has the port, in words: a Wharf market, if one answers there."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"
+    try:
+        info = httpx.get(f"{url}/openapi.json", timeout=1).json().get("info", {})
+        if info.get("title") == "Wharf":
+            return f"a Wharf market already answers at {url}"
+    except (httpx.HTTPError, ValueError, AttributeError):
+        pass
+    return f"another program listens on {host}:{port}"
+
+
 class LocalMarket:
     """API + workers as child processes; use as a context manager.
 
@@ -123,6 +210,16 @@ class LocalMarket:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> LocalMarket:
+        """Start the processes and wait until the API is ready; on any failure (or a signal
+        meanwhile) stop those started and raise."""
+        check_port(self.host, self.port)  # before anything is created or started
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> LocalMarket:
         from wharf.market.settings import Settings
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +268,12 @@ class LocalMarket:
         with log.open("ab") as fh:
             self.procs.append(
                 subprocess.Popen(
-                    cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+                    cmd,
+                    env=self.env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, stopped as one
+                    preexec_fn=_die_with_parent(),
                 )
             )
 
@@ -181,6 +283,8 @@ class LocalMarket:
             for p in self.procs:
                 if p.poll() is not None:
                     self.stop()
+                    if self._api_lost_its_port():  # taken between the check and the bind
+                        raise PortInUse(self.host, self.port, "another program took it")
                     raise MarketNotStarted(
                         f"a market process exited early; see {self.data_dir / 'logs'}"
                     )
@@ -193,17 +297,38 @@ class LocalMarket:
         self.stop()
         raise MarketNotStarted(f"the market did not become ready in {timeout} s")
 
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+    def _api_lost_its_port(self) -> bool:
+        api = self.procs[-1] if self.procs else None
+        if api is None or api.poll() is None:
+            return False
+        try:
+            tail = (self.data_dir / "logs" / "api.log").read_bytes()[-4096:]
+        except OSError:
+            return False
+        return b"address already in use" in tail.lower()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to each process group, SIGKILL to those still there after ``timeout``
+        seconds, or at once if a second interrupt comes meanwhile."""
+        self._signal_groups(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        try:
+            for p in self.procs:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            pass
+        finally:
+            self._signal_groups(signal.SIGKILL)  # what is left of each group, pool processes too
+            for p in self.procs:
+                p.wait()
+            self.procs.clear()
+
+    def _signal_groups(self, sig: signal.Signals) -> None:
         for p in self.procs:
             try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        self.procs.clear()
+                os.killpg(p.pid, sig)  # p.pid leads its group (start_new_session)
+            except (ProcessLookupError, PermissionError):
+                pass  # the group is gone
 
     def __enter__(self) -> LocalMarket:
         return self.start()
@@ -213,19 +338,38 @@ class LocalMarket:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """Run the market until a signal (Ctrl-C, SIGTERM, SIGHUP) or one of its processes ends;
+    every process it started is stopped either way."""
     market = LocalMarket(args.data_dir, port=args.port, workers=args.workers, host=args.host)
-    with market:
-        print(f"Wharf is up at {market.url}  (API docs: {market.url}/docs)")
-        print(f"admin token: {market.token}  (also in {market.data_dir / TOKEN_FILE})")
-        print(f"export WHARF_URL={market.url} WHARF_TOKEN={market.token}")
-        if market.requeued:
-            print(f"checks interrupted earlier were queued again: {', '.join(market.requeued)}")
-        print("press Ctrl-C to stop", flush=True)
+    with stop_on_signals():
         try:
+            market.start()  # stops what it started if it fails or is interrupted
+        except KeyboardInterrupt as interrupt:
+            _say(f"stopped ({_signal_name(interrupt)}) before the market was up")
+            return 1
+        try:
+            print(f"Wharf is up at {market.url}  (API docs: {market.url}/docs)")
+            print(f"admin token: {market.token}  (also in {market.data_dir / TOKEN_FILE})")
+            print(f"export WHARF_URL={market.url} WHARF_TOKEN={market.token}")
+            if market.requeued:
+                print(f"checks interrupted earlier were queued again: {', '.join(market.requeued)}")
+            print("press Ctrl-C to stop", flush=True)
             while all(p.poll() is None for p in market.procs):
                 time.sleep(0.5)
-            print("a market process stopped; shutting down", file=sys.stderr)
+            _say("a market process stopped; shutting down")
             return 1
-        except KeyboardInterrupt:
-            print("\nstopping…", file=sys.stderr)
-    return 0
+        except KeyboardInterrupt as interrupt:
+            _say(f"stopping ({_signal_name(interrupt)})…")
+            return 0
+        finally:
+            market.stop()
+
+
+def _signal_name(interrupt: KeyboardInterrupt) -> str:
+    return str(interrupt.args[0]) if interrupt.args else "SIGINT"
+
+
+def _say(message: str) -> None:
+    """A line on stderr, which may be a terminal that has gone (SIGHUP)."""
+    with contextlib.suppress(OSError):
+        print(message, file=sys.stderr, flush=True)
