@@ -42,8 +42,13 @@ class LearnwarePage(BaseModel):
 
 class Submission(BaseModel):
     learnware_id: str
-    job_id: str
+    job_id: str = Field(description="the check's job; empty when nothing is checked again")
     status: str
+    resubmitted: bool = Field(
+        default=False,
+        description="the package is the caller's own rejected learnware: checked again under "
+        "its id, with the semantic spec sent",
+    )
 
 
 class JobOut(BaseModel):

@@ -344,6 +344,115 @@ def test_edits_of_checked_fields_trigger_a_new_check(api):
     assert lw["spec"] is None and lw["semantic_spec"]["Input"]["Dimension"] == 4
 
 
+def reject(api, lid: str, reason: str = "FAIL outputs must be numbers") -> None:
+    """What a check worker does when it rejects a learnware."""
+    with api.catalog.session() as s:
+        pk = repo.parse_id(lid)
+        assert repo.claim_for_check(s, pk)
+        assert repo.finish_check(
+            s,
+            pk,
+            accepted=False,
+            log=f"{reason}\nFAIL REJECTED\n",
+            spec_meta=None,
+            stat_spec_json=None,
+        )
+
+
+def test_a_rejected_package_sent_again_by_its_owner_is_checked_again(api):
+    first = submit(api).json()
+    lid = first["learnware_id"]
+    reject(api, lid)
+    fixed = {**SEMANTIC, "Input": {"Dimension": 4, "Description": {}}}
+    r = submit(api, semantic=fixed)  # the same bytes, a fixed semantic spec
+    assert r.status_code == 202, r.text
+    again = r.json()
+    assert again["learnware_id"] == lid and again["resubmitted"] is True
+    assert again["status"] == "pending" and again["job_id"] not in ("", first["job_id"])
+    job = api.get(f"/v1/jobs/{again['job_id']}", headers=auth(api, "alice")).json()
+    assert job["kind"] == "check" and job["learnware_id"] == lid and job["state"] == "queued"
+    lw = api.get(f"/v1/learnwares/{lid}", headers=auth(api, "alice")).json()
+    assert lw["status"] == "pending" and lw["semantic_spec"]["Input"]["Dimension"] == 4
+    log = api.get(f"/v1/learnwares/{lid}/log", headers=auth(api, "alice")).text
+    assert "no check has finished yet" in log  # the old verdict is gone
+    # While it waits for the check, the same bytes are a 409 that says so.
+    r = submit(api)
+    assert r.status_code == 409
+    assert r.json()["detail"] == (
+        f"this package was already submitted as learnware {lid}; it is pending, waiting for "
+        f"its check: GET /v1/learnwares/{lid} follows it"
+    )
+    # Another user's copy of a rejected package is still refused without naming it.
+    reject(api, lid)
+    r = submit(api, who="bob")
+    assert r.status_code == 409 and lid not in r.text
+    assert submit(api, who="admin").status_code == 409  # only the owner re-submits
+
+
+def test_duplicate_answers_say_what_to_do(api):
+    lid = submit(api).json()["learnware_id"]
+    accept(api, lid)
+    r = submit(api)
+    assert r.json()["detail"] == (
+        f"this package was already submitted as learnware {lid}; it is accepted: change its "
+        f"specification with PATCH /v1/learnwares/{lid} (wharf update {lid})"
+    )
+    r = submit(api, who="bob")
+    assert r.json()["detail"].endswith(
+        "it is public: download or search it; the market holds each package once"
+    )
+    # Alice's other learnware, rejected, cannot take the first one's package: the answer
+    # names both ways out.
+    other = zip_bytes({"learnware.yaml": b"model: {}\n", "__init__.py": b"# 2\n"})
+    second = submit(api, package=other).json()["learnware_id"]
+    reject(api, second)
+    r = api.patch(
+        f"/v1/learnwares/{lid}",
+        headers=auth(api, "alice"),
+        files={"package": ("m.zip", other, "application/zip")},
+    )
+    assert r.status_code == 409
+    assert r.json()["detail"] == (
+        f"this package was already submitted as learnware {second}; it was rejected: send a "
+        f"fixed package or semantic spec for it with PATCH /v1/learnwares/{second} (wharf "
+        f"update {second}), or delete it (wharf delete {second}) and submit again"
+    )
+
+
+def test_any_edit_of_a_rejected_learnware_checks_it_again(api):
+    package = zip_bytes({"learnware.yaml": b"model: {}\n", "__init__.py": b"# edit\n"})
+    lid = submit(api, package=package).json()["learnware_id"]
+    for data, files in (
+        (
+            {"semantic_spec": json.dumps({**SEMANTIC, "Name": {"Type": "String", "Values": "x"}})},
+            None,
+        ),
+        ({}, {"package": ("m.zip", package, "application/zip")}),  # the same package again
+        ({}, {"package": ("m.zip", package + b"\0", "application/zip")}),  # a new one
+    ):
+        reject(api, lid)
+        r = api.patch(f"/v1/learnwares/{lid}", headers=auth(api, "alice"), data=data, files=files)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "pending" and r.json()["job_id"], data or files
+
+
+def test_a_deleted_learnwares_package_can_be_submitted_again(api):
+    lid = submit(api).json()["learnware_id"]
+    reject(api, lid)
+    assert api.delete(f"/v1/learnwares/{lid}", headers=auth(api, "alice")).status_code == 204
+    r = submit(api)
+    assert r.status_code == 202 and r.json()["learnware_id"] != lid
+    assert r.json()["resubmitted"] is False
+    accept(api, r.json()["learnware_id"])  # accepted ones too
+    assert (
+        api.delete(
+            f"/v1/learnwares/{r.json()['learnware_id']}", headers=auth(api, "alice")
+        ).status_code
+        == 204
+    )
+    assert submit(api, who="bob").status_code == 202
+
+
 def test_json_logs_carry_the_ids():
     import io
     import logging

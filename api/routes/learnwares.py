@@ -12,6 +12,7 @@ from wharf.market.catalog import (
     DuplicateContent,
     JobKind,
     Learnware,
+    LearnwareNotFound,
     LearnwareStatus,
     Role,
     User,
@@ -47,10 +48,16 @@ def submit(
     package: Annotated[UploadFile, File(description="the learnware zip")],
     semantic_spec: Annotated[str, Form(description="semantic specification (JSON)")],
 ) -> Submission:
-    """Store the package and queue its check; poll the returned job for the outcome."""
+    """Store the package and queue its check; poll the returned job for the outcome.
+
+    The market holds each package once: content already here is ``409``, except the caller's
+    own *rejected* learnware sent again (perhaps with a fixed semantic spec), which is checked
+    again under its id (``resubmitted``)."""
     semantic = semantic_spec_field(semantic_spec)
     sha256, size = _hash(package.file)
-    _refuse_duplicate(services, sha256, user)
+    own_rejected = _refuse_duplicate(services, sha256, user, rejected_ok=True)
+    if own_rejected is not None:
+        return _check_again(services, session, user, own_rejected, sha256, semantic)
     key = _store_package(services, session, package.file)
     try:
         lw = repo.create_learnware(session, user.id, semantic, sha256, key, size)
@@ -61,6 +68,34 @@ def submit(
     session.commit()
     enqueue_check(services, session, job, lw.id)
     return Submission(learnware_id=repo.format_id(lw.id), job_id=job.id, status=lw.status)
+
+
+def _check_again(
+    services: Services,
+    session: Session,
+    user: User,
+    learnware_id: int,
+    sha256: str,
+    semantic: dict[str, Any],
+) -> Submission:
+    """The owner's rejected learnware, sent again with the same package: its semantic spec
+    becomes the one sent, and it goes back to ``pending`` for a new check."""
+    try:
+        lw = repo.update_semantic(session, learnware_id, semantic)  # locks the row
+    except LearnwareNotFound:  # deleted meanwhile: the sender may simply try again
+        raise Problem(409, "an identical package was being deleted; try again") from None
+    if lw.status != LearnwareStatus.rejected or lw.content_sha256 != sha256:
+        session.rollback()  # changed meanwhile: answer as for any package already here
+        raise _conflict(services, learnware_id, user)
+    repo.replace_package(
+        session, lw.id, lw.content_sha256, lw.package_key, lw.package_size, lw.package_offset
+    )
+    job = repo.create_job(session, JobKind.check, owner_id=user.id, learnware_id=lw.id)
+    session.commit()
+    enqueue_check(services, session, job, lw.id)
+    return Submission(
+        learnware_id=repo.format_id(lw.id), job_id=job.id, status=lw.status, resubmitted=True
+    )
 
 
 @router.get("", response_model=LearnwarePage)
@@ -156,7 +191,7 @@ def edit(
 ) -> Submission:
     """Edits of names, descriptions and tags keep the status. A new package, or a change of
     what the check validated (data and task type, input and output dimensions), is checked
-    again."""
+    again; so is a rejected learnware after any edit (the same package sent again included)."""
     lw = _owned(session, learnware_id, user)
     if semantic_spec is None and package is None:
         raise Problem(400, "send 'semantic_spec', 'package' or both")
@@ -168,8 +203,10 @@ def edit(
             _refuse_duplicate(services, sha256, user)
             # Stored before any catalog write, so a failed upload changes nothing.
             new_package = (sha256, _store_package(services, session, package.file), size)
-    recheck = new_package is not None or (
-        semantic is not None and _checked_fields(semantic) != _checked_fields(lw.semantic_spec)
+    recheck = (
+        new_package is not None
+        or lw.status == LearnwareStatus.rejected
+        or (semantic is not None and _checked_fields(semantic) != _checked_fields(lw.semantic_spec))
     )
     if semantic is not None:
         repo.update_semantic(session, lw.id, semantic)
@@ -294,14 +331,24 @@ def _hash(f: BinaryIO) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _refuse_duplicate(services: Services, sha256: str, user: User) -> None:
-    """409 if the package is here already. A read-only look-up: on SQLite a read in the
-    request's session would take the write lock (the insert still refuses a duplicate that
-    arrives meanwhile)."""
+def _refuse_duplicate(
+    services: Services, sha256: str, user: User, *, rejected_ok: bool = False
+) -> int | None:
+    """409 if the package is here already; with ``rejected_ok``, the id of the caller's own
+    rejected learnware that holds it instead (to be checked again). A read-only look-up: on
+    SQLite a read in the request's session would take the write lock (the insert still
+    refuses a duplicate that arrives meanwhile)."""
     with services.catalog.session(read_only=True) as session:
         existing = repo.find_by_sha256(session, sha256)
-        if existing is not None:
-            raise _conflict_with(existing, user)
+        if existing is None:
+            return None
+        if (
+            rejected_ok
+            and existing.owner_id == user.id
+            and existing.status == LearnwareStatus.rejected
+        ):
+            return existing.id
+        raise _conflict_with(existing, user)
 
 
 def _conflict(services: Services, existing_id: int, user: User) -> Problem:
@@ -321,7 +368,8 @@ def _conflict_with(existing: Learnware, user: User) -> Problem:
     state, only that this content cannot be submitted again, so no one can probe the market
     for someone else's unpublished package beyond the fact that its bytes are here. A user
     who sent their own work and gets this answer has a copy of it in someone else's hands,
-    which is a matter for the market's admins, so the answer says to ask them.
+    which is a matter for the market's admins, so the answer says to ask them. Whoever may see
+    the learnware is told what to do next.
     """
     if (
         existing.status == LearnwareStatus.accepted
@@ -330,7 +378,9 @@ def _conflict_with(existing: Learnware, user: User) -> Problem:
     ):
         lid = repo.format_id(existing.id)
         return Problem(
-            409, f"this package was already submitted as learnware {lid}", existing_learnware=lid
+            409,
+            f"this package was already submitted as learnware {lid}; {_next_step(existing, user)}",
+            existing_learnware=lid,
         )
     return Problem(
         409,
@@ -338,6 +388,24 @@ def _conflict_with(existing: Learnware, user: User) -> Problem:
         "public; the market holds each package once. Change the package, or if it is your "
         "own work, ask this market's admins",
     )
+
+
+def _next_step(existing: Learnware, user: User) -> str:
+    """What the sender of a package the catalog holds already can do about it."""
+    lid = repo.format_id(existing.id)
+    edit = f"PATCH /v1/learnwares/{lid} (wharf update {lid})"
+    if existing.owner_id != user.id:
+        if existing.status == LearnwareStatus.accepted:
+            return "it is public: download or search it; the market holds each package once"
+        return f"it is {existing.status} and belongs to another user"
+    if existing.status == LearnwareStatus.accepted:
+        return f"it is accepted: change its specification with {edit}"
+    if existing.status == LearnwareStatus.rejected:
+        return (
+            f"it was rejected: send a fixed package or semantic spec for it with {edit}, "
+            f"or delete it (wharf delete {lid}) and submit again"
+        )
+    return f"it is {existing.status}, waiting for its check: GET /v1/learnwares/{lid} follows it"
 
 
 def _store_package(services: Services, session: Session, f: BinaryIO) -> str:
