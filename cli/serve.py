@@ -227,7 +227,7 @@ class LocalMarket:
         logs.mkdir(exist_ok=True)
         settings = Settings(data_dir=self.data_dir)
         if self.n_workers:
-            from wharf.market.checker.sandbox import unavailable_reason
+            from wharf.market.checker import unavailable_reason
 
             problem = unavailable_reason(settings)
             if problem is not None:  # the workers would refuse to start, and say so in a log

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from wharf.sandbox import limits as sandbox_defaults
 from wharf.specification.limits import SpecLimits
 
 MiB = 1024 * 1024
@@ -143,22 +144,23 @@ class Settings(BaseSettings):
         default=False,
         description="development only: run submitted code without bubblewrap when it is missing",
     )
-    model_time_limit_s: int = 60
-    model_memory_bytes: int = 2048 * MiB
-    model_max_processes: int = 64
-    model_max_file_bytes: int = 64 * MiB
+    # A model run's limits; the defaults are the sandbox's own (wharf.sandbox.limits).
+    model_time_limit_s: int = sandbox_defaults.TIME_S
+    model_memory_bytes: int = sandbox_defaults.MEMORY_BYTES
+    model_max_processes: int = sandbox_defaults.MAX_PROCESSES
+    model_max_file_bytes: int = sandbox_defaults.MAX_FILE_BYTES
     # The most a model run may write in all: its /out is a tmpfs of this size and its
     # results reach the worker's disk through a channel carrying no more (default: twice
     # model_max_file_bytes).
     model_max_output_bytes: int | None = Field(default=None, ge=1)
-    install_timeout_s: int = 300
+    install_timeout_s: int = sandbox_defaults.INSTALL_TIMEOUT_S
     # Requirements resolve and download on the host from this index (default PyPI) and
     # these find-links (a folder or page of wheels), pip's configuration files ignored.
     pip_index_url: str | None = None
     pip_find_links: str | None = None
     # The most a requirements environment's wheels may hold unpacked, read from their zip
     # directories before anything installs; also the largest file the install may write.
-    install_max_bytes: int = Field(default=8192 * MiB, ge=1)
+    install_max_bytes: int = Field(default=sandbox_defaults.INSTALL_MAX_BYTES, ge=1)
     env_cache_dir: Path | None = None
 
     # Lost work: a running task refreshes its job's heartbeat every job_heartbeat_s; a job

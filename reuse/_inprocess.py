@@ -4,7 +4,7 @@ This runs the package's code with every right of the caller: it is only used whe
 asks for it. Each package is imported under its own package name, so two learnwares loaded in
 one process cannot see each other's modules, and relative imports inside a package work. A
 model written against the reference (``from learnware.model import BaseModel``) finds the
-checker's small ``learnware`` stand-in while it is being imported, unless a real ``learnware``
+sandbox's small ``learnware`` stand-in while it is being imported, unless a real ``learnware``
 package is installed; the stand-in is taken off ``sys.path`` again afterwards.
 """
 
@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wharf.market.checker._child import load_model_module
-from wharf.market.checker.modelrun import SHIM
+from wharf.sandbox._child import load_model_module
+from wharf.sandbox.modelrun import SHIM
 from wharf.specification.package import ModelEntry
 
 _IMPORT_LOCK = threading.Lock()
@@ -53,7 +53,7 @@ def forget_modules(name: str) -> None:
 
 @contextmanager
 def _reference_stand_in() -> Iterator[None]:
-    """Make ``import learnware`` find the checker's stand-in while the block runs, if no
+    """Make ``import learnware`` find the sandbox's stand-in while the block runs, if no
     ``learnware`` package is installed; leave ``sys.path`` and ``sys.modules`` as they were."""
     if importlib.util.find_spec("learnware") is not None:
         yield

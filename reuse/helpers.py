@@ -91,7 +91,7 @@ def from_search(
     top : int, optional
         Load at most this many single matches.
     **load_kwargs
-        Passed to :meth:`Learnware.load` (``sandbox``, ``settings``, ``time_limit_s`` …).
+        Passed to :meth:`Learnware.load` (``sandbox``, ``limits``, ``time_limit_s`` …).
 
     Returns
     -------

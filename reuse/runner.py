@@ -4,8 +4,8 @@
 (checked, nothing run), extracts it once into a private temporary folder, and loads its
 statistical specification. :meth:`Learnware.predict` then runs the model:
 
-- **sandboxed** (the default): in a fresh child process under the submission checker's
-  bubblewrap sandbox and limits (:func:`market.checker.sandbox.run_model`): no network, a
+- **sandboxed** (the default): in a fresh child process under the bubblewrap sandbox and the
+  limits the market's checker uses (:func:`wharf.sandbox.runner.run_model`): no network, a
   read-only view of the system, CPU-time, memory, process and file-size limits and a
   wall-clock deadline. Inputs go in and outputs come back as ``.npy`` files, never pickles.
   Each call starts one sandbox, which costs an interpreter start plus the model's import and
@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 import yaml
-from wharf.market.checker import bubblewrap, envs, outputs, sandbox
-from wharf.market.checker.log import CheckLog
-from wharf.market.checker.requirements import plan_requirements
-from wharf.market.checker.submission import remove_tree
-from wharf.market.settings import Settings
+from wharf.sandbox import bubblewrap, envs, outputs, runner
+from wharf.sandbox.limits import InstallOptions, SandboxLimits
+from wharf.sandbox.log import CheckLog
+from wharf.sandbox.requirements import plan_requirements
+from wharf.sandbox.runner import remove_tree
 from wharf.specification.errors import PackageError
 from wharf.specification.files import loads_spec
 from wharf.specification.package import MANIFEST, LearnwarePackage, read_package
@@ -47,7 +47,7 @@ from wharf.specification.rkme import RKME, TABLE_SPEC_TYPE
 
 from . import _inprocess
 
-SandboxUnavailable = sandbox.SandboxUnavailable
+SandboxUnavailable = runner.SandboxUnavailable
 #: Characters of the model's stderr kept in an error message.
 STDERR_SHOWN = 4000
 
@@ -132,7 +132,7 @@ class Learnware:
         spec: RKME | None,
         semantic: dict[str, Any] | None,
         sandboxed: bool,
-        limits: sandbox.SandboxLimits,
+        limits: SandboxLimits,
         bwrap: str | None,
         allow_unsandboxed: bool,
         site_dirs: tuple[Path, ...],
@@ -162,12 +162,14 @@ class Learnware:
         zip_path: str | os.PathLike[str],
         *,
         sandbox: bool = True,
-        settings: Settings | None = None,
+        limits: SandboxLimits | None = None,
         time_limit_s: float | None = None,
         memory_bytes: int | None = None,
         learnware_id: str | None = None,
         semantic: dict[str, Any] | None = None,
         install_requirements: bool = False,
+        install_options: InstallOptions | None = None,
+        allow_unsandboxed: bool = False,
     ) -> Learnware:
         """Read, check and extract a learnware package zip.
 
@@ -178,15 +180,12 @@ class Learnware:
         sandbox : bool, default=True
             Run the model in the bubblewrap sandbox. ``False`` runs the package's code in
             this process, with all of its rights: only for packages you trust.
-        settings : market.settings.Settings, optional
-            Sandbox settings (``sandbox``, ``allow_unsandboxed``, ``model_time_limit_s``,
-            ``model_memory_bytes``, ``model_max_processes``, ``model_max_file_bytes``,
-            ``model_max_output_bytes``, ``envs_dir``, ``install_timeout_s``,
-            ``install_max_bytes``, ``pip_index_url``, ``pip_find_links``); by default read
-            from ``WHARF_*`` variables.
+        limits : wharf.sandbox.limits.SandboxLimits, optional
+            The limits of each sandboxed run: CPU time, memory, processes, file and output
+            sizes. By default the market's checker's defaults (60 CPU seconds, 2 GiB).
         time_limit_s, memory_bytes : optional
-            Override the settings' CPU-time limit (the wall-clock limit follows from it) and
-            memory limit of each sandboxed run.
+            Override the CPU-time limit (the wall-clock limit follows from it) and the
+            memory limit of ``limits``.
         learnware_id : str, optional
             The learnware's market id (see the ``id`` attribute).
         semantic : dict, optional
@@ -196,17 +195,24 @@ class Learnware:
             checker does (wheels only, chosen here without running any of them, installed
             by pip inside the sandbox), and make them visible in the sandbox. Without it a
             missing requirement gives a warning here and an import error at predict time.
+        install_options : wharf.sandbox.limits.InstallOptions, optional
+            Where those environments are cached (by default ``wharf/envs`` in the user's
+            cache folder, ``$XDG_CACHE_HOME`` or ``~/.cache``), the time and size bounds of
+            an install, and the package index or wheel folder pip uses (PyPI by default).
+        allow_unsandboxed : bool, default=False
+            Where bubblewrap cannot run, run the model with the resource limits only, with a
+            warning, instead of raising :class:`SandboxUnavailable`. The model can then read
+            your files and use the network: only for packages you trust.
 
         Raises
         ------
         PackageError
             The zip is unsafe or malformed, or its specification files are unreadable.
         SandboxUnavailable
-            ``sandbox=True`` but bubblewrap cannot run here (and the settings do not allow
-            running unsandboxed).
+            ``sandbox=True`` but bubblewrap cannot run here (and ``allow_unsandboxed`` is
+            false).
         """
-        settings = settings if settings is not None else Settings()
-        limits = sandbox_limits(settings, time_limit_s=time_limit_s, memory_bytes=memory_bytes)
+        limits = _limits(limits, time_limit_s=time_limit_s, memory_bytes=memory_bytes)
         package = read_package(zip_path)
         manifest = yaml.safe_load(package.read_member(MANIFEST)) or {}
         learnware_id = str(
@@ -223,14 +229,21 @@ class Learnware:
                 "install_requirements=True needs sandbox=True: installed requirements are only "
                 "made visible inside the sandbox"
             )
-        bwrap = _working_bwrap(settings) if sandbox else None
+        bwrap = _working_bwrap(allow_unsandboxed) if sandbox else None
         root = Path(tempfile.mkdtemp(prefix="wharf-learnware-"))
         resources = ExitStack()
         try:
             package_dir = package.extract_to(root / "package")
             (root / "runs").mkdir()
             site_dirs = _requirements(
-                package, learnware_id, settings, install_requirements, bwrap, resources
+                package,
+                learnware_id,
+                install_requirements,
+                install_options or InstallOptions(envs_dir=default_envs_dir()),
+                limits,
+                bwrap,
+                allow_unsandboxed,
+                resources,
             )
         except BaseException:
             resources.close()
@@ -246,7 +259,7 @@ class Learnware:
             sandboxed=sandbox,
             limits=limits,
             bwrap=bwrap,
-            allow_unsandboxed=settings.allow_unsandboxed,
+            allow_unsandboxed=allow_unsandboxed,
             site_dirs=site_dirs,
             resources=resources,
         )
@@ -340,7 +353,7 @@ class Learnware:
             (run_dir / "out").mkdir()
             np.save(run_dir / "in" / "inputs.npy", X, allow_pickle=False)
             model = self.package.model
-            job = sandbox.ModelJob(
+            job = runner.ModelJob(
                 package_dir=self._package_dir,
                 module_file=model.file,
                 class_name=model.class_name,
@@ -349,7 +362,7 @@ class Learnware:
                 output_dir=run_dir / "out",
                 site_dirs=self._site_dirs,
             )
-            run = sandbox.run_model(
+            run = runner.run_model(
                 job,
                 self.limits,
                 log=CheckLog(),
@@ -360,7 +373,7 @@ class Learnware:
         finally:
             remove_tree(run_dir)
 
-    def _read_outputs(self, run: sandbox.SandboxResult, out_dir: Path) -> np.ndarray:
+    def _read_outputs(self, run: runner.SandboxResult, out_dir: Path) -> np.ndarray:
         stopped = run.describe(self.limits)
 
         def fail(reason: str, stage: str | None = None) -> LearnwareRunError:
@@ -428,11 +441,21 @@ class Learnware:
         )
 
 
-def sandbox_limits(
-    settings: Settings, *, time_limit_s: float | None = None, memory_bytes: int | None = None
-) -> sandbox.SandboxLimits:
-    """The checker's limits from ``settings``, with the given overrides."""
-    limits = sandbox.SandboxLimits.from_settings(settings)
+def default_envs_dir() -> Path:
+    """Where requirements environments are cached by default: ``wharf/envs`` in the user's
+    cache folder."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "wharf" / "envs"
+
+
+def _limits(
+    limits: SandboxLimits | None,
+    *,
+    time_limit_s: float | None = None,
+    memory_bytes: int | None = None,
+) -> SandboxLimits:
+    """``limits`` (by default the checker's), with the given overrides."""
+    limits = limits if limits is not None else SandboxLimits()
     if time_limit_s is not None:
         if not time_limit_s > 0:
             raise ValueError(f"time_limit_s must be > 0, got {time_limit_s!r}")
@@ -444,17 +467,15 @@ def sandbox_limits(
     return limits
 
 
-def _working_bwrap(settings: Settings) -> str | None:
+def _working_bwrap(allow_unsandboxed: bool) -> str | None:
     """The bubblewrap to use, or ``None`` when running unsandboxed is allowed instead."""
-    found = bubblewrap.find() if settings.sandbox == "bwrap" else None
-    problem = "the settings switch it off (sandbox = 'none')"
+    found = bubblewrap.find()
+    problem = "bubblewrap (bwrap) is not installed"
     if found is not None:
         problem = bubblewrap.probe(found)
         if problem is None:
             return found
-    elif settings.sandbox == "bwrap":
-        problem = "bubblewrap (bwrap) is not installed"
-    if settings.allow_unsandboxed:
+    if allow_unsandboxed:
         warnings.warn(
             f"the sandbox is unavailable ({problem}); allow_unsandboxed is set, so the "
             "learnware's code will run without isolation (only resource limits apply)",
@@ -502,9 +523,11 @@ def _missing_requirements(package: LearnwarePackage) -> list[str]:
 def _requirements(
     package: LearnwarePackage,
     learnware_id: str,
-    settings: Settings,
     install: bool,
+    options: InstallOptions,
+    limits: SandboxLimits,
     bwrap: str | None,
+    allow_unsandboxed: bool,
     resources: ExitStack,
 ) -> tuple[Path, ...]:
     missing = _missing_requirements(package)
@@ -519,9 +542,16 @@ def _requirements(
         )
         return ()
     log = CheckLog()
-    # Installed by pip inside the sandbox; nothing of them runs here (see market.checker.envs).
+    # Installed by pip inside the sandbox; nothing of them runs here (see wharf.sandbox.envs).
     env = resources.enter_context(
-        envs.requirements_env(missing, settings=settings, log=log, bwrap=bwrap)
+        envs.requirements_env(
+            missing,
+            options=options,
+            limits=limits,
+            log=log,
+            bwrap=bwrap,
+            allow_unsandboxed=allow_unsandboxed,
+        )
     )
     if env is None or env.failed:
         warnings.warn(

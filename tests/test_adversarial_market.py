@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 from wharf.cli.serve import LocalMarket
 from wharf.client import WharfClient
-from wharf.market.checker.bubblewrap import _python_dirs
 from wharf.market.checker.submission import CheckReport
+from wharf.sandbox.bubblewrap import _python_dirs
 
 from tests.checker_market import Market, MiB, semantic, table_spec_json
 from tests.test_adversarial_packages import USES_EVIL, evil_wheel

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from wharf.market.checker.envs import env_key
+from wharf.market.checker import install_options, sandbox_limits
 from wharf.reuse.runner import Learnware
+from wharf.sandbox.envs import env_key
 
 from tests.checker_market import DIM, Market, MiB, table_spec_json
 
@@ -142,7 +143,10 @@ def test_reuse_installs_requirements_only_in_the_sandbox(market: Market, wheels:
     evil_wheel(wheels, marker)
     package = market.package(USES_EVIL, requirements={"requirements.txt": b"wharf-evil-pth==1.0\n"})
     settings = market.settings(**offline(market, wheels))
-    with Learnware.load(package, settings=settings, install_requirements=True) as learnware:
+    limits, options = sandbox_limits(settings), install_options(settings)
+    with Learnware.load(
+        package, limits=limits, install_requirements=True, install_options=options
+    ) as learnware:
         X = np.ones((3, DIM))
         assert np.array_equal(learnware.predict(X), X[:, :1] * 3)
     assert not marker.exists(), "requirement code ran on the host"
@@ -176,7 +180,9 @@ def test_an_install_failing_in_the_sandbox_is_never_cached(market: Market, wheel
     assert "the sandboxed install failed" in first.log, first.log
     assert "Not a directory" in first.log, first.log
     assert "No module named 'wharf_broken'" in first.log, first.log
-    key = env_key(["wharf-good==1.0", "wharf-broken==1.0"], market.settings(**settings))
+    key = env_key(
+        ["wharf-good==1.0", "wharf-broken==1.0"], install_options(market.settings(**settings))
+    )
     assert not (envs / key).exists()
     assert not leftovers(envs)
 

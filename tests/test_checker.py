@@ -21,12 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from wharf.market.checker import CheckLog
-from wharf.market.checker.envs import requirements_env
-from wharf.market.checker.modelrun import SHIM
-from wharf.market.checker.requirements import conda_to_pip, plan_requirements
-from wharf.market.checker.sandbox import SandboxUnavailable, unavailable_reason
+from wharf.market.checker import (
+    CheckLog,
+    SandboxUnavailable,
+    install_options,
+    sandbox_limits,
+    unavailable_reason,
+)
 from wharf.market.settings import Settings
+from wharf.sandbox.envs import requirements_env
+from wharf.sandbox.modelrun import SHIM
+from wharf.sandbox.requirements import conda_to_pip, plan_requirements
 from wharf.specification import dumps_spec
 from wharf.specification.package import Requirements
 
@@ -692,7 +697,13 @@ def test_concurrent_checks_build_an_environment_once(tmp_path: Path) -> None:
     logs = [CheckLog(), CheckLog()]
 
     def use(log: CheckLog) -> None:
-        with requirements_env(requirement, settings=settings, log=log, bwrap="bwrap") as env:
+        with requirements_env(
+            requirement,
+            options=install_options(settings),
+            limits=sandbox_limits(settings),
+            log=log,
+            bwrap="bwrap",
+        ) as env:
             assert env is None  # nothing could be installed
             time.sleep(0.2)
 
@@ -948,7 +959,7 @@ def test_a_spec_file_of_another_type_than_declared_is_rejected(market, image_spe
 
 
 def test_stale_run_cgroups_of_killed_workers_are_swept(tmp_path: Path) -> None:
-    from wharf.market.checker import cgroups
+    from wharf.sandbox import cgroups
 
     old, new, busy = (tmp_path / f"check-{n}" for n in ("old", "new", "busy"))
     for d in (old, new, busy):

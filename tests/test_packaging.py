@@ -40,7 +40,7 @@ def test_the_wheel_installs_only_the_wharf_namespace(tmp_path):
     for part in (
         "api/routes/learnwares.py",
         "market/catalog/migrations/versions/0004_job_heartbeats.py",
-        "market/checker/shim/learnware/model/base.py",
+        "sandbox/shim/learnware/model/base.py",
         "examples/learnwares.py",
     ):
         assert f"wharf/{part}" in names, part

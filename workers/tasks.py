@@ -15,8 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_init, worker_ready
 from wharf.market import logs
 from wharf.market.catalog import Catalog, LearnwareStatus, repo
-from wharf.market.checker import check_submission
-from wharf.market.checker.sandbox import SandboxUnavailable, unavailable_reason
+from wharf.market.checker import SandboxUnavailable, check_submission, unavailable_reason
 from wharf.market.packages import PackageRef, download_package
 from wharf.market.settings import get_settings
 from wharf.market.store import make_store

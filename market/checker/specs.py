@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from wharf.sandbox.log import CheckLog
 from wharf.specification.errors import PackageError, SpecificationError
 from wharf.specification.files import SPEC_TYPE_FOR_DATA, loads_spec
 from wharf.specification.image import IMAGE_SPEC_TYPE, RKMEImage
@@ -23,8 +24,6 @@ from wharf.specification.package import LearnwarePackage
 from wharf.specification.rkme import RKME, TABLE_SPEC_TYPE
 from wharf.specification.semantic import SemanticSpec
 from wharf.specification.text import TEXT_SPEC_TYPE
-
-from .log import CheckLog
 
 
 def check_stat_specs(

@@ -17,17 +17,22 @@ import errno
 import json
 import logging
 import os
-import shutil
 import string
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from wharf.market.settings import Settings
+from wharf.sandbox import bubblewrap, envs, outputs, runner
+from wharf.sandbox._child import IMAGE_RECIPE
+from wharf.sandbox.limits import SandboxLimits
+from wharf.sandbox.log import CheckLog
+from wharf.sandbox.requirements import Decision, plan_requirements
+from wharf.sandbox.runner import remove_tree
 from wharf.specification.errors import PackageError, SemanticSpecError, SpecificationError
 from wharf.specification.herding import herd
 from wharf.specification.image import IMAGE_SPEC_TYPE, RKMEImage
@@ -36,10 +41,8 @@ from wharf.specification.rkme import RKME
 from wharf.specification.semantic import SemanticSpec, check_semantic_spec
 from wharf.specification.text import TEXT_SPEC_TYPE
 
-from . import bubblewrap, envs, outputs, sandbox
-from ._child import IMAGE_RECIPE
-from .log import CheckLog
-from .requirements import Decision, plan_requirements
+from .judging import check_model_shapes, check_outputs
+from .sandboxing import install_options, sandbox_limits
 from .specs import check_stat_specs, spec_meta
 
 logger = logging.getLogger(__name__)
@@ -96,7 +99,7 @@ def check_submission(
     bwrap_path: the bubblewrap executable; by default ``bwrap`` on ``PATH``.
 
     Raises only for faults of the worker itself, such as an unwritable ``work_dir`` or
-    ``envs_dir``, or :class:`~market.checker.sandbox.SandboxUnavailable` when the model
+    ``envs_dir``, or :class:`~wharf.sandbox.runner.SandboxUnavailable` when the model
     cannot be run in the sandbox here (the submission is then neither accepted nor rejected).
     """
     log = log if log is not None else CheckLog()
@@ -111,17 +114,6 @@ def check_submission(
         remove_tree(scratch)
     log.ok("ACCEPTED")
     return CheckReport(True, log.text(), spec, spec_meta(spec))
-
-
-def remove_tree(path: Path) -> None:
-    """Remove ``path`` even where the model left folders without permissions in /out."""
-    for root, dirs, _ in os.walk(path):
-        for name in dirs:
-            folder = os.path.join(root, name)
-            if not os.path.islink(folder):
-                with suppress(OSError):
-                    os.chmod(folder, 0o700)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class _Rejected(Exception):
@@ -154,7 +146,7 @@ def _check(
         to_install = [d.requirement for d in decisions if d.action == "install"]
     bwrap = _bwrap(settings, bwrap_path, log)
     with _install(to_install, settings, bwrap, log) as env, _step(log, "running the model"):
-        job = sandbox.ModelJob(
+        job = runner.ModelJob(
             package_dir=package_dir,
             module_file=package.model.file,
             class_name=package.model.class_name,
@@ -175,7 +167,7 @@ def _step(log: CheckLog, what: str) -> Iterator[None]:
     submission that trips a checker bug cannot become a task retried for ever."""
     try:
         yield
-    except (_Rejected, sandbox.SandboxUnavailable):
+    except (_Rejected, runner.SandboxUnavailable):
         raise
     except OSError:
         raise  # the worker's disk: not the submission's fault
@@ -304,26 +296,33 @@ def _install(
     with ExitStack() as stack:
         try:
             env = stack.enter_context(
-                envs.requirements_env(requirements, settings=settings, log=log, bwrap=bwrap)
+                envs.requirements_env(
+                    requirements,
+                    options=install_options(settings),
+                    limits=sandbox_limits(settings),
+                    log=log,
+                    bwrap=bwrap,
+                    allow_unsandboxed=settings.allow_unsandboxed,
+                )
             )
-        except sandbox.SandboxUnavailable as exc:
+        except runner.SandboxUnavailable as exc:
             log.fail(str(exc))
             raise  # the worker's fault, not the package's: no verdict
         yield env
 
 
 def _run_model(
-    job: sandbox.ModelJob,
+    job: runner.ModelJob,
     settings: Settings,
     log: CheckLog,
     bwrap: str | os.PathLike[str] | None,
-) -> sandbox.SandboxResult:
-    limits = sandbox.SandboxLimits.from_settings(settings)
+) -> runner.SandboxResult:
+    limits = sandbox_limits(settings)
     try:
-        run = sandbox.run_model(
+        run = runner.run_model(
             job, limits, log=log, bwrap=bwrap, allow_unsandboxed=settings.allow_unsandboxed
         )
-    except sandbox.SandboxUnavailable as exc:
+    except runner.SandboxUnavailable as exc:
         log.fail(str(exc))
         raise  # the worker's fault, not the package's: no verdict
     stopped = run.describe(limits)
@@ -343,13 +342,13 @@ def _run_model(
 
 
 def _judge(
-    run: sandbox.SandboxResult,
+    run: runner.SandboxResult,
     out_dir: Path,
     semantic: SemanticSpec,
     settings: Settings,
     log: CheckLog,
 ) -> None:
-    limits = sandbox.SandboxLimits.from_settings(settings)
+    limits = sandbox_limits(settings)
 
     def reject(message: str) -> None:
         log.fail(message)
@@ -375,7 +374,7 @@ def _judge(
                 f"the model could not be {_STAGE_VERBS.get(stage, 'running')}", error, limits
             )
         )
-    if not outputs.check_model_shapes(result, semantic, log):
+    if not check_model_shapes(result, semantic, log):
         reject("the model's declared shapes do not fit its semantic specification")
     if isinstance(error, dict):
         reject(
@@ -386,7 +385,7 @@ def _judge(
     stopped = run.describe(limits)
     if stopped or run.exit_code != 0 or result.get("status") != "ok":
         reject(f"the model run did not finish cleanly: {stopped or f'exit {run.exit_code}'}")
-    if not outputs.check_outputs(output, semantic, N_INPUTS, log):
+    if not check_outputs(output, semantic, N_INPUTS, log):
         reject("the model's outputs break the rules above")
 
 
@@ -400,7 +399,7 @@ _STAGE_VERBS = {
 }
 
 
-def _error_line(prefix: str, error: dict, limits: sandbox.SandboxLimits) -> str:
+def _error_line(prefix: str, error: dict, limits: SandboxLimits) -> str:
     text = f"{prefix}: {error.get('type')}: {error.get('message')}"
     if error.get("builtin") == "MemoryError":
         text += f" (it needs more memory than its limit of {limits.memory_bytes // MiB} MiB)"

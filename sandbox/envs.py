@@ -11,9 +11,9 @@ imports from it or runs its scripts. Building one takes three steps under one de
    together, those that resolve alone are resolved together again, and the rest are
    recorded as failed;
 2. **fetch** exactly the resolved wheels into a wheelhouse and check their sha256
-   (:func:`.wheels.fetch`), and their unpacked size against ``install_max_bytes``;
+   (:func:`.wheels.fetch`), and their unpacked size against the options' ``max_bytes``;
 3. **install** them with ``pip install --no-index --no-deps --target`` run *inside* the
-   sandbox (:func:`.sandbox.run_command`): no network, the wheelhouse read-only, only the
+   sandbox (:func:`.runner.run_command`): no network, the wheelhouse read-only, only the
    new environment writable, under rlimits, cgroups and the remaining time.
 
 An environment is the folder ``<envs_dir>/<key>`` holding ``site/`` (the installed wheels,
@@ -43,10 +43,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from wharf.market.settings import Settings
-
-from . import sandbox, wheels
+from . import runner, wheels
 from .bubblewrap import Bind, Command
+from .limits import InstallOptions, SandboxLimits
 from .log import CheckLog
 
 MANIFEST = "wharf-env.json"
@@ -86,12 +85,21 @@ class RequirementsEnv:
         return self.root / SITE
 
 
-def env_key(requirements: list[str], settings: Settings) -> str:
+@dataclass(frozen=True)
+class _Setup:
+    """What a build needs besides the requirements: see :func:`requirements_env`."""
+
+    options: InstallOptions
+    limits: SandboxLimits
+    allow_unsandboxed: bool
+
+
+def env_key(requirements: list[str], options: InstallOptions) -> str:
     """The cache key: the layout, interpreter, platform and wheel source, then the sorted
     requirements."""
     lines = [
         f"layout {LAYOUT} {sys.implementation.cache_tag} {sysconfig.get_platform()}",
-        f"index {settings.pip_index_url or ''} links {settings.pip_find_links or ''}",
+        f"index {options.index_url or ''} links {options.find_links or ''}",
         *sorted(requirements),
     ]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
@@ -101,26 +109,28 @@ def env_key(requirements: list[str], settings: Settings) -> str:
 def requirements_env(
     requirements: list[str],
     *,
-    settings: Settings,
+    options: InstallOptions,
+    limits: SandboxLimits,
     log: CheckLog,
     bwrap: str | os.PathLike[str] | None,
+    allow_unsandboxed: bool = False,
 ) -> Iterator[RequirementsEnv | None]:
     """A (possibly cached) environment with as many of ``requirements`` as could be
     installed, held (a shared lock, so no one rebuilds it meanwhile) until the block ends.
 
-    ``bwrap`` is the bubblewrap to install in (``None``: none here). Uses
-    ``settings.envs_dir``, ``install_timeout_s`` (waiting for the lock and building,
-    together), ``install_max_bytes``, ``pip_index_url``, ``pip_find_links`` and the model
-    limits for the install's memory and processes. Yields ``None`` if nothing could be
-    installed or the lock could not be had in time. Raises
-    :class:`~.sandbox.SandboxUnavailable` when an environment must be built but the sandbox
-    cannot run here (and ``allow_unsandboxed`` is off), and ``OSError`` only when
-    ``envs_dir`` itself cannot be used.
+    ``options`` says where environments are cached, the time for waiting for the lock and
+    building together, the most the wheels may hold and where pip finds them; the install
+    runs with the memory and processes of ``limits``. ``bwrap`` is the bubblewrap to install
+    in (``None``: none here). Yields ``None`` if nothing could be installed or the lock could
+    not be had in time. Raises :class:`~.runner.SandboxUnavailable` when an environment must
+    be built but the sandbox cannot run here (and ``allow_unsandboxed`` is off), and
+    ``OSError`` only when ``options.envs_dir`` itself cannot be used.
     """
-    envs_dir = settings.envs_dir
+    setup = _Setup(options, limits, allow_unsandboxed)
+    envs_dir = options.envs_dir
     envs_dir.mkdir(parents=True, exist_ok=True)
-    key = env_key(requirements, settings)
-    deadline = time.monotonic() + settings.install_timeout_s
+    key = env_key(requirements, options)
+    deadline = time.monotonic() + options.timeout_s
     with _locked(envs_dir / f"{key}.lock", deadline) as lock_fd:
         if lock_fd is None:
             log.warn(
@@ -128,7 +138,7 @@ def requirements_env(
             )
             yield None
             return
-        env = _reuse_or_build(requirements, key, deadline, settings, bwrap, log)
+        env = _reuse_or_build(requirements, key, deadline, setup, bwrap, log)
         fcntl.flock(lock_fd, fcntl.LOCK_SH)  # others may use it too, but not rebuild it
         try:
             yield env if env is not None and env.installed else None
@@ -141,11 +151,11 @@ def _reuse_or_build(
     requirements: list[str],
     key: str,
     deadline: float,
-    settings: Settings,
+    setup: _Setup,
     bwrap: str | os.PathLike[str] | None,
     log: CheckLog,
 ) -> RequirementsEnv | None:
-    envs_dir = settings.envs_dir
+    envs_dir = setup.options.envs_dir
     final = envs_dir / key
     env = _load(final)
     if env is not None and not _stale(final):
@@ -155,7 +165,7 @@ def _reuse_or_build(
     if final.exists():  # old failures to retry, damaged, or of another layout: rebuild
         shutil.rmtree(final)
     _sweep(envs_dir, key)
-    env = _build(requirements, envs_dir, key, deadline, settings, bwrap, log)
+    env = _build(requirements, envs_dir, key, deadline, setup, bwrap, log)
     if env is None:
         return None
     _log_failures(env, log, cached=False)
@@ -171,18 +181,18 @@ def _build(
     envs_dir: Path,
     key: str,
     deadline: float,
-    settings: Settings,
+    setup: _Setup,
     bwrap: str | os.PathLike[str] | None,
     log: CheckLog,
 ) -> RequirementsEnv | None:
-    working = sandbox.isolation(bwrap, allow_unsandboxed=settings.allow_unsandboxed, log=log)
+    working = runner.isolation(bwrap, allow_unsandboxed=setup.allow_unsandboxed, log=log)
     suffix = uuid.uuid4().hex[:8]
     house = envs_dir / f".wheels-{key}-{suffix}"
     root = envs_dir / f".build-{key}-{suffix}"
     house.mkdir()
     source = wheels.Source(
-        index_url=settings.pip_index_url,
-        find_links=settings.pip_find_links,
+        index_url=setup.options.index_url,
+        find_links=setup.options.find_links,
         cache_dir=envs_dir / ".pip-cache",
         home=envs_dir / ".home",
     )
@@ -195,9 +205,9 @@ def _build(
         root.mkdir()
         (root / SITE).mkdir()
         if chosen.wheels:
-            problem = _fetch(chosen.wheels, house, source, deadline, settings)
+            problem = _fetch(chosen.wheels, house, source, deadline, setup.options)
             if problem is None:
-                problem = _install(root, house, chosen.wheels, deadline, settings, working, log)
+                problem = _install(root, house, chosen.wheels, deadline, setup, working, log)
             if problem is not None:  # nothing of it is used: built afresh next time
                 shutil.rmtree(root)
                 failed = {**chosen.failed, **dict.fromkeys(chosen.kept, problem)}
@@ -259,7 +269,7 @@ def _fetch(
     house: Path,
     source: wheels.Source,
     deadline: float,
-    settings: Settings,
+    options: InstallOptions,
 ) -> str | None:
     """Download the chosen wheels into ``house``; what went wrong, if anything."""
     try:
@@ -267,10 +277,10 @@ def _fetch(
         size = wheels.unpacked_size(paths)
     except wheels.FetchError as exc:
         return str(exc)
-    if size > settings.install_max_bytes:
+    if size > options.max_bytes:
         return (
             f"the wheels hold {_mib(size)} unpacked, over the limit of "
-            f"{_mib(settings.install_max_bytes)} (install_max_bytes)"
+            f"{_mib(options.max_bytes)} (install_max_bytes)"
         )
     return None
 
@@ -280,18 +290,18 @@ def _install(
     house: Path,
     chosen: tuple[wheels.Wheel, ...],
     deadline: float,
-    settings: Settings,
+    setup: _Setup,
     bwrap: str | None,
     log: CheckLog,
 ) -> str | None:
     """Install the wheels of ``house`` into ``root/site`` with pip, in the sandbox; what went
     wrong, if anything."""
     left = max(1.0, deadline - time.monotonic())
-    limits = sandbox.SandboxLimits(
+    limits = SandboxLimits(
         time_s=left,
-        memory_bytes=settings.model_memory_bytes,
-        max_processes=settings.model_max_processes,
-        max_file_bytes=settings.install_max_bytes,
+        memory_bytes=setup.limits.memory_bytes,
+        max_processes=setup.limits.max_processes,
+        max_file_bytes=setup.options.max_bytes,
         max_output_bytes=0,  # no scratch output: the environment is the output
         wall_limit_s=left,
     )
@@ -308,7 +318,7 @@ def _install(
             f"{_mib(limits.memory_bytes)}, {left:.0f} s left"
         )
     (root / ".tmp").mkdir()
-    run = sandbox.run_command(_install_command(root, house, names, bwrap), limits, bwrap=bwrap)
+    run = runner.run_command(_install_command(root, house, names, bwrap), limits, bwrap=bwrap)
     shutil.rmtree(root / ".tmp", ignore_errors=True)
     stopped = run.describe(limits) or _unexpected(root)
     if run.exit_code == 0 and not stopped:

@@ -17,17 +17,18 @@ Layers, each logged when it is in force:
 4. A **wall-clock timeout**, after which the process group is killed; the sandbox's PID
    namespace dies with its init, and whatever is left in the cgroups is killed too.
 
-:func:`run_command` runs any :class:`~.bubblewrap.Command` this way; :func:`run_model`
-runs a model (:mod:`.modelrun`) and receives its results through a bounded pipe
-(:mod:`.channel`). Without bwrap, untrusted code does not run unless ``allow_unsandboxed``
-is set (development only); then layers 2–4 apply and the log says loudly that there is no
-isolation.
+:func:`run_command` runs any :class:`~.bubblewrap.Command` this way, under a
+:class:`~.limits.SandboxLimits`; :func:`run_model` runs a model (:mod:`.modelrun`) and
+receives its results through a bounded pipe (:mod:`.channel`). Without bwrap, untrusted code
+does not run unless ``allow_unsandboxed`` is set (development only); then layers 2–4 apply and
+the log says loudly that there is no isolation.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,15 +36,15 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wharf.market.settings import Settings
-
 from . import bubblewrap, cgroups, modelrun, outputs
 from ._launch import LAUNCH_FAILED
 from .channel import ResultChannel
+from .limits import SandboxLimits
 from .log import CheckLog
 
 HERE = Path(__file__).resolve().parent
@@ -56,73 +57,6 @@ NPY_HEADER_BYTES = 4096
 
 class SandboxUnavailable(RuntimeError):
     """The sandbox cannot run here and running without it is not allowed."""
-
-
-def unavailable_reason(settings: Settings) -> str | None:
-    """Why this machine cannot run submitted models as ``settings`` require, or ``None``.
-
-    Check workers ask before they take any work: a host without a working bubblewrap would
-    otherwise fail every check it is given, which is the worker's fault, not the packages'.
-    """
-    if settings.allow_unsandboxed:
-        return None
-    if settings.sandbox != "bwrap":
-        return (
-            "the sandbox is switched off (WHARF_SANDBOX=none) and running submitted code "
-            "without it is not allowed (WHARF_ALLOW_UNSANDBOXED is false)"
-        )
-    bwrap = bubblewrap.find()
-    if bwrap is None:
-        return "bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap)"
-    problem = bubblewrap.probe(bwrap)
-    if problem is not None:
-        return f"bubblewrap at {bwrap} cannot create its namespaces here: {problem}"
-    return None
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """What one sandboxed run may use.
-
-    Attributes
-    ----------
-    time_s: CPU seconds per process (RLIMIT_CPU); the wall-clock limit is derived from it
-        unless ``wall_limit_s`` is given.
-    memory_bytes: address space per process (RLIMIT_AS) and memory of the whole sandbox
-        (memory cgroup), the pages of its tmpfs mounts included; also the size of its
-        ``/tmp`` and ``/dev/shm``.
-    max_processes: processes and threads it may have at once.
-    max_file_bytes: largest file it may write (RLIMIT_FSIZE), also the cap on a model's
-        ``outputs.npy``.
-    max_output_bytes: a model's output limit: the size of its ``/out`` and the most its
-        result channel carries, so the most a run leaves on the worker's disk.
-    wall_limit_s: a wall-clock limit of its own (an install), instead of the derived one.
-    """
-
-    time_s: float
-    memory_bytes: int
-    max_processes: int
-    max_file_bytes: int
-    max_output_bytes: int
-    wall_limit_s: float | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SandboxLimits:
-        return cls(
-            time_s=settings.model_time_limit_s,
-            memory_bytes=settings.model_memory_bytes,
-            max_processes=settings.model_max_processes,
-            max_file_bytes=settings.model_max_file_bytes,
-            max_output_bytes=settings.model_output_limit_bytes,
-        )
-
-    @property
-    def wall_s(self) -> float:
-        """Wall-clock limit: the CPU limit plus slack for starting the interpreter, waiting
-        on I/O and sharing the CPU."""
-        if self.wall_limit_s is not None:
-            return self.wall_limit_s
-        return self.time_s + 2.0 + 0.1 * self.time_s
 
 
 @dataclass(frozen=True)
@@ -264,6 +198,17 @@ def _filled_out(out_dir: Path, limits: SandboxLimits) -> str | None:
     if not full:
         return None
     return f"output limit of {_size(limits.max_output_bytes)} reached: the model filled /out"
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` even where a model left folders without permissions in it."""
+    for root, dirs, _ in os.walk(path):
+        for name in dirs:
+            folder = os.path.join(root, name)
+            if not os.path.islink(folder):
+                with suppress(OSError):
+                    os.chmod(folder, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def run_command(

@@ -14,7 +14,7 @@ it instead, the inputs are random integer images of the shape the model declares
 It imports the model file as part of a package named ``_learnware_pkg`` rooted at the
 package directory, so relative imports between the learnware's modules work; builds the
 model; records ``input_shape``/``output_shape``; calls ``predict`` on the inputs; and sends
-back, through the result channel (the pipe ``result_fd``, see ``market/checker/channel.py``:
+back, through the result channel (the pipe ``result_fd``, see ``sandbox/channel.py``:
 a line ``wharf-file NAME SIZE`` then the bytes, for each file)
 
 - ``outputs.npy``: the predictions as a numeric array (``allow_pickle=False``), and

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 from .bubblewrap import Bind, Command
 
 if TYPE_CHECKING:
-    from .sandbox import ModelJob, SandboxLimits
+    from .limits import SandboxLimits
+    from .runner import ModelJob
 
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "_child.py"

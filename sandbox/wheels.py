@@ -9,7 +9,7 @@ is left out of the report. :func:`fetch` downloads exactly the report's wheels
 
 Every pip run has ``--isolated`` (no pip configuration file or ``PIP_*`` variable of the
 host is read), a scrubbed environment, an argument list and a deadline. The package index
-and find-links come from the settings (``pip_index_url``, ``pip_find_links``).
+and find-links come from the caller (:class:`~.limits.InstallOptions`).
 """
 
 from __future__ import annotations
