@@ -10,7 +10,7 @@ above it).
 
 Texts are random lowercase letters and spaces, so no name is a substring of anything and every
 learnware goes through the fuzzy pass: the worst case. "before" is the old matcher (whole
-texts, no cutoff), "after" is :func:`market.search.fuzzy_name_matches`; both must select the
+texts, no cutoff), "after" is :func:`market.scoring.fuzzy_name_matches`; both must select the
 same learnwares wherever the texts are within the bounds.
 
     PYTHONPATH=. python -m bench.fuzzy_bounds
@@ -24,7 +24,7 @@ import string
 from collections.abc import Sequence
 
 from rapidfuzz import fuzz
-from wharf.market.search import FUZZY_MIN_SCORE, fuzzy_name_matches
+from wharf.market.scoring import FUZZY_MIN_SCORE, fuzzy_name_matches
 from wharf.specification.semantic import (
     MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 from wharf.market.index.partition import IndexConfig, PartitionIndex
-from wharf.market.search import partition_key
+from wharf.market.scoring import partition_key
 from wharf.specification._image_fit import prepare_images
 from wharf.specification.image import RKMEImage
 

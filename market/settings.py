@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from wharf.market.index.config import CoarseConfig, IndexConfig
 from wharf.sandbox import limits as sandbox_defaults
 from wharf.specification.limits import SpecLimits
 
@@ -176,18 +177,19 @@ class Settings(BaseSettings):
     # points are scanned exactly; larger ones go through FAISS, which proposes at least
     # this many candidates for exact re-ranking. A flat FAISS index up to index_flat_max
     # learnwares, IVF beyond (SQ8 codes past the memory budget), nprobe tuned for the recall.
-    index_exact_max_rows: int = Field(default=100_000, ge=0)
-    index_min_candidates: int = Field(default=200, ge=1)
-    index_embedding_size: int = Field(default=256, ge=2)
-    index_flat_max: int = Field(default=50_000, ge=1)
-    index_memory_budget_bytes: int = Field(default=3 * 1024 * MiB, ge=1)
-    index_target_recall: float = Field(default=0.99, gt=0, le=1)
+    # The defaults are the index's own (market/index/config.py).
+    index_exact_max_rows: int = Field(default=IndexConfig.exact_max_rows, ge=0)
+    index_min_candidates: int = Field(default=IndexConfig.min_candidates, ge=1)
+    index_embedding_size: int = Field(default=IndexConfig.embedding_size, ge=2)
+    index_flat_max: int = Field(default=CoarseConfig.flat_max, ge=1)
+    index_memory_budget_bytes: int = Field(default=CoarseConfig.memory_budget_bytes, ge=1)
+    index_target_recall: float = Field(default=CoarseConfig.target_recall, gt=0, le=1)
     # Image partitions likewise, with their own thresholds: an NNGP kernel pair costs about a
     # thousand Gaussian ones.
-    index_image_exact_max_rows: int = Field(default=5_000, ge=0)
-    index_image_min_candidates: int = Field(default=50, ge=1)
+    index_image_exact_max_rows: int = Field(default=IndexConfig.image_exact_max_rows, ge=0)
+    index_image_min_candidates: int = Field(default=IndexConfig.image_min_candidates, ge=1)
     # Where image partitions run the NNGP kernel: "cpu", or "cuda"/"cuda:N" on a GPU worker.
-    index_image_device: str = "cpu"
+    index_image_device: str = IndexConfig.image_device
     # A search worker writes a snapshot of its index to the store after this many changes
     # (0: never); new workers start from the newest snapshot and the change log after it.
     index_snapshot_every: int = Field(default=5_000, ge=0)

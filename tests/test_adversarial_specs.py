@@ -158,7 +158,7 @@ import resource, sys
 import numpy as np
 from wharf.specification import RKME
 from wharf.specification.mmd import SpecBank, inner_product
-from wharf.market.search import user_self_term, inner_product_matrix
+from wharf.market.scoring import user_self_term, inner_product_matrix
 from wharf.market.index.packed import PackedSpecs
 
 def peak():

@@ -1,4 +1,4 @@
-"""Tests for market.search: the exact-scan search and the reference's scoring."""
+"""Tests for market.search and market.scoring: the exact-scan search and the reference's scoring."""
 
 from __future__ import annotations
 
@@ -7,18 +7,15 @@ import json
 
 import numpy as np
 import pytest
-from wharf.market.search import (
-    Candidate,
+from wharf.market.scoring import (
     SearchResult,
-    SpecPartition,
     convert_dist_to_score,
     fuzzy_name_matches,
     greedy_mixture,
     inner_product_matrix,
     reference_scores,
-    search,
-    semantic_matches,
 )
+from wharf.market.search import Candidate, SpecPartition, search, semantic_matches
 from wharf.specification import RKME, SpecificationError
 from wharf.specification.qp import solve_simplex_qp
 from wharf.specification.semantic import (

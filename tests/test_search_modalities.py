@@ -9,14 +9,13 @@ import pytest
 from wharf.market.index.partition import IndexConfig, MarketIndex
 from wharf.market.index.search import search_index
 from wharf.market.index.snapshot import load_snapshot, save_snapshot
-from wharf.market.search import (
-    Candidate,
+from wharf.market.scoring import (
     convert_dist_to_score,
     greedy_mixture,
     inner_product_matrix,
-    search,
     squash_image_distance,
 )
+from wharf.market.search import Candidate, search
 from wharf.specification import mmd2
 from wharf.specification.image import RKMEImage
 from wharf.specification.text import RKMEText

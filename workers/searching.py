@@ -14,7 +14,7 @@ from wharf.market.index.coarse import CoarseConfig
 from wharf.market.index.partition import IndexConfig
 from wharf.market.index.search import search_index
 from wharf.market.index.sync import IndexSync
-from wharf.market.search import FUZZY_MAX_RESULTS, SearchResult, SingleMatch, fuzzy_name_matches
+from wharf.market.scoring import FUZZY_MAX_RESULTS, SearchResult, SingleMatch, fuzzy_name_matches
 from wharf.market.settings import Settings
 from wharf.market.store import ObjectStore
 from wharf.specification.errors import SpecificationError

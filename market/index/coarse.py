@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 import faiss
 import numpy as np
 
+from .config import CoarseConfig
+
 #: Vectors queried when tuning nprobe.
 TUNE_QUERIES = 200
 
@@ -41,17 +43,6 @@ class CoarseInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class CoarseConfig:
-    """When to leave the flat index, the memory its vectors may take, the recall to tune for."""
-
-    flat_max: int = 50_000
-    memory_budget_bytes: int = 3 << 30
-    target_recall: float = 0.99
-    tune_k: int = 100
-    seed: int = 0
 
 
 class CoarseIndex:

@@ -26,10 +26,10 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-from wharf.market.search import PartitionKey, partition_key
+from wharf.market.scoring import PartitionKey, partition_key
 from wharf.specification.embedding import IndexEmbedding
 from wharf.specification.image import IMAGE_SPEC_TYPE
 from wharf.specification.image_embedding import ImageIndexEmbedding
@@ -37,26 +37,10 @@ from wharf.specification.mmd import KernelMeanEmbedding
 from wharf.specification.rkme import same_gamma
 from wharf.specification.text import TEXT_SPEC_TYPE
 
-from .coarse import CoarseConfig, CoarseIndex
+from .coarse import CoarseIndex
+from .config import IndexConfig
 from .images import ImageSpecs
 from .packed import PackedSpecs
-
-
-@dataclass
-class IndexConfig:
-    """How partitions are indexed and searched (the defaults are measured in the benchmark)."""
-
-    embedding_size: int = 256
-    embedding_seed: int = 0
-    exact_max_rows: int = 100_000
-    min_candidates: int = 200
-    coarse: CoarseConfig = field(default_factory=CoarseConfig)
-    #: Image partitions scan exactly up to this many points (100 specs of 50), and re-rank at
-    #: least this many FAISS candidates beyond.
-    image_exact_max_rows: int = 5_000
-    image_min_candidates: int = 50
-    #: Where image partitions keep their points and run the NNGP kernel ("cuda" on a GPU).
-    image_device: str = "cpu"
 
 
 @dataclass(frozen=True)

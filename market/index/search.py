@@ -3,7 +3,7 @@
 
 The semantic stage runs before, in the catalog (tags) and on the names it returns (fuzzy), and
 hands over the ids it allows. The partition ranks them (exactly, or FAISS candidates re-ranked
-exactly), and :func:`market.search.score_ranking` computes the same scores and mixture as the
+exactly), and :func:`market.scoring.score_ranking` computes the same scores and mixture as the
 exact scan. A partition scanned exactly gives what :func:`market.search.search` gives, for
 table, text (with the language filter) and image specs alike.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from wharf.market.search import SearchResult, score_ranking, user_self_term
+from wharf.market.scoring import SearchResult, score_ranking, user_self_term
 from wharf.specification.rkme import RKME
 
 from .partition import MarketIndex

@@ -26,11 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from wharf.market.search import PartitionKey
+from wharf.market.scoring import PartitionKey
 from wharf.market.store import ObjectNotFound, ObjectStore
 
 from .coarse import CoarseConfig, CoarseIndex
-from .partition import IndexConfig, MarketIndex, PartitionIndex
+from .config import IndexConfig
+from .partition import MarketIndex, PartitionIndex
 
 log = logging.getLogger("wharf.index")
 

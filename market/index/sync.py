@@ -31,7 +31,8 @@ from wharf.market.catalog import Catalog, repo
 from wharf.market.store import ObjectStore
 from wharf.specification.files import loads_spec
 
-from .partition import IndexConfig, MarketIndex
+from .config import IndexConfig
+from .partition import MarketIndex
 from .snapshot import load_snapshot, save_snapshot
 
 log = logging.getLogger("wharf.index")
