@@ -17,7 +17,7 @@ from wharf.workers.app import make_celery
 from . import metrics, problems, ratelimit
 from .deps import Services, storable_query
 from .limits import BodySizeLimit, BodyTimeout, CloseUnreadBody
-from .routes import bulk, health, jobs, learnwares, searches, tokens
+from .routes import bulk, bulk_submissions, health, jobs, learnwares, searches, tokens
 
 #: A body's allowance beyond its file: the form's other fields (a semantic spec of up to
 #: 1 MiB, multipart's own limit for a field) and its boundaries.
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         paths={
             learnwares.PATH: settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
             bulk.PATH: settings.bulk_max_bytes + FORM_OVERHEAD_BYTES,
+            bulk_submissions.PATH: settings.bulk_max_bytes + FORM_OVERHEAD_BYTES,
             searches.PATH: settings.max_spec_bytes + FORM_OVERHEAD_BYTES,
         },
     )
@@ -63,6 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = ratelimit.install(app, settings, registry)
     # Around everything that may answer before reading a body.
     app.add_middleware(CloseUnreadBody)
-    for module in (learnwares, jobs, searches, tokens, bulk, health):
+    for module in (learnwares, jobs, searches, tokens, bulk, bulk_submissions, health):
         app.include_router(module.router)
     return app

@@ -13,6 +13,7 @@ from wharf.market.catalog import Job, repo
 from wharf.workers.app import (
     BULK_BATCH_TASK,
     BULK_FINISH_TASK,
+    BULK_SUBMIT_TASK,
     CHECK_QUEUE,
     CHECK_TASK,
     INDEX_QUEUE,
@@ -90,6 +91,27 @@ def enqueue_bulk_import(services: Services, session: Session, job: Job, batches:
         chord(header, body).apply_async(task_id=job.id)
     log.info(
         "queued bulk import %s (%d batches)",
+        job.id,
+        batches,
+        extra={"job_id": job.id, "kind": str(job.kind)},
+    )
+
+
+def enqueue_bulk_submission(services: Services, session: Session, job: Job, batches: int) -> None:
+    """Send a bulk submission's staging tasks, one per batch (each sends its entries' checks;
+    a 503, with the job failed, if the broker is unreachable)."""
+    with _broker_or_503(session, job, "upload the bundle again", "nothing was submitted"):
+        for index in range(batches):
+            services.celery.send_task(
+                BULK_SUBMIT_TASK,
+                args=[job.id, index],
+                queue=INDEX_QUEUE,
+                ignore_result=True,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+            )
+    log.info(
+        "queued bulk submission %s (%d batches)",
         job.id,
         batches,
         extra={"job_id": job.id, "kind": str(job.kind)},

@@ -106,17 +106,30 @@ class WharfClient:
         """Upload a bundle (a .tar or .tar.gz of an export directory) for a trusted import
         (admins); returns ``job_id``, ``status_url``, ``entries`` and ``batches``. The market
         checks and splits the bundle before answering, hence the long ``read_timeout``."""
-        timeout = httpx.Timeout(self.http.timeout.connect, read=read_timeout)
         data = {"trusted": "true" if trusted else "false"}
+        return self._upload_bundle("/v1/bulk-imports", bundle, data, read_timeout)
+
+    def bulk_submit(
+        self, bundle: str | Path | BinaryIO, *, read_timeout: float = 3600.0
+    ) -> dict[str, Any]:
+        """Upload a submission bundle for checking (any user): a .tar or .tar.gz holding
+        ``manifest.jsonl``, one line per package (``package``, its path in the tar, and
+        ``semantic_spec``), and the packages. Returns ``job_id``, ``status_url``, ``entries``
+        and ``batches``; the job ends when every check has, its result listing each entry's
+        outcome (``accepted``, ``rejected``, ``refused``, ``duplicate``, ``failed``)."""
+        return self._upload_bundle("/v1/bulk-submissions", bundle, {}, read_timeout)
+
+    def _upload_bundle(
+        self, path: str, bundle: str | Path | BinaryIO, data: dict[str, str], read_timeout: float
+    ) -> dict[str, Any]:
+        timeout = httpx.Timeout(self.http.timeout.connect, read=read_timeout)
         if isinstance(bundle, str | Path):
             with open(bundle, "rb") as fh:
                 files = {"bundle": (Path(bundle).name, fh, "application/x-tar")}
-                response = self.http.post(
-                    "/v1/bulk-imports", data=data, files=files, timeout=timeout
-                )
+                response = self.http.post(path, data=data, files=files, timeout=timeout)
         else:
             files = {"bundle": ("bundle.tar", bundle, "application/x-tar")}
-            response = self.http.post("/v1/bulk-imports", data=data, files=files, timeout=timeout)
+            response = self.http.post(path, data=data, files=files, timeout=timeout)
         return self._json(response)
 
     # -- jobs and searches ----------------------------------------------------------------

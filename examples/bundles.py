@@ -125,3 +125,18 @@ def write_bundle(
             (out / package_path(lw.sha256)).write_bytes(lw.package)
             manifest.write(lw.manifest_line() + "\n")
     return made
+
+
+def write_packages(
+    out_dir: str | Path, n: int, *, seed: int = 0, **kwargs
+) -> list[SyntheticLearnware]:
+    """Write ``n`` synthetic learnwares as packages to submit (``wharf bulk-index DIR``):
+    ``<name>.zip`` with its semantic spec beside it as ``<name>.json``; returns them."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    made = [synthetic_learnware(i, seed=seed, **kwargs) for i in range(n)]
+    for lw in made:
+        stem = lw.name.replace(" ", "-")
+        (out / f"{stem}.zip").write_bytes(lw.package)
+        (out / f"{stem}.json").write_text(json.dumps(lw.semantic), encoding="utf-8")
+    return made

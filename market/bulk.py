@@ -326,16 +326,7 @@ def import_staged_batch(
     """
     index = _index(store, prefix)
     with _open_bundle(store, prefix) as bundle:
-        manifest_offset, _ = index["manifest"]
-        bundle.seek(manifest_offset + batch.start)
-        text = bundle.read(batch.end - batch.start)
-        # Split at "\n" only, as the plan counted lines (a stray "\r" is the entry's problem).
-        raw = text.split(b"\n")[:-1] if text.endswith(b"\n") else text.split(b"\n")
-        lines = [
-            (number, line)
-            for number, line in enumerate(raw, start=batch.first_line)
-            if line.strip()
-        ]
+        lines = batch_lines(bundle, index, batch)
         members = index["members"]
         pack = pack_key(prefix)
 
@@ -367,6 +358,38 @@ def import_staged_batch(
             spec_limits=spec_limits,
             in_transaction=in_transaction,
         )
+
+
+def batch_lines(
+    bundle: BinaryIO, index: dict[str, Any], batch: StagedBatch
+) -> list[tuple[int, bytes]]:
+    """``(line number, line)`` of the non-blank manifest lines of ``batch``."""
+    manifest_offset, _ = index["manifest"]
+    bundle.seek(manifest_offset + batch.start)
+    text = bundle.read(batch.end - batch.start)
+    # Split at "\n" only, as the plan counted lines (a stray "\r" is the entry's problem).
+    raw = text.split(b"\n")[:-1] if text.endswith(b"\n") else text.split(b"\n")
+    return [
+        (number, line) for number, line in enumerate(raw, start=batch.first_line) if line.strip()
+    ]
+
+
+def staged_index(store: ObjectStore, prefix: str) -> dict[str, Any]:
+    """Where each member of the staged bundle ``prefix`` lies in its tar (cached per process)."""
+    return _index(store, prefix)
+
+
+def open_staged(store: ObjectStore, prefix: str) -> BinaryIO:
+    """The staged tar of ``prefix`` as a seekable file (downloaded once per process from S3)."""
+    return _open_bundle(store, prefix)
+
+
+def drop_members_index(store: ObjectStore, prefix: str) -> None:
+    """Remove the members index of a staged bundle whose batches are all done."""
+    try:
+        store.delete(f"{prefix}/{MEMBERS}")
+    except StoreError:
+        pass  # an orphan under bulk/ wastes space but misleads nobody
 
 
 # A worker process imports many batches of one bundle: its index is read once, and a bundle

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     # unpacked, and the manifest lines each index task imports in one catalog transaction.
     bulk_max_bytes: int = Field(default=4096 * MiB, ge=1)
     bulk_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    # Bulk submissions (POST /v1/bulk-submissions, any user): a bundle of packages, each
+    # checked in the sandbox like a single submission. At most bulk_submit_max_entries
+    # entries an upload, and a user's checks queued or running (with the entries of their
+    # bulk submissions still being unpacked) at most max_pending_checks, so one upload, or
+    # many, cannot queue unbounded work.
+    bulk_submit_max_entries: int = Field(default=1000, ge=1, le=10_000)
+    max_pending_checks: int = Field(default=2000, ge=1)
 
     # Submission checks.
     check_soft_time_limit_s: int = 600

@@ -211,19 +211,27 @@ def test_export_round_trip(market, tmp_path):
 
 @pytest.fixture
 def api(tmp_path):
+    return _api(tmp_path)
+
+
+def _api(tmp_path: Path, **overrides) -> TestClient:
     from wharf.api.app import create_app
 
     settings = Settings(
-        data_dir=tmp_path / "market", max_upload_bytes=200_000, bulk_max_bytes=2_000_000
+        data_dir=tmp_path / "market",
+        **{"max_upload_bytes": 200_000, "bulk_max_bytes": 2_000_000, **overrides},
     )
     catalog = Catalog.create(settings.catalog_url)
     with catalog.session() as s:
-        tokens = {
-            name: repo.create_token(s, repo.create_user(s, name, role).id, "test")[0]
-            for name, role in (("admin", Role.admin), ("alice", Role.user))
+        users = {
+            name: repo.create_user(s, name, role)
+            for name, role in (("admin", Role.admin), ("alice", Role.user), ("bob", Role.user))
         }
+        tokens = {name: repo.create_token(s, u.id, "test")[0] for name, u in users.items()}
+        ids = {name: u.id for name, u in users.items()}
     client = TestClient(create_app(settings))
     client.tokens, client.catalog, client.store = tokens, catalog, LocalStore(settings.objects_dir)
+    client.user_ids = ids
     return client
 
 
@@ -564,3 +572,271 @@ def test_bulk_index_finds_packages_and_their_semantic_specs(tmp_path):
     items = find_items(manifest)
     assert [i.semantic for i in items[:3]] == [semantic] * 3
     assert items[3].problem and "line 5" in items[3].problem
+
+
+# -- bulk submissions: every package checked -------------------------------------------------
+
+
+def _submission(n: int, *, seed: int = 3, extra: dict | None = None, lines: tuple = ()):
+    """A submission bundle of ``n`` synthetic packages (tar members), plus ``extra`` members
+    and ``lines`` after the packages' lines; returns the tar's members and the learnwares."""
+    from wharf.examples.bundles import synthetic_learnware
+
+    made = [synthetic_learnware(i, seed=seed) for i in range(n)]
+    manifest = [
+        json.dumps({"package": f"packages/{i}.zip", "semantic_spec": lw.semantic})
+        for i, lw in enumerate(made)
+    ]
+    members = {f"packages/{i}.zip": lw.package for i, lw in enumerate(made)}
+    members = {MANIFEST: ("\n".join([*manifest, *lines]) + "\n").encode(), **members}
+    return {**members, **(extra or {})}, made
+
+
+def _stage_submission(catalog, store, owner_id: int, members: dict, *, batch_size: int):
+    from wharf.market.bulk import new_prefix, stage_upload
+    from wharf.market.bulk_submit import REQUEST_KEY
+
+    prefix = new_prefix()
+    staged = stage_upload(
+        io.BytesIO(tar_of(members)),
+        store,
+        prefix,
+        max_bytes=10 * MAX_PACKAGE,
+        max_package_bytes=MAX_PACKAGE,
+        max_line_bytes=MAX_PACKAGE,
+        batch_size=batch_size,
+    )
+    with catalog.session() as s:
+        request = {REQUEST_KEY: "t.tar", "trusted": False, **staged.to_dict()}
+        job = repo.create_job(
+            s, JobKind.index, owner_id=owner_id, request={**request, "staged_batches": []}
+        )
+    return job.id, staged
+
+
+def _end_check(catalog, job_id: str, learnware_id: int, *, accepted: bool, log: str):
+    from wharf.market.bulk_submit import settle
+
+    with catalog.session() as s:
+        assert repo.start_job(s, job_id) is not None
+        assert repo.claim_for_check(s, learnware_id)
+        repo.finish_check(
+            s, learnware_id, accepted=accepted, log=log, spec_meta=None, stat_spec_json=None
+        )
+        status = "accepted" if accepted else "rejected"
+        repo.finish_job(s, job_id, {"status": status, "learnware_id": repo.format_id(learnware_id)})
+        return settle(s, job_id)
+
+
+REJECTED_LOG = (
+    "2026-12-05T10:00:00.000Z INFO package: package.zip\n"
+    "2026-12-05T10:00:01.000Z FAIL outputs: 20 rows of 3 values, but Output.Dimension is 1\n"
+    "2026-12-05T10:00:01.000Z FAIL REJECTED\n"
+)
+
+
+def test_a_bulk_submission_makes_each_entry_a_check_and_settles_with_the_last(market, tmp_path):
+    from wharf.market.bulk_submit import checks_waiting, stage_batch
+
+    catalog, store, _ = market
+    with catalog.session() as s:
+        alice = repo.create_user(s, "alice").id
+        bob = repo.create_user(s, "bob").id
+    members, made = _submission(
+        4,
+        extra={"packages/copy.zip": None},  # filled below: line 1's bytes again
+        lines=(
+            json.dumps({"package": "packages/copy.zip", "semantic_spec": {"x": 1}}),
+            json.dumps({"package": "packages/copy.zip", "semantic_spec": None}),
+            json.dumps({"package": "packages/missing.zip", "semantic_spec": made_semantic()}),
+            "{not json",
+            json.dumps({"package": "packages/copy.zip", "semantic_spec": made_semantic()}),
+            json.dumps({"package": "packages/bobs.zip", "semantic_spec": made_semantic()}),
+        ),
+    )
+    members["packages/copy.zip"] = made[0].package
+    members["packages/bobs.zip"] = b"bob's package, already submitted by bob"
+    with catalog.session() as s:  # bob's, still pending: private to him
+        sha = hashlib.sha256(members["packages/bobs.zip"]).hexdigest()
+        repo.create_learnware(s, bob, made[1].semantic, sha, "packages/b.zip", 40)
+    job_id, staged = _stage_submission(catalog, store, alice, members, batch_size=3)
+    assert staged.entries == 10 and len(staged.batches) == 4
+    with catalog.session(read_only=True) as s:
+        assert checks_waiting(s, alice) == 10  # not yet staged: every entry counts
+
+    outcomes = [
+        stage_batch(catalog, store, job_id, i, max_package_bytes=MAX_PACKAGE) for i in range(4)
+    ]
+    checks = [c for o in outcomes for c in o.checks]
+    assert len(checks) == 4
+    assert [o.staged for o in outcomes] == [False, False, False, True]
+    assert not any(o.finished for o in outcomes)
+    with catalog.session(read_only=True) as s:
+        assert checks_waiting(s, alice) == 4
+        job = repo.get_job(s, job_id)
+        assert job.state == "running" and job.progress == pytest.approx(6 / 10)
+        for (check_id, lid), lw in zip(checks, made, strict=True):
+            row = repo.get_learnware(s, lid)
+            child = repo.get_job(s, check_id)
+            assert (row.status, row.owner_id, row.package_key) == ("pending", alice, staged.pack)
+            assert (child.parent_id, child.kind, child.learnware_id) == (job_id, "check", lid)
+            with open_package(store, row) as fh:
+                assert fh.read() == lw.package
+    # A batch staged again (its worker died before it had sent its checks) sends them again
+    # and adds nothing.
+    again = stage_batch(catalog, store, job_id, 0, max_package_bytes=MAX_PACKAGE)
+    assert again.checks == checks[:3] and again.staged
+    with catalog.session(read_only=True) as s:
+        assert s.query(Job).filter(Job.parent_id == job_id).count() == 4
+
+    ended = [
+        _end_check(catalog, check_id, lid, accepted=i != 2, log=REJECTED_LOG)
+        for i, (check_id, lid) in enumerate(checks)
+    ]
+    assert ended == [None, None, None, staged.prefix]  # the last check ends the bulk job
+    with catalog.session(read_only=True) as s:
+        job = repo.get_job(s, job_id)
+        assert checks_waiting(s, alice) == 0
+    result = job.result
+    assert (job.state, job.progress) == ("succeeded", 1.0)
+    assert {k: result[k] for k in ("entries", "submitted", "accepted", "rejected")} == {
+        "entries": 10,
+        "submitted": 4,
+        "accepted": 3,
+        "rejected": 1,
+    }
+    assert (result["refused"], result["duplicates"], result["failed"]) == (4, 2, 0)
+    by_line = {o["line"]: o for o in result["outcomes"]}
+    assert sorted(by_line) == list(range(1, 11))
+    assert [by_line[i]["outcome"] for i in range(1, 5)] == ["accepted"] * 2 + [
+        "rejected",
+        "accepted",
+    ]
+    assert by_line[3]["reason"] == "outputs: 20 rows of 3 values, but Output.Dimension is 1"
+    assert by_line[1]["learnware_id"] == repo.format_id(checks[0][1])
+    assert "semantic_spec" in by_line[5]["reason"] and by_line[5]["outcome"] == "refused"
+    assert "JSON object" in by_line[6]["reason"]
+    assert "not in the bundle" in by_line[7]["reason"]
+    assert "not a JSON object" in by_line[8]["reason"]
+    # Line 1's package again, in a later batch: alice's own learnware, so it is named.
+    assert by_line[9]["outcome"] == "duplicate"
+    assert by_line[9]["learnware_id"] == repo.format_id(checks[0][1])
+    # Bob's package is not public: alice learns neither its id nor its state.
+    assert by_line[10]["outcome"] == "duplicate" and "learnware_id" not in by_line[10]
+    assert "another user" in by_line[10]["reason"]
+
+
+def made_semantic() -> dict:
+    from wharf.examples.bundles import synthetic_learnware
+
+    return synthetic_learnware(99, seed=3).semantic
+
+
+def test_a_bulk_submission_with_nothing_to_check_ends_when_staged(market, tmp_path):
+    from wharf.market.bulk_submit import stage_batch
+
+    catalog, store, admin_id = market
+    members, _ = _submission(0, lines=("{}", json.dumps({"package": "a.zip"})))
+    job_id, staged = _stage_submission(catalog, store, admin_id, members, batch_size=10)
+    outcome = stage_batch(catalog, store, job_id, 0, max_package_bytes=MAX_PACKAGE)
+    assert outcome.finished and outcome.prefix == staged.prefix and not outcome.checks
+    with catalog.session(read_only=True) as s:
+        job = repo.get_job(s, job_id)
+    assert job.state == "succeeded" and job.result["refused"] == 2
+    assert "missing field(s): package, semantic_spec" in job.result["outcomes"][0]["reason"]
+
+
+def submit_bundle(api, body: bytes, who: str | None = "alice"):
+    return api.post(
+        "/v1/bulk-submissions",
+        headers={"Authorization": f"Bearer {api.tokens[who]}"} if who else {},
+        files={"bundle": ("s.tar", body, "application/x-tar")},
+    )
+
+
+def test_any_user_may_send_a_bundle_for_checking(api):
+    members, _ = _submission(3)
+    r = submit_bundle(api, tar_of(members, gz=True))
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert (body["entries"], body["batches"]) == (3, 1)
+    with api.catalog.session() as s:
+        job = repo.get_job(s, body["job_id"])
+        assert (job.kind, job.state, job.owner_id) == ("index", "queued", api.user_ids["alice"])
+        assert job.request["bulk_submission"] == "s.tar" and job.request["trusted"] is False
+    prefix = job.request["prefix"]
+    assert api.store.list(prefix + "/") == [f"{prefix}/bundle.tar", f"{prefix}/members.json"]
+    assert submit_bundle(api, tar_of(members), who=None).status_code == 401
+
+    # The archive rules of a trusted import apply; nothing of a refused upload is kept.
+    r = submit_bundle(api, tar_of({**members, "../evil.zip": b"x"}))
+    assert r.status_code == 422 and "leaves the bundle" in r.json()["detail"]
+    r = submit_bundle(api, tar_of({**members, "packages/big.zip": bytes(300_000)}))
+    assert r.status_code == 422 and "WHARF_MAX_UPLOAD_BYTES" in r.json()["detail"]
+    assert api.store.list("bulk/") == [f"{prefix}/bundle.tar", f"{prefix}/members.json"]
+
+
+def test_bulk_submissions_are_bounded_per_upload_and_per_user(tmp_path):
+    api = _api(tmp_path, bulk_submit_max_entries=3, max_pending_checks=5)
+    r = submit_bundle(api, tar_of(_submission(4)[0]))
+    assert r.status_code == 413, r.text
+    problem = r.json()
+    assert "WHARF_BULK_SUBMIT_MAX_ENTRIES" in problem["detail"]
+    assert (problem["entries"], problem["max_entries"]) == (4, 3)
+    assert api.store.list("bulk/") == []
+
+    alice = api.user_ids["alice"]
+    with api.catalog.session() as s:  # three checks of alice's, queued or running
+        for i in range(3):
+            job = repo.create_job(s, JobKind.check, owner_id=alice)
+            if i == 0:
+                repo.start_job(s, job.id)
+        repo.finish_job(s, repo.create_job(s, JobKind.check, owner_id=alice).id)  # ended
+    r = submit_bundle(api, tar_of(_submission(3)[0]))
+    assert r.status_code == 429, r.text
+    problem = r.json()
+    assert (problem["pending_checks"], problem["max_pending_checks"]) == (3, 5)
+    assert "WHARF_MAX_PENDING_CHECKS" in problem["detail"] and "at most 2" in problem["detail"]
+    assert r.headers["Retry-After"] == "30"
+    assert api.store.list("bulk/") == []
+
+    assert submit_bundle(api, tar_of(_submission(2)[0])).status_code == 202
+    # Its two entries count from the upload on, before they are checks: alice is at 5.
+    r = submit_bundle(api, tar_of(_submission(1, seed=4)[0]))
+    assert r.status_code == 429 and r.json()["pending_checks"] == 5, r.text
+    assert "retry when" in r.json()["detail"]
+    # Bob's quota is his own.
+    assert submit_bundle(api, tar_of(_submission(3, seed=5)[0]), who="bob").status_code == 202
+
+
+def test_a_bulk_submission_checks_the_users_own_rejected_learnware_again(market, tmp_path):
+    from wharf.market.bulk_submit import stage_batch
+
+    catalog, store, _ = market
+    members, made = _submission(1, seed=8)
+    with catalog.session() as s:
+        alice = repo.create_user(s, "alice").id
+        stale = dict(made[0].semantic, Name={"Type": "String", "Values": "old name"})
+        lw = repo.create_learnware(s, alice, stale, made[0].sha256, "packages/old.zip", 9)
+        repo.claim_for_check(s, lw.id)
+        repo.finish_check(
+            s, lw.id, accepted=False, log=REJECTED_LOG, spec_meta=None, stat_spec_json=None
+        )
+    job_id, _ = _stage_submission(catalog, store, alice, members, batch_size=10)
+    outcome = stage_batch(catalog, store, job_id, 0, max_package_bytes=MAX_PACKAGE)
+    assert [lid for _, lid in outcome.checks] == [lw.id]
+    with catalog.session(read_only=True) as s:
+        again = repo.get_learnware(s, lw.id)
+        assert again.status == "pending" and again.name == made[0].name
+        assert again.package_key == "packages/old.zip"  # the package it had: the same bytes
+    assert _end_check(catalog, outcome.checks[0][0], lw.id, accepted=True, log="ok\n")
+    with catalog.session(read_only=True) as s:
+        result = repo.get_job(s, job_id).result
+    assert result["accepted"] == 1 and result["duplicates"] == 0
+    assert result["outcomes"][0] == {
+        "line": 1,
+        "package": "packages/0.zip",
+        "outcome": "accepted",
+        "learnware_id": repo.format_id(lw.id),
+        "resubmitted": True,
+    }

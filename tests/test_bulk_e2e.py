@@ -1,10 +1,14 @@
 """Bulk indexing end to end, through real markets (the API and Celery worker processes).
 
 The source market gets the example learnwares from ``wharf bulk-index`` without
-``--trusted``: each package is submitted and checked in the sandbox. ``wharf admin export``
-writes them as a bundle, and a second market imports it with ``wharf bulk-index --trusted``:
-a chord of index tasks (two learnwares a batch here), over the embedded default (file broker
-and results) and over Redis (broker and native chords), both with SQLite and a local store.
+``--trusted``: one bulk submission (``POST /v1/bulk-submissions``) whose every package is
+checked in the sandbox. ``wharf admin export`` writes them as a bundle, and a second market
+imports it with ``wharf bulk-index --trusted``: a chord of index tasks (two learnwares a batch
+here), over the embedded default (file broker and results) and over Redis (broker and native
+chords), both with SQLite and a local store. Users' bulk submissions on default settings
+(rate limits included) get every package checked, accepted or rejected with its reason, and a
+market with small quotas refuses uploads past them with 413 and 429 while ``wharf bulk-index``
+still gets every package checked.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pytest
 from wharf.cli.main import main
 from wharf.cli.serve import LocalMarket
 from wharf.client import WharfClient, WharfError
-from wharf.examples.bundles import write_bundle
+from wharf.examples.bundles import synthetic_learnware, write_bundle, write_packages
 from wharf.examples.learnwares import build_examples
 from wharf.specification import RKME
 
@@ -113,7 +117,7 @@ def _run(argv: list[str], capsys) -> tuple[int, str]:
 def test_untrusted_bulk_index_checks_every_package(submitted, examples):
     code, out, code_again, again = submitted
     assert code == 0, out
-    assert out.startswith(f"accepted {len(examples)}, rejected 0, failed 0"), out
+    assert out.startswith(f"accepted {len(examples)}, rejected 0, refused 0, failed 0"), out
     assert code_again == 0
     assert f"already in the market {len(examples)}" in again, again
 
@@ -224,3 +228,134 @@ def test_only_admins_may_import_and_archives_are_checked(target, admin, tmp_path
     # Nothing of the refused uploads stays; the earlier imports left only their packs.
     assert sorted(p for p in objects.glob("bulk/**/*") if p.is_file()) == before
     assert before and all(p.name == "bundle.tar" for p in before)
+
+
+# -- users' bulk submissions: every package checked ------------------------------------------
+
+
+def _user(market, name: str) -> str:
+    with WharfClient(market.url, market.token) as admin:
+        return admin.create_token("bulk", user=name)["token"]
+
+
+def _broken(i: int, seed: int) -> bytes:
+    """A synthetic package whose model fails on every input (weights of the wrong width)."""
+    import zipfile
+
+    import numpy as np
+
+    source = io.BytesIO(synthetic_learnware(i, seed=seed).package)
+    out = io.BytesIO()
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename.endswith("weights.npz"):
+                weights = io.BytesIO()
+                np.savez(weights, coef=np.ones((1, 12)), intercept=np.zeros(1))
+                data = weights.getvalue()
+            zout.writestr(info, data)
+    return out.getvalue()
+
+
+def _rate_limited(market) -> list[str]:
+    import httpx
+
+    text = httpx.get(f"{market.url}/metrics").text
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith("wharf_rate_limited_requests_total{") and float(line.split()[-1])
+    ]
+
+
+def test_a_users_bundle_gets_every_entry_checked_with_reasons(source, tmp_path, capsys):
+    folder = tmp_path / "pkgs"
+    made = write_packages(folder, 3, seed=21)
+    (folder / "broken.zip").write_bytes(_broken(3, seed=21))
+    (folder / "broken.json").write_text(json.dumps(synthetic_learnware(3, seed=21).semantic))
+    unlicensed = synthetic_learnware(4, seed=21)
+    (folder / "unlicensed.zip").write_bytes(unlicensed.package)
+    (folder / "unlicensed.json").write_text(
+        json.dumps({k: v for k, v in unlicensed.semantic.items() if k != "License"})
+    )
+    (folder / "unspecified.zip").write_bytes(synthetic_learnware(5, seed=21).package)
+    (folder / "zz-copy.zip").write_bytes(made[0].package)
+    (folder / "zz-copy.json").write_text(json.dumps(made[0].semantic))
+    token = _user(source, "carol")
+
+    argv = ["bulk-index", str(folder), "--url", source.url, "--token", token, "--timeout", "300"]
+    code, out = _run(argv, capsys)
+    assert code == 1, out
+    assert out.startswith(
+        "accepted 3, rejected 1, refused 2, failed 0, already in the market 1 (of 7)"
+    ), out
+    lines = {line.split(":")[0].split(" (")[0].strip(): line for line in out.splitlines()[1:]}
+    assert ": rejected: " in lines["broken.zip"] and "learnware" in lines["broken.zip"], out
+    assert "License" in lines["unlicensed.zip"] and ": refused: " in lines["unlicensed.zip"]
+    assert "no semantic spec" in lines["unspecified.zip"]
+    assert ": duplicate: the same package as synthetic-21-0.zip" in lines["zz-copy.zip"], out
+
+    with WharfClient(source.url, token) as carol:
+        mine = carol.learnwares(mine=True)["items"]
+        assert sorted(lw["status"] for lw in mine) == ["accepted"] * 3 + ["rejected"]
+        assert {lw["owner"] for lw in mine} == {"carol"}
+        rejected = next(lw for lw in mine if lw["status"] == "rejected")
+        reason = lines["broken.zip"].split(": rejected: ", 1)[1]
+        assert reason and reason in carol.log(rejected["id"])  # the log's first failure
+        assert "REJECTED" in carol.log(rejected["id"])
+
+
+def test_bulk_index_of_dozens_on_default_rate_limits_has_no_429(source, tmp_path, capsys):
+    n = 40  # with one request per package this would take most of a minute's write budget
+    write_packages(tmp_path / "pkgs", n, seed=22)
+    token = _user(source, "dave")
+    argv = ["bulk-index", str(tmp_path / "pkgs"), "--url", source.url, "--token", token]
+    code, out = _run([*argv, "--timeout", "600"], capsys)
+    assert code == 0, out
+    assert out.startswith(f"accepted {n}, rejected 0, refused 0, failed 0"), out
+    assert "429" not in out
+    assert _rate_limited(source) == []
+    with WharfClient(source.url, token) as dave:
+        assert dave.learnwares(mine=True, status="accepted")["total"] == n
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory):
+    """A market whose users may have 10 checks waiting, 8 entries a bulk submission."""
+    with pytest.MonkeyPatch.context() as mp:
+        _embedded_env(mp)
+        mp.setenv("WHARF_MAX_PENDING_CHECKS", "10")
+        mp.setenv("WHARF_BULK_SUBMIT_MAX_ENTRIES", "8")
+        with LocalMarket(tmp_path_factory.mktemp("tight"), workers=2) as market:
+            yield market
+
+
+def test_quotas_refuse_with_4xx_and_bulk_index_still_checks_everything(tight, tmp_path, capsys):
+    from wharf.cli.bulk import find_items, pack_submission
+
+    n = 25
+    write_packages(tmp_path / "pkgs", n, seed=23)
+    token = _user(tight, "erin")
+    items = find_items(tmp_path / "pkgs")
+    with WharfClient(tight.url, token) as erin:
+        with pytest.raises(WharfError) as err:
+            erin.bulk_submit(pack_submission(items[:9], tmp_path / "nine.tar"))
+        assert err.value.status == 413 and err.value.problem["max_entries"] == 8
+        assert "WHARF_BULK_SUBMIT_MAX_ENTRIES" in str(err.value)
+        first = erin.bulk_submit(pack_submission(items[:8], tmp_path / "eight.tar"))
+        with pytest.raises(WharfError) as err:
+            erin.bulk_submit(pack_submission(items[8:11], tmp_path / "three.tar"))
+        assert err.value.status == 429 and err.value.retry_after == 30
+        assert err.value.problem["max_pending_checks"] == 10
+        assert "WHARF_MAX_PENDING_CHECKS" in str(err.value)
+        assert erin.wait(first["job_id"], timeout=300)["result"]["accepted"] == 8
+
+    # The command cuts its tars to 8 packages and waits for room: every package is checked.
+    argv = ["bulk-index", str(tmp_path / "pkgs"), "--url", tight.url, "--token", token]
+    code, out = _run([*argv, "--timeout", "600"], capsys)
+    assert code == 0, out
+    assert out.startswith(f"accepted {n - 8}, rejected 0, refused 0, failed 0"), out
+    assert f"already in the market 8 (of {n})" in out.splitlines()[0]
+    with WharfClient(tight.url, token) as erin:
+        assert erin.learnwares(mine=True, status="accepted")["total"] == n
+    assert _rate_limited(tight) == []

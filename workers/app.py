@@ -18,6 +18,9 @@ SEARCH_TASK = "wharf.search"
 # A bulk import is a chord on the index queue: one task per batch, then one that finishes it.
 BULK_BATCH_TASK = "wharf.bulk.batch"
 BULK_FINISH_TASK = "wharf.bulk.finish"
+# A bulk submission stages its bundle on the index queue, one task per batch; each sends the
+# checks of its entries to the check queue.
+BULK_SUBMIT_TASK = "wharf.bulk.submit"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -33,6 +36,7 @@ def make_celery(settings: Settings) -> Celery:
             SEARCH_TASK: {"queue": SEARCH_QUEUE},
             BULK_BATCH_TASK: {"queue": INDEX_QUEUE},
             BULK_FINISH_TASK: {"queue": INDEX_QUEUE},
+            BULK_SUBMIT_TASK: {"queue": INDEX_QUEUE},
         },
         # Result backends without native chords (the embedded file backend) poll for a
         # chord's end; the default of once a second would add up to a second to each import.

@@ -32,8 +32,15 @@ def requeue_interrupted_checks(catalog: Catalog, celery: Celery) -> list[str]:
                     if job is not None and job.state == JobState.running:
                         repo.fail_job(s, job.id, "interrupted: the market stopped during the check")
                     repo.reset_to_pending(s, lw.id)
+                    # A check of a bulk submission stays one: the new job takes the old one's
+                    # place in it.
                     new = repo.create_job(
-                        s, JobKind.check, owner_id=lw.owner_id, learnware_id=lw.id
+                        s,
+                        JobKind.check,
+                        owner_id=lw.owner_id,
+                        learnware_id=lw.id,
+                        parent_id=job.parent_id if job is not None else None,
+                        request=job.request if job is not None else None,
                     )
                     todo.append((new.id, lw.id))
     for job_id, learnware_id in todo:

@@ -14,6 +14,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_init, worker_ready
 from wharf.market import logs
+from wharf.market.bulk_submit import settle
 from wharf.market.catalog import Catalog, LearnwareStatus, repo
 from wharf.market.checker import SandboxUnavailable, check_submission, unavailable_reason
 from wharf.market.packages import PackageRef, download_package
@@ -23,6 +24,7 @@ from wharf.specification.files import dumps_spec
 
 from . import (
     bulk,  # noqa: F401 (registers the bulk-import tasks)
+    bulk_submit,
     liveness,
 )
 from .app import CHECK_QUEUE, CHECK_TASK, SEARCH_TASK, app
@@ -107,14 +109,18 @@ class JobTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         job_id = args[0] if args else task_id
         learnware_id = args[1] if len(args) > 1 else None
+        ended = None
         with catalog().session() as s:
             repo.fail_job(s, job_id, f"{type(exc).__name__}: {exc}")
             if learnware_id is not None:
                 repo.reset_to_pending(s, learnware_id)
+                ended = settle(s, job_id)
             job = repo.get_job(s, job_id)
             spec_key = (job.request or {}).get("spec_key") if job is not None else None
         if spec_key:
             store().delete(spec_key)  # a search's uploaded spec is not needed any more
+        if ended:
+            bulk_submit.release(ended)
 
 
 @app.task(
@@ -130,22 +136,29 @@ def check(self: JobTask, job_id: str, learnware_id: int) -> str:
     if job is None:
         return "already finished"
     give_up = liveness.over_loss_limit(job, settings)
+    ended = None
     with catalog().session() as s:
         lw = repo.get_learnware(s, learnware_id)
         if lw is None:
             repo.fail_job(s, job_id, "the learnware was deleted before its check ran")
-            return "deleted"
-        if give_up is not None:
+            ended, early = settle(s, job_id), "deleted"
+        elif give_up is not None:
             _reject_poison(s, job_id, lw, give_up)
-            return "gave up"
-        if lw.status in (LearnwareStatus.accepted, LearnwareStatus.rejected):
+            ended, early = settle(s, job_id), "gave up"
+        elif lw.status in (LearnwareStatus.accepted, LearnwareStatus.rejected):
             repo.finish_job(s, job_id, {"status": lw.status, "learnware_id": repo.format_id(lw.id)})
-            return lw.status
-        if not repo.claim_for_check(s, learnware_id) and lw.status != LearnwareStatus.checking:
-            return "not claimable"
-        # A learnware already 'checking' here means an earlier run of this job died mid-check.
-        package, semantic, sha256 = PackageRef.of(lw), lw.semantic_spec, lw.content_sha256
-        repo.set_progress(s, job_id, 0.05, "downloading")
+            ended, early = settle(s, job_id), str(lw.status)
+        elif not repo.claim_for_check(s, learnware_id) and lw.status != LearnwareStatus.checking:
+            early = "not claimable"
+        else:
+            # A learnware already 'checking' here means an earlier run of this job died
+            # mid-check.
+            early = None
+            package, semantic, sha256 = PackageRef.of(lw), lw.semantic_spec, lw.content_sha256
+            repo.set_progress(s, job_id, 0.05, "downloading")
+    if early is not None:
+        bulk_submit.release(ended)
+        return early
 
     with (
         liveness.heartbeat(catalog(), job_id, settings),
@@ -181,6 +194,8 @@ def check(self: JobTask, job_id: str, learnware_id: int) -> str:
             sha256=sha256,  # a package replaced meanwhile is not overwritten by this result
         )
         repo.finish_job(s, job_id, {"status": status, "learnware_id": repo.format_id(learnware_id)})
+        ended = settle(s, job_id)  # the bulk submission it belongs to, if any
+    bulk_submit.release(ended)
     log.info(
         "learnware %s %s",
         repo.format_id(learnware_id),

@@ -20,8 +20,8 @@ router = APIRouter(prefix=PATH, tags=["bulk imports"], route_class=IdentityFirst
 UNTRUSTED = (
     "only trusted bundles are imported here (send trusted=true): their learnwares are "
     "accepted without a check, so use it for bundles from a market you trust (wharf admin "
-    "export). To submit many learnwares for checking, run 'wharf bulk-index PATH' without "
-    "--trusted: it submits each package through POST /v1/learnwares."
+    "export). To submit many learnwares for checking, upload them to POST "
+    "/v1/bulk-submissions, or run 'wharf bulk-index PATH' without --trusted, which does."
 )
 
 

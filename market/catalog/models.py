@@ -227,10 +227,18 @@ class LearnwareScenario(Base):
 
 
 class Job(Base):
-    """An asynchronous job (check, search, index) that clients poll."""
+    """An asynchronous job (check, search, index) that clients poll.
+
+    The check jobs of a bulk submission name it as their ``parent_id``: the bulk job's
+    progress is the share of them that ended, and it ends with the last of them.
+    """
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_learnware_lookup", "learnware_id", "kind", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_learnware_lookup", "learnware_id", "kind", "created_at"),
+        # A user's unfinished checks, counted against their quota of pending checks.
+        Index("ix_jobs_owner_kind_state", "owner_id", "kind", "state"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
     kind: Mapped[JobKind] = mapped_column(_enum(JobKind, "job_kind"))
@@ -244,6 +252,9 @@ class Job(Base):
     )
     owner_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
     )
     request: Mapped[dict[str, Any]] = mapped_column(_json(), default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column(_json())

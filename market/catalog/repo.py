@@ -291,11 +291,13 @@ def create_learnware(
     sha256: str,
     package_key: str,
     package_size: int,
+    package_offset: int | None = None,
 ) -> Learnware:
     """Add a ``pending`` learnware; :class:`DuplicateContent` if its content is already here.
 
-    The pre-check catches the usual case; the unique constraint catches two submissions of
-    the same bytes racing each other.
+    ``package_offset``: the package is that many bytes into the object ``package_key`` (a
+    pack: a bulk submission's bundle). The pre-check catches the usual case; the unique
+    constraint catches two submissions of the same bytes racing each other.
     """
     _check_package(sha256, package_key, package_size)
     existing = find_by_sha256(s, sha256)
@@ -307,6 +309,7 @@ def create_learnware(
         content_sha256=sha256,
         package_key=package_key,
         package_size=package_size,
+        package_offset=package_offset,
     )
     _set_semantic(lw, semantic_spec)
     try:
@@ -751,12 +754,15 @@ def create_job(
     owner_id: int | None = None,
     learnware_id: int | None = None,
     request: Mapping[str, Any] | None = None,
+    parent_id: str | None = None,
 ) -> Job:
+    """A queued job; ``parent_id``: the bulk submission a check job belongs to."""
     job = Job(
         kind=JobKind(kind),
         state=JobState.queued,
         owner_id=owner_id,
         learnware_id=learnware_id,
+        parent_id=parent_id,
         request=dict(request or {}),
         progress=0.0,
         attempts=0,
@@ -768,6 +774,40 @@ def create_job(
 
 def get_job(s: Session, job_id: str) -> Job | None:
     return s.get(Job, job_id)
+
+
+def lock_job(s: Session, job_id: str) -> Job | None:
+    """Load a job for change, locking its row on PostgreSQL until the commit (on SQLite a
+    read-write session holds the database's write lock already)."""
+    return s.get(Job, job_id, with_for_update=True, populate_existing=True)
+
+
+def unfinished_checks(s: Session, owner_id: int) -> int:
+    """How many check jobs of ``owner_id`` are queued or running."""
+    stmt = select(func.count()).where(
+        Job.owner_id == owner_id, Job.kind == JobKind.check, Job.state.in_(_UNFINISHED)
+    )
+    return s.scalar(stmt) or 0
+
+
+def unfinished_jobs(s: Session, owner_id: int, kind: JobKind | str) -> list[Job]:
+    """The queued or running jobs of ``owner_id`` of one kind."""
+    stmt = select(Job).where(
+        Job.owner_id == owner_id, Job.kind == JobKind(kind), Job.state.in_(_UNFINISHED)
+    )
+    return list(s.scalars(stmt))
+
+
+def child_jobs(s: Session, parent_id: str) -> list[Job]:
+    """The jobs of a bulk submission (their ``parent_id``), oldest first."""
+    stmt = select(Job).where(Job.parent_id == parent_id).order_by(Job.created_at, Job.id)
+    return list(s.scalars(stmt))
+
+
+def child_job_counts(s: Session, parent_id: str) -> dict[JobState, int]:
+    """How many jobs of a bulk submission are in each state."""
+    stmt = select(Job.state, func.count()).where(Job.parent_id == parent_id).group_by(Job.state)
+    return {JobState(state): int(n) for state, n in s.execute(stmt)}
 
 
 def _job_update(s: Session, job_id: str, states: Iterable[JobState], **values: Any) -> bool:
