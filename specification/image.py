@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ._estimator import ParamsMixin
 from .errors import SpecificationError
 
 IMAGE_SPEC_TYPE = "RKMEImageSpecification"
@@ -52,7 +53,7 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
 }
 
 
-class RKMEImage:
+class RKMEImage(ParamsMixin):
     """Reduced kernel mean embedding of a set of images.
 
     Parameters
@@ -93,6 +94,9 @@ class RKMEImage:
     msg : str or None
         Free text carried by the reference's format.
 
+    Like :class:`~specification.rkme.RKME` it is a scikit-learn estimator: ``get_params``,
+    ``set_params``, ``sklearn.base.clone`` and ``fit(X, y=None)``.
+
     Examples
     --------
     >>> import numpy as np
@@ -105,6 +109,8 @@ class RKMEImage:
 
     spec_type = IMAGE_SPEC_TYPE
     gamma = IMAGE_GAMMA
+    #: Free text of the reference's format; a loaded spec carries its file's.
+    msg: str | None = None
 
     def __init__(
         self,
@@ -136,9 +142,8 @@ class RKMEImage:
         self.batch_size = batch_size
         self.seed = seed
         self.device = device
-        self.msg = None
 
-    def fit(self, X: Any) -> RKMEImage:
+    def fit(self, X: Any, y: Any = None) -> RKMEImage:
         for name in ("n_points", "n_models", "sample_size", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise SpecificationError(f"{name} must be ≥ 1, got {getattr(self, name)!r}")

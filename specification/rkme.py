@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._estimator import ParamsMixin
 from .errors import SpecificationError
 
 #: The reference caps K·d at this many numbers (K is lowered, but not below 20).
@@ -45,7 +46,7 @@ def effective_n_points(n_points: int, n_samples: int, n_features: int) -> int:
     return k
 
 
-class RKME:
+class RKME(ParamsMixin):
     """Reduced kernel mean embedding of a table, the reference's ``RKMETableSpecification``.
 
     Parameters
@@ -71,8 +72,15 @@ class RKME:
         Their weights (non-negative, summing to 1).
     num_points_ : int
         Number of rows the spec was fitted on.
+    n_features_in_ : int
+        Numbers in one row (the product of ``feature_shape``).
     objective_ : float
         Final βᵀK_zzβ − 2βᵀC (the squared MMD to the data minus the data's own term).
+
+    It is a scikit-learn estimator: the constructor stores its arguments as given
+    (``get_params``, ``set_params``, ``sklearn.base.clone``), ``fit(X, y=None)`` learns and
+    returns the spec. NaN and infinite entries are replaced by the mean of their column's
+    finite values.
 
     Examples
     --------
@@ -103,7 +111,7 @@ class RKME:
         self.device = device
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(self, X: Any) -> RKME:
+    def fit(self, X: Any, y: Any = None) -> RKME:
         if not (
             isinstance(self.gamma, int | float) and math.isfinite(self.gamma) and self.gamma > 0
         ):
@@ -136,6 +144,12 @@ class RKME:
     @property
     def feature_shape(self) -> tuple[int, ...]:
         return tuple(self.z_.shape[1:])
+
+    @property
+    def n_features_in_(self) -> int:
+        """Numbers in one row of the data the spec summarises (of its sentence embeddings, for
+        a text spec); only a fitted or loaded spec has it."""
+        return math.prod(self.feature_shape)
 
     @property
     def z_flat(self) -> np.ndarray:

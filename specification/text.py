@@ -31,6 +31,9 @@ class RKMEText(RKME):
     language_ : list of str
         langdetect codes of the texts' languages, most likely first (may be empty).
 
+    Like :class:`~specification.rkme.RKME` it is a scikit-learn estimator: ``get_params``,
+    ``set_params``, ``sklearn.base.clone`` and ``fit(X, y=None)``.
+
     Examples
     --------
     >>> texts = ["The match ended in a draw.", "The soup was too salty.", "Shares rose today."]
@@ -57,7 +60,7 @@ class RKMEText(RKME):
         )
         self.batch_size = batch_size
 
-    def fit(self, X: Any) -> RKMEText:
+    def fit(self, X: Any, y: Any = None) -> RKMEText:
         from .sentences import check_texts, detect_languages, embed_texts
 
         texts = check_texts(X, "X")
