@@ -6,6 +6,8 @@ It never imports torch, faiss or submitted code, and never unpickles anything.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from wharf.market import logs
@@ -18,12 +20,19 @@ from . import metrics, problems, ratelimit
 from .deps import Services, storable_query
 from .limits import BodySizeLimit, BodyTimeout, CloseUnreadBody
 from .routes import bulk, bulk_submissions, health, jobs, learnwares, searches, tokens
+from .waiting import JobWaiter
 
 #: A body's allowance beyond its file: the form's other fields (a semantic spec of up to
 #: 1 MiB, multipart's own limit for a field) and its boundaries.
 FORM_OVERHEAD_BYTES = 2 * 1024 * 1024
 #: The largest body of a route that takes no file (a token request).
 SMALL_BODY_BYTES = 64 * 1024
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await app.state.services.job_waiter.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,12 +43,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description="A learnware market: submit models with specifications, find and reuse them.",
         dependencies=[Depends(storable_query)],
+        lifespan=_lifespan,
     )
     app.state.services = services = Services(
         settings=settings,
         catalog=Catalog.create(settings.catalog_url, migrate=settings.migrate_on_start),
         store=make_store(settings, create_bucket=settings.s3_create_bucket),
         celery=make_celery(settings),
+        job_waiter=JobWaiter(settings.job_ends_redis),
     )
     problems.install(app)
     registry = metrics.install(app, services)

@@ -26,6 +26,7 @@ from wharf.market.store import ObjectStore
 
 from .forms import UNSTORABLE_TEXT, storable_text
 from .problems import Problem
+from .waiting import JobWaiter
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Services:
     catalog: Catalog
     store: ObjectStore
     celery: Celery
+    job_waiter: JobWaiter
 
 
 async def get_services(request: Request) -> Services:

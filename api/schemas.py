@@ -69,6 +69,11 @@ class JobOut(BaseModel):
 class SearchAccepted(BaseModel):
     job_id: str
     status_url: str
+    job: JobOut | None = Field(
+        default=None,
+        description="with ?wait=S: the job, ended (the answer is then 200) or still queued or "
+        "running when the wait was up (202)",
+    )
 
 
 class BulkImportAccepted(BaseModel):

@@ -4,6 +4,9 @@ client = WharfClient("http://127.0.0.1:8000", token="wharf_…")
 sub = client.submit("model.zip", semantic_spec)
 job = client.wait(sub["job_id"])
 results = client.search(spec=my_rkme, semantic={...}, top=5)
+
+Waiting for a job is a long poll: the market answers each request as soon as the job ends
+(``?wait=``), so a search that takes 20 ms is one request of about that long.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
+
+#: The longest a request of :meth:`WharfClient.wait` and :meth:`WharfClient.search` asks the
+#: market to wait for a job (``?wait=``); the market's own limit may be shorter.
+LONG_POLL_S = 30.0
+ENDED = ("succeeded", "failed")
 
 
 class WharfError(Exception):
@@ -30,6 +38,13 @@ class WharfError(Exception):
 
 class JobFailed(WharfError):
     pass
+
+
+def _succeeded(job: dict[str, Any]) -> dict[str, Any]:
+    """The ended ``job``; :class:`JobFailed` if it failed."""
+    if job["state"] == "failed":
+        raise JobFailed(200, {"detail": f"job {job['id']} failed: {job.get('error')}"})
+    return job
 
 
 class WharfClient:
@@ -133,8 +148,16 @@ class WharfClient:
         return self._json(response)
 
     # -- jobs and searches ----------------------------------------------------------------
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self._json(self.http.get(f"/v1/jobs/{job_id}"))
+    def job(self, job_id: str, *, wait: float = 0.0) -> dict[str, Any]:
+        """The job; with ``wait``, the market answers when it ends or after ``wait`` seconds
+        (at most its own limit, 30 s by default), whichever comes first."""
+        if wait <= 0:
+            return self._json(self.http.get(f"/v1/jobs/{job_id}"))
+        return self._json(
+            self.http.get(
+                f"/v1/jobs/{job_id}", params={"wait": f"{wait:g}"}, timeout=self._timeout(wait)
+            )
+        )
 
     def wait(
         self,
@@ -144,20 +167,26 @@ class WharfClient:
         poll: float = 0.05,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll a job until it finishes; raises :class:`JobFailed` if it failed."""
+        """Wait until a job ends; raises :class:`JobFailed` if it failed.
+
+        Each request asks the market to answer when the job ends (a long poll of up to
+        :data:`LONG_POLL_S`, or 1 s with ``on_progress``, so that progress shows). A market
+        that answers at once is asked again after ``poll`` seconds, growing to 1 s.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            job = self.job(job_id)
+            asked = max(0.0, min(deadline - time.monotonic(), 1.0 if on_progress else LONG_POLL_S))
+            sent = time.monotonic()
+            job = self.job(job_id, wait=asked)
             if on_progress:
                 on_progress(job)
-            if job["state"] == "succeeded":
-                return job
-            if job["state"] == "failed":
-                raise JobFailed(200, {"detail": f"job {job_id} failed: {job.get('error')}"})
+            if job["state"] in ENDED:
+                return _succeeded(job)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s")
-            time.sleep(poll)
-            poll = min(poll * 1.5, 1.0)
+            if time.monotonic() - sent < min(asked, 1.0) / 2:  # the market did not wait
+                time.sleep(poll)
+                poll = min(poll * 1.5, 1.0)
 
     def start_search(
         self,
@@ -168,8 +197,38 @@ class WharfClient:
         max_search_num: int = 5,
     ) -> str:
         """Queue a search; ``spec`` is an RKME, a spec file path, or spec JSON text/bytes."""
-        from wharf.specification.files import dumps_spec
+        return self._post_search(spec, semantic, top, max_search_num, wait=0.0)["job_id"]
 
+    def search(
+        self,
+        *,
+        spec: Any = None,
+        semantic: dict[str, Any] | None = None,
+        top: int | None = None,
+        max_search_num: int = 5,
+        timeout: float = 300.0,
+    ) -> dict[str, Any]:
+        """Search and wait for the result: one request when the search ends within
+        :data:`LONG_POLL_S`; raises :class:`JobFailed` if it failed."""
+        deadline = time.monotonic() + timeout
+        answer = self._post_search(
+            spec, semantic, top, max_search_num, wait=min(timeout, LONG_POLL_S)
+        )
+        job = answer.get("job")  # None from a market that does not wait
+        if job is not None and job["state"] in ENDED:
+            return _succeeded(job)["result"]
+        left = max(0.0, deadline - time.monotonic())
+        return self.wait(answer["job_id"], timeout=left)["result"]
+
+    def _post_search(
+        self,
+        spec: Any,
+        semantic: dict[str, Any] | None,
+        top: int | None,
+        max_search_num: int,
+        *,
+        wait: float,
+    ) -> dict[str, Any]:
         data: dict[str, Any] = {"max_search_num": str(max_search_num)}
         if semantic is not None:
             data["semantic_spec"] = json.dumps(semantic)
@@ -182,13 +241,27 @@ class WharfClient:
             elif isinstance(spec, bytes | str):
                 body = spec.encode() if isinstance(spec, str) else spec
             else:
+                from wharf.specification.files import dumps_spec  # numpy: only for an RKME
+
                 body = dumps_spec(spec).encode()
             files = {"stat_spec": ("spec.json", body, "application/json")}
-        return self._json(self.http.post("/v1/searches", data=data, files=files))["job_id"]
+        if wait <= 0:
+            return self._json(self.http.post("/v1/searches", data=data, files=files))
+        return self._json(
+            self.http.post(
+                "/v1/searches",
+                params={"wait": f"{wait:g}"},
+                data=data,
+                files=files,
+                timeout=self._timeout(wait),
+            )
+        )
 
-    def search(self, *, timeout: float = 300.0, **kwargs: Any) -> dict[str, Any]:
-        """Search and wait for the result."""
-        return self.wait(self.start_search(**kwargs), timeout=timeout)["result"]
+    def _timeout(self, wait: float) -> httpx.Timeout:
+        """The client's timeouts, with ``wait`` more seconds to read the answer."""
+        t = self.http.timeout
+        read = None if t.read is None else t.read + wait
+        return httpx.Timeout(connect=t.connect, read=read, write=t.write, pool=t.pool)
 
     # -- tokens -------------------------------------------------------------------------
     def create_token(

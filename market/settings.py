@@ -177,6 +177,10 @@ class Settings(BaseSettings):
     job_heartbeat_s: float = Field(default=5.0, gt=0)
     job_lost_after_s: float = Field(default=30.0, gt=0)
     job_max_worker_losses: int = Field(default=3, ge=1)
+    # A request may wait for a job to end (GET /v1/jobs/{id}?wait=S, POST /v1/searches?wait=S)
+    # at most this many seconds; a longer wait asked for is cut to it. Reverse proxies must
+    # allow a response this long in coming.
+    job_wait_max_s: float = Field(default=30.0, ge=0, le=600)
 
     # Search.
     search_time_limit_s: int = 120
@@ -293,6 +297,14 @@ class Settings(BaseSettings):
         """The Redis URL of the rate-limit counters, or ``None`` to count in process memory."""
         if self.rate_limit_redis_url is not None:
             return self.rate_limit_redis_url.get_secret_value()
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
+
+    @property
+    def job_ends_redis(self) -> str | None:
+        """The Redis where workers announce the jobs they end (the broker, when it is Redis),
+        or ``None``: requests waiting for a job then read the catalog now and then."""
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return None

@@ -5,6 +5,8 @@ import io
 import json
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 
 import pytest
@@ -213,6 +215,67 @@ def test_search_request_validation(api):
     spec = {"z": [[0.0, 1.0, 2.0]], "beta": [1.0], "gamma": 0.1, "num_points": 5}
     r = api.post("/v1/searches", files={"stat_spec": ("u.json", json.dumps(spec).encode())})
     assert r.status_code == 202 and "status_url" in r.json()
+
+
+def test_a_job_read_can_wait_for_its_end(api):
+    """?wait=S answers when the job ends, or after S seconds with it as it is (200 either
+    way); the embedded market has no Redis, so the API reads the job at growing pauses."""
+    r = api.post("/v1/searches", headers=auth(api, "alice"), data={"semantic_spec": "{}"})
+    job_id = r.json()["job_id"]
+    t0 = time.monotonic()
+    r = api.get(f"/v1/jobs/{job_id}", params={"wait": 0.3}, headers=auth(api, "alice"))
+    assert r.status_code == 200 and r.json()["state"] == "queued"
+    assert time.monotonic() - t0 >= 0.3
+
+    def end_soon():
+        time.sleep(0.3)
+        with api.catalog.session() as s:
+            repo.finish_job(s, job_id, {"singles": [], "mixture": None})
+
+    threading.Thread(target=end_soon).start()
+    t0 = time.monotonic()
+    r = api.get(f"/v1/jobs/{job_id}", params={"wait": 20}, headers=auth(api, "alice"))
+    assert r.status_code == 200 and r.json()["state"] == "succeeded"
+    assert r.json()["result"]["singles"] == []
+    assert time.monotonic() - t0 < 10  # answered at the end, not at the wait's
+    # other users' jobs stay private, waiting or not; a wait must be a number of seconds
+    r = api.get(f"/v1/jobs/{job_id}", params={"wait": 5}, headers=auth(api, "bob"))
+    assert r.status_code == 404
+    for bad in ("-1", "nan", "inf", "soon"):
+        r = api.get(f"/v1/jobs/{job_id}", params={"wait": bad}, headers=auth(api, "alice"))
+        assert r.status_code == 422 and r.json()["detail"].startswith("query.wait: "), bad
+
+
+def test_a_wait_is_cut_to_the_markets_longest(tmp_path):
+    from wharf.api.app import create_app
+
+    settings = Settings(data_dir=tmp_path, job_wait_max_s=0.2)
+    client = TestClient(create_app(settings))
+    job_id = client.post("/v1/searches", data={"semantic_spec": "{}"}).json()["job_id"]
+    t0 = time.monotonic()
+    r = client.get(f"/v1/jobs/{job_id}", params={"wait": 600})
+    assert r.status_code == 200 and r.json()["state"] == "queued"
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_search_can_wait_for_its_result(api):
+    """POST /v1/searches?wait=S: 202 with the job still queued when the wait is up (no worker
+    runs here), and a long-poll read counts as one request against the read budget."""
+    r = api.post(
+        "/v1/searches",
+        params={"wait": 0.2},
+        headers=auth(api, "alice"),
+        data={"semantic_spec": "{}"},
+    )
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["job"]["id"] == body["job_id"] and body["job"]["state"] == "queued"
+    assert api.post("/v1/searches", headers=auth(api, "alice"), data={}).json()["job"] is None
+    before = api.get("/v1/learnwares", headers=auth(api, "alice"))
+    waited = api.get(f"/v1/jobs/{body['job_id']}?wait=0.5", headers=auth(api, "alice"))
+    after = api.get("/v1/learnwares", headers=auth(api, "alice"))
+    remaining = [int(x.headers["RateLimit-Remaining"]) for x in (before, waited, after)]
+    assert remaining == [remaining[0], remaining[0] - 1, remaining[0] - 2]
 
 
 def test_tokens_create_list_revoke(api):

@@ -16,6 +16,7 @@ from wharf.cli.serve import LocalMarket
 from wharf.client import WharfClient, WharfError
 from wharf.examples.learnwares import build_examples
 from wharf.specification import RKME
+from wharf.specification.files import dumps_spec
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +101,31 @@ def test_valid_packages_are_accepted_with_their_spec(accepted, users, examples):
     assert lw["spec"]["type"] == "RKMETableSpecification" and lw["spec"]["shape"] == [64]
     log = users["alice"].log(accepted["digits 0-4"])
     assert "accepted" in log.lower()
+
+
+def test_a_search_answers_with_its_result_in_one_request(accepted, users, examples):
+    """POST /v1/searches?wait=S: the API holds the request until a worker ends the search
+    (announced over Redis in the services market; read from the catalog at growing pauses in
+    the embedded one) and answers 200 with the job and its result. A read of an ended job
+    with ?wait answers at once."""
+    ex = next(e for e in examples if e.name == "digits 5-9")
+    spec = dumps_spec(RKME(n_points=50, seed=1, device="cpu").fit(ex.X_test))
+    http = users["bob"].http
+    r = http.post(
+        "/v1/searches",
+        params={"wait": 30},
+        data={"top": "3"},
+        files={"stat_spec": ("u.json", spec, "application/json")},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    job = r.json()["job"]
+    assert job["id"] == r.json()["job_id"] and job["state"] == "succeeded"
+    assert job["result"]["singles"][0]["id"] == accepted["digits 5-9"]
+    t0 = time.monotonic()
+    again = http.get(f"/v1/jobs/{job['id']}", params={"wait": 30}, timeout=60)
+    assert again.status_code == 200 and again.json()["result"] == job["result"]
+    assert time.monotonic() - t0 < 10
 
 
 def test_download_equals_upload(accepted, users, examples, tmp_path):

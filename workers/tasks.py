@@ -17,6 +17,7 @@ from wharf.market import logs
 from wharf.market.bulk_submit import settle
 from wharf.market.catalog import Catalog, LearnwareStatus, repo
 from wharf.market.checker import SandboxUnavailable, check_submission, unavailable_reason
+from wharf.market.jobends import announcer
 from wharf.market.packages import PackageRef, download_package
 from wharf.market.settings import get_settings
 from wharf.market.store import make_store
@@ -77,7 +78,9 @@ def _start_reaper(sender, **_) -> None:
 
 @cache
 def catalog() -> Catalog:
-    return Catalog(settings.catalog_url)
+    catalog = Catalog(settings.catalog_url)
+    catalog.on_jobs_ended = announcer(settings)  # wakes the requests waiting for them
+    return catalog
 
 
 @cache

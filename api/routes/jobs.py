@@ -1,30 +1,72 @@
-"""``/v1/jobs/{id}``: the state, progress and result of a check or search."""
+"""``/v1/jobs/{id}``: the state, progress and result of a check or search.
+
+``?wait=S`` asks the market to answer when the job ends, or after ``S`` seconds (at most
+``WHARF_JOB_WAIT_MAX_S``) with the job as it is then (:mod:`api.waiting`).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from wharf.market.catalog import Job, JobKind, Role, repo
+from typing import Annotated
 
-from ..deps import IdentityFirstRoute, Reader, SessionDep
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+from wharf.market.catalog import Job, JobKind, JobState, Role, User, repo
+
+from ..deps import IdentityFirstRoute, Reader, Services, ServicesDep
 from ..problems import Problem
 from ..schemas import JobOut
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=IdentityFirstRoute)
 
+ENDED = (JobState.succeeded, JobState.failed)
+
+#: The ``wait`` query parameter of the routes that can wait for a job.
+Wait = Annotated[
+    float,
+    Query(
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds to wait for the job to end before answering (at most the "
+        "market's WHARF_JOB_WAIT_MAX_S, 30 by default); the answer comes as soon as it ends, "
+        "or with the job still queued or running when the time is up",
+    ),
+]
+
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(session: SessionDep, user: Reader, job_id: str) -> JobOut:
-    job = repo.get_job(session, job_id) if len(job_id) == 32 and job_id.isalnum() else None
-    if job is None:
-        raise Problem(404, f"no job {job_id!r}")
-    if job.owner_id is not None and not (
-        user is not None and (user.id == job.owner_id or user.role == Role.admin)
-    ):
-        raise Problem(404, f"no job {job_id!r}")  # other users' jobs are private
-    out = to_out(job)
-    if job.kind == JobKind.search and job.result:
-        out.result = without_withdrawn(session, job.result)
-    return out
+async def get_job(services: ServicesDep, user: Reader, job_id: str, wait: Wait = 0) -> JobOut:
+    job = await run_in_threadpool(read_job, services, job_id, user)
+    if job.state not in ENDED and wait > 0:
+        job = await wait_for_job(services, job_id, user, wait)
+    return job
+
+
+def read_job(services: Services, job_id: str, user: User | None) -> JobOut:
+    """The job as its owner (or an admin) sees it; 404 for anyone else, as for no job."""
+    with services.catalog.session(read_only=True) as session:
+        job = repo.get_job(session, job_id) if len(job_id) == 32 and job_id.isalnum() else None
+        if job is None:
+            raise Problem(404, f"no job {job_id!r}")
+        if job.owner_id is not None and not (
+            user is not None and (user.id == job.owner_id or user.role == Role.admin)
+        ):
+            raise Problem(404, f"no job {job_id!r}")  # other users' jobs are private
+        out = to_out(job)
+        if job.kind == JobKind.search and job.result:
+            out.result = without_withdrawn(session, job.result)
+        return out
+
+
+async def wait_for_job(
+    services: Services, job_id: str, user: User | None, seconds: float
+) -> JobOut:
+    """The job once it has ended, or after ``seconds`` (cut to the market's longest wait)."""
+    return await services.job_waiter.wait(
+        job_id,
+        lambda: run_in_threadpool(read_job, services, job_id, user),
+        lambda job: job.state in ENDED,
+        min(seconds, services.settings.job_wait_max_s),
+    )
 
 
 def without_withdrawn(session, result: dict) -> dict:

@@ -1,4 +1,6 @@
-"""``/v1/searches``: queue a search for learnwares that fit a requirement."""
+"""``/v1/searches``: queue a search for learnwares that fit a requirement; with ``?wait=S``,
+answer with the job once it has ended (200), or after ``S`` seconds with it still queued or
+running (202), as ``GET /v1/jobs/{id}?wait=S`` does."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
-from wharf.market.catalog import JobKind, repo
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from wharf.market.catalog import JobKind, User, repo
 from wharf.market.settings import Settings
 from wharf.market.store import ObjectTooLarge, StoreError
 from wharf.specification.errors import SpecificationError
@@ -23,14 +27,22 @@ from ..enqueue import enqueue_search, job_url
 from ..forms import semantic_spec_field
 from ..problems import Problem
 from ..schemas import SearchAccepted
+from .jobs import ENDED, Wait, wait_for_job
 
 PATH = "/v1/searches"
 router = APIRouter(prefix=PATH, tags=["searches"], route_class=IdentityFirstRoute)
 
 
-@router.post("", status_code=202, response_model=SearchAccepted, dependencies=[FormFields])
-def create_search(
+@router.post(
+    "",
+    status_code=202,
+    response_model=SearchAccepted,
+    dependencies=[FormFields],
+    responses={200: {"model": SearchAccepted, "description": "with ?wait=S: the search ended"}},
+)
+async def create_search(
     request: Request,
+    response: Response,
     services: ServicesDep,
     session: SessionDep,
     user: Reader,
@@ -42,7 +54,29 @@ def create_search(
     ] = None,
     top: Annotated[int | None, Form(ge=1, le=1000)] = None,
     max_search_num: Annotated[int, Form(ge=1, le=10, description="mixture size")] = 5,
+    wait: Wait = 0,
 ) -> SearchAccepted:
+    job_id = await run_in_threadpool(
+        _queue_search, services, session, user, semantic_spec, stat_spec, top, max_search_num
+    )
+    accepted = SearchAccepted(job_id=job_id, status_url=job_url(request, job_id))
+    if wait > 0:
+        accepted.job = await wait_for_job(services, job_id, user, wait)
+        if accepted.job.state in ENDED:
+            response.status_code = 200
+    return accepted
+
+
+def _queue_search(
+    services: Services,
+    session: Session,
+    user: User | None,
+    semantic_spec: str | None,
+    stat_spec: UploadFile | None,
+    top: int | None,
+    max_search_num: int,
+) -> str:
+    """Check the requirement, store its spec, create the job and send it; the job's id."""
     semantic = semantic_spec_field(semantic_spec, requirement=True) if semantic_spec else None
     spec_text, spec = _read_spec(stat_spec, services.settings) if stat_spec else (None, None)
     request_fields = {"semantic": semantic, "top": top, "max_search_num": max_search_num}
@@ -75,7 +109,7 @@ def create_search(
                 services.store.delete(request_fields["spec_key"])
         raise
     enqueue_search(services, session, job)
-    return SearchAccepted(job_id=job.id, status_url=job_url(request, job.id))
+    return job.id
 
 
 def _read_spec(upload: UploadFile, settings: Settings) -> tuple[bytes, RKME]:

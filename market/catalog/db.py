@@ -20,7 +20,8 @@ Engines must not cross ``fork()``: build the :class:`Catalog` in each worker pro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from wharf.specification.jsonio import dump_json, load_json
 
 from .errors import CatalogUnavailable
+from .repo import ENDED_JOBS
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 _READ_ONLY = "wharf_read_only"
+log = logging.getLogger("wharf.catalog")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -89,6 +92,10 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def _forget_ended_jobs(session: Session) -> None:
+    session.info.pop(ENDED_JOBS, None)  # rolled back: they did not end
+
+
 class Catalog:
     """The catalog database: an engine, its sessions and a readiness probe.
 
@@ -99,6 +106,11 @@ class Catalog:
     ...     user = repo.create_user(s, "alice")
     """
 
+    #: Called with the ids of the jobs a transaction ended (:func:`repo.finish_job`,
+    #: :func:`repo.fail_job`) once it has committed: workers announce them there to the
+    #: requests waiting for them (:mod:`market.jobends`). Its errors are logged, not raised.
+    on_jobs_ended: Callable[[list[str]], None] | None = None
+
     def __init__(self, engine: Engine | str):
         """Use ``engine``, or make one for a URL (without migrating: see :meth:`create`)."""
         self.engine = make_engine(engine) if isinstance(engine, str) else engine
@@ -106,6 +118,16 @@ class Catalog:
         self._read_only_sessions = make_sessionmaker(
             self.engine.execution_options(**{_READ_ONLY: True, "postgresql_readonly": True})
         )
+        event.listen(self.sessions, "after_commit", self._announce_ended_jobs)
+        event.listen(self.sessions, "after_rollback", _forget_ended_jobs)
+
+    def _announce_ended_jobs(self, session: Session) -> None:
+        ended = session.info.pop(ENDED_JOBS, None)
+        if ended and self.on_jobs_ended is not None:
+            try:
+                self.on_jobs_ended(sorted(ended))
+            except Exception:  # the commit stands; waiting requests find the end themselves
+                log.warning("could not announce the end of jobs %s", sorted(ended), exc_info=True)
 
     @classmethod
     def create(cls, url: str, *, migrate: bool = True, **engine_kwargs: Any) -> Catalog:

@@ -921,23 +921,42 @@ def advance_progress(s: Session, job_id: str, delta: float, *, cap: float = 0.99
 
 def finish_job(s: Session, job_id: str, result: Mapping[str, Any] | None = None) -> bool:
     """Mark a job succeeded with its (small, JSON) result; ``False`` if already finished."""
-    return _job_update(
+    return _job_ended(
         s,
         job_id,
-        _UNFINISHED,
-        state=JobState.succeeded,
-        progress=1.0,
-        result=None if result is None else dict(result),
-        error=None,
-        finished_at=utcnow(),
+        _job_update(
+            s,
+            job_id,
+            _UNFINISHED,
+            state=JobState.succeeded,
+            progress=1.0,
+            result=None if result is None else dict(result),
+            error=None,
+            finished_at=utcnow(),
+        ),
     )
 
 
 def fail_job(s: Session, job_id: str, error: str) -> bool:
     """Mark a job failed with a message a person can act on; ``False`` if already finished."""
-    return _job_update(
-        s, job_id, _UNFINISHED, state=JobState.failed, error=error, finished_at=utcnow()
+    return _job_ended(
+        s,
+        job_id,
+        _job_update(
+            s, job_id, _UNFINISHED, state=JobState.failed, error=error, finished_at=utcnow()
+        ),
     )
+
+
+#: Where a session keeps the ids of the jobs it ended, announced once it commits
+#: (:attr:`Catalog.on_jobs_ended`).
+ENDED_JOBS = "wharf_ended_jobs"
+
+
+def _job_ended(s: Session, job_id: str, ended: bool) -> bool:
+    if ended:
+        s.info.setdefault(ENDED_JOBS, set()).add(job_id)
+    return ended
 
 
 def latest_job_for(s: Session, learnware_id: int, kind: JobKind | str) -> Job | None:
