@@ -13,7 +13,7 @@ from wharf.client import WharfClient
 from wharf.specification import RKME
 
 from .market import print_results
-from .serve import LocalMarket
+from .serve import LocalMarket, stop_on_signals
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from wharf.examples.learnwares import build_examples
 
-    with tempfile.TemporaryDirectory(prefix="wharf-demo-") as tmp:
+    # Ctrl-C, SIGTERM or SIGHUP stop the market's processes and remove the folder.
+    with stop_on_signals(), tempfile.TemporaryDirectory(prefix="wharf-demo-") as tmp:
         data_dir = Path(args.data_dir) if args.data_dir else Path(tmp) / "market"
         examples = build_examples(Path(tmp) / "packages")
         print(f"Starting a market in {data_dir} (API + {args.workers} worker processes)…")

@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from wharf.client import WharfError
-from wharf.specification import SpecificationError
-
-from . import bulk, demo, market, serve, spec
-from .serve import MarketNotStarted
+from . import bulk, demo, example, market, serve, spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parsers(sub)
     market.add_parsers(sub)
     bulk.add_parser(sub)
+    example.add_parser(sub)
     return parser
 
 
@@ -29,8 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecificationError, WharfError, MarketNotStarted) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from .errors import explain  # a user's mistake is one line saying what to do
+
+        message = explain(exc, args)
+        if message is None:
+            raise  # a bug: its traceback helps
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 

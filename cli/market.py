@@ -1,4 +1,5 @@
-"""Commands that talk to a running market over HTTP: submit, jobs, search, download, token."""
+"""Commands that talk to a running market over HTTP: submit, update, delete, jobs, log, search,
+download, token."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wharf.client import WharfClient
+from wharf.client import WharfClient, WharfError
 
 from . import admin as admin_local
+from .errors import CliError, input_file, output_file
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -37,11 +39,34 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("jobs", help="show a job (check or search)")
+    p = sub.add_parser(
+        "update",
+        help="send a new package or semantic spec for your learnware (a rejected one is "
+        "checked again)",
+    )
+    p.add_argument("learnware_id")
+    p.add_argument("--package", help="the new learnware zip")
+    p.add_argument("--semantic", help="the new semantic spec JSON file")
+    p.add_argument("--wait", action="store_true", help="wait for the check and print its outcome")
+    add_common(p)
+    p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("delete", help="delete your learnware (its package can be submitted again)")
+    p.add_argument("learnware_id")
+    add_common(p)
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("jobs", help="show a job: a check's verdict, a search's results")
     p.add_argument("job_id")
     p.add_argument("--watch", action="store_true", help="follow its progress until it finishes")
+    p.add_argument("--json", action="store_true", help="print the job as JSON")
     add_common(p)
     p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("log", help="print the check log of your learnware")
+    p.add_argument("learnware_id")
+    add_common(p)
+    p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("search", help="search the market for learnwares that fit your data")
     src = p.add_mutually_exclusive_group()
@@ -69,7 +94,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("download", help="download a learnware package")
     p.add_argument("learnware_id")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="the zip to write, or a folder")
     add_common(p)
     p.set_defaults(func=cmd_download)
 
@@ -94,9 +119,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _read_json(path: str) -> Any:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SystemExit(f"error: cannot read {path}: {exc}") from None
+        return json.loads(input_file(path, "JSON file").read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: not UTF-8 text; a JSON file is expected") from None
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
 
 
 def _progress(job: dict[str, Any]) -> None:
@@ -110,34 +139,153 @@ def _progress(job: dict[str, Any]) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    package = input_file(args.package, "learnware zip")
+    semantic = _read_json(args.semantic)
     with client_for(args) as client:
-        sub = client.submit(args.package, _read_json(args.semantic))
+        sub = client.submit(package, semantic)
         print(f"learnware {sub['learnware_id']}: {sub['status']} (job {sub['job_id']})")
+        if sub.get("resubmitted"):
+            print(
+                f"this package is your rejected learnware {sub['learnware_id']}: it is checked "
+                "again, with the semantic spec sent now",
+                file=sys.stderr,
+            )
         if not args.wait:
             return 0
-        client.wait(sub["job_id"], on_progress=_progress)
-        print(file=sys.stderr)
-        lw = client.learnware(sub["learnware_id"])
-        print(f"learnware {lw['id']}: {lw['status']}")
-        if lw["status"] != "accepted":
-            print(client.log(lw["id"]), end="")
-            return 1
+        return _follow_check(client, sub["learnware_id"], sub["job_id"])
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    if args.package is None and args.semantic is None:
+        raise CliError("give --package, --semantic or both: what to change")
+    package = input_file(args.package, "learnware zip") if args.package else None
+    semantic = _read_json(args.semantic) if args.semantic else None
+    with client_for(args) as client:
+        out = client.update(args.learnware_id, semantic_spec=semantic, package=package)
+        if not out["job_id"]:
+            print(f"learnware {out['learnware_id']}: updated; still {out['status']}")
+            return 0
+        print(f"learnware {out['learnware_id']}: {out['status']} (job {out['job_id']})")
+        if not args.wait:
+            return 0
+        return _follow_check(client, out["learnware_id"], out["job_id"])
+
+
+def _follow_check(client: WharfClient, learnware_id: str, job_id: str) -> int:
+    """Wait for a check; print the verdict, and the log with what to do if it is rejected."""
+    client.wait(job_id, on_progress=_progress)
+    print(file=sys.stderr)
+    lw = client.learnware(learnware_id)
+    print(f"learnware {lw['id']}: {lw['status']}")
+    if lw["status"] == "accepted":
+        return 0
+    log = client.log(lw["id"])
+    print(log, end="")
+    print(f"{_reason(log)}\n{_fix_hint(lw['id'])}", file=sys.stderr)
+    return 1
+
+
+def _reason(log: str) -> str:
+    """The line of a check log that says why it failed: its first FAIL, without the time."""
+    for line in log.splitlines():
+        _, _, rest = line.partition(" ")
+        level, _, message = rest.strip().partition(" ")
+        if level == "FAIL" and message.strip() != "REJECTED":
+            return f"rejected: {message.strip()}"
+    last = [line.strip() for line in log.splitlines() if line.strip()]
+    return f"rejected: {last[-1]}" if last else "rejected"
+
+
+def _fix_hint(learnware_id: str) -> str:
+    return (
+        f"fix it: `wharf update {learnware_id} --package ZIP --semantic JSON` (either or both) "
+        "checks it again"
+    )
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        client.delete(args.learnware_id)
+    print(f"learnware {args.learnware_id} deleted; its package can be submitted again")
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        print(client.log(args.learnware_id), end="")
     return 0
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         if args.watch:
-            job = client.wait(args.job_id, on_progress=_progress)
-            print(file=sys.stderr)
+            try:
+                job = client.wait(args.job_id, on_progress=_progress)
+            except Exception as exc:  # a failed job is shown like any other
+                if type(exc).__name__ != "JobFailed":
+                    raise
+                job = client.job(args.job_id)
+            finally:
+                print(file=sys.stderr)
         else:
             job = client.job(args.job_id)
-    print(json.dumps(job, indent=2))
-    return 0 if job["state"] != "failed" else 1
+        if args.json:
+            print(json.dumps(job, indent=2))
+            return 0 if job["state"] != "failed" else 1
+        return _print_job(client, job)
+
+
+def _status_now(client: WharfClient, learnware_id: str) -> str:
+    try:
+        return client.learnware(learnware_id)["status"]
+    except WharfError as exc:
+        if exc.status != 404:
+            raise
+        return "deleted"
+
+
+def _print_job(client: WharfClient, job: dict[str, Any]) -> int:
+    """A job for people: a check's verdict on its learnware, a search's results, or the
+    state of any other job. 1 for a failed job or a rejected learnware."""
+    state, kind = job["state"], job["kind"]
+    done = state in ("succeeded", "failed")
+    where = f"{job.get('stage') or state}, {100 * (job.get('progress') or 0):.0f}%"
+    lid = job.get("learnware_id")
+    if kind == "check" and lid:
+        if state == "failed":
+            print(f"learnware {lid}: the check failed: {job.get('error')}")
+            return 1
+        if state == "queued":
+            print(f"learnware {lid}: waiting for a check worker (job queued)")
+            return 0
+        if not done:
+            print(f"learnware {lid}: being checked ({where})")
+            return 0
+        now = _status_now(client, lid)
+        status = (job.get("result") or {}).get("status") or now
+        if status != now:  # an older check: its log has been replaced since
+            print(f"learnware {lid}: {status} by this check; {now} now")
+        else:
+            print(f"learnware {lid}: {status}")
+            if status == "rejected":
+                print(f"  {_reason(client.log(lid))}")
+                print(f"  the whole log: wharf log {lid}; {_fix_hint(lid)}")
+        return 1 if status == "rejected" else 0
+    if state == "failed":
+        print(f"{kind} job {job['id']}: failed: {job.get('error')}")
+        return 1
+    if kind == "search" and state == "succeeded":
+        print_results(job.get("result") or {})
+        return 0
+    print(f"{kind} job {job['id']}: {state}" + ("" if done else f" ({where})"))
+    for key, value in (job.get("result") or {}).items():
+        if isinstance(value, str | int | float):
+            print(f"  {key}: {value}")
+    return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    spec: Any = args.rkme
+    spec: Any = input_file(args.rkme, "RKME spec JSON") if args.rkme else None
     if args.data:
         from .spec import fit_file  # the RKME is computed here: raw data never leaves
 
@@ -152,7 +300,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
     semantic = _read_json(args.semantic) if args.semantic else None
     if spec is None and semantic is None:
-        raise SystemExit("error: give --rkme, --data or --semantic")
+        raise CliError("give --rkme, --data or --semantic: what to search for")
     with client_for(args) as client:
         result = client.search(spec=spec, semantic=semantic, top=args.top)
     if args.json:
@@ -183,8 +331,12 @@ def print_results(result: dict[str, Any]) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    target = Path(args.output)
+    if target.is_dir():  # into a folder, like cp
+        target = target / f"learnware-{args.learnware_id}.zip"
+    output_file(target)
     with client_for(args) as client:
-        path = client.download(args.learnware_id, args.output)
+        path = client.download(args.learnware_id, target)
     print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0
 

@@ -21,6 +21,7 @@ from wharf.specification.package import read_package
 from wharf.specification.semantic import SemanticSpec, check_text_lengths
 
 from .datafiles import KINDS, read_data
+from .errors import output_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -119,6 +120,7 @@ def describe_spec(spec: Any) -> str:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    output_file(args.output)  # before the fit, which may take a while
     t0 = time.perf_counter()
     spec = fit_file(
         args.input,

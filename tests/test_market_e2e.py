@@ -311,6 +311,69 @@ def test_cli_against_a_running_market(
     assert "only admins" in capsys.readouterr().err
 
 
+def test_cli_a_rejected_learnware_is_fixed_and_sent_again(
+    users, examples, market, tmp_path, monkeypatch, capsys
+):
+    """A user's way through a rejection with the CLI: the verdict and its reason, the same
+    package sent again with a fixed semantic spec, an update, a delete that frees the bytes."""
+    from wharf.cli.main import main
+
+    monkeypatch.setenv("WHARF_URL", market.url)
+    monkeypatch.setenv("WHARF_TOKEN", users["alice"].http.headers["Authorization"].split()[1])
+    ex = next(e for e in examples if e.name == "digits even")
+    top = next(iter(zipfile.ZipFile(ex.package).namelist())).split("/")[0]
+    package = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}/FIX.txt": b"1"})
+    right, wrong = tmp_path / "right.json", tmp_path / "wrong.json"
+    right.write_text(json.dumps(ex.semantic))
+    wrong.write_text(json.dumps({**ex.semantic, "Output": {"Dimension": 3, "Description": {}}}))
+    reason = (
+        "rejected: outputs are class scores of width 10 but the semantic Output.Dimension is 3; "
+        "they must be equal"
+    )
+
+    assert main(["submit", str(package), "--semantic", str(wrong), "--wait"]) == 1
+    out, err = capsys.readouterr()
+    first = out.splitlines()[0].split()
+    lid, job = first[1].rstrip(":"), first[-1].rstrip(")")
+    assert f"learnware {lid}: rejected" in out.splitlines()
+    assert reason in err.splitlines()
+    assert main(["jobs", job]) == 1
+    assert capsys.readouterr().out == (
+        f"learnware {lid}: rejected\n  {reason}\n  the whole log: wharf log {lid}; fix it: "
+        f"`wharf update {lid} --package ZIP --semantic JSON` (either or both) checks it again\n"
+    )
+    assert main(["jobs", job, "--json"]) == 0
+    raw = json.loads(capsys.readouterr().out)
+    assert raw["state"] == "succeeded" and raw["result"]["status"] == "rejected"
+    assert main(["log", lid]) == 0
+    assert "FAIL REJECTED" in capsys.readouterr().out
+
+    # The same package again, with the semantic spec fixed: checked again under its id.
+    assert main(["submit", str(package), "--semantic", str(right), "--wait"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == f"learnware {lid}: accepted"
+    assert f"this package is your rejected learnware {lid}: it is checked again" in err
+    again_job = out.splitlines()[0].split()[-1].rstrip(")")
+    assert main(["jobs", again_job]) == 0
+    assert capsys.readouterr().out == f"learnware {lid}: accepted\n"
+    assert main(["jobs", job]) == 1  # the first check's verdict stands, with what came after
+    assert capsys.readouterr().out == f"learnware {lid}: rejected by this check; accepted now\n"
+
+    newer = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}/FIX.txt": b"2"})
+    assert main(["update", lid, "--package", str(newer), "--wait"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"learnware {lid}: accepted"
+    assert main(["update", lid, "--semantic", str(right)]) == 0
+    assert capsys.readouterr().out == f"learnware {lid}: updated; still accepted\n"
+
+    assert main(["delete", lid]) == 0
+    capsys.readouterr()
+    assert main(["submit", str(newer), "--semantic", str(right)]) == 0  # its bytes are free
+    out = capsys.readouterr().out.split()
+    assert out[1].rstrip(":") != lid
+    users["alice"].wait(out[-1].rstrip(")"), timeout=180)
+    users["alice"].delete(out[1].rstrip(":"))
+
+
 def test_interrupted_checks_are_queued_again_at_start(examples, tmp_path, monkeypatch):
     """A worker died mid-check and the embedded broker lost the message: the next start
     puts the check back in the queue."""

@@ -80,7 +80,10 @@ def _start_up(tmp_path: Path) -> tuple[subprocess.Popen, int, set[int]]:
         watchdog.cancel()
     deadline = time.monotonic() + 60
     while len(tree := _descendants(proc.pid)) < 3:  # the API, the worker and its pool process
-        assert time.monotonic() < deadline, tree
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            logs = {p.name: p.read_text()[-2000:] for p in (tmp_path / "logs").glob("*.log")}
+            pytest.fail(f"the market did not stay up: {proc.stderr.read()} {tree} {logs}")
         time.sleep(0.2)
     return proc, port, tree
 
