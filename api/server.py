@@ -1,5 +1,6 @@
-"""uvicorn's HTTP protocol with the limits uvicorn lacks: ``uvicorn wharf.api.main:app --http
-wharf.api.server:HttpProtocol`` (what ``wharf up`` and the container's ``api`` role run).
+"""uvicorn's HTTP protocol with the limits uvicorn lacks: ``uvicorn --factory
+wharf.api.main:create_app --http wharf.api.server:HttpProtocol`` (what ``wharf up`` and the
+container's ``api`` role run).
 
 uvicorn keeps a connection open for as long as a request's headers trickle in, a byte every
 few seconds, and (with httptools) buffers headers of any size. This protocol adds:

@@ -18,13 +18,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
-from wharf.market.catalog import Catalog, Role, repo
-from wharf.workers.app import QUEUES, make_celery
-from wharf.workers.recovery import requeue_interrupted_checks
+if TYPE_CHECKING:
+    from wharf.market.catalog import Catalog
 
 TOKEN_FILE = "admin-token"
+#: The queues a worker takes unless told (wharf.workers.app.QUEUES: its import is not free, and
+#: ``wharf --help`` builds this parser).
+ALL_QUEUES = "check,search,index"
 
 
 class MarketNotStarted(RuntimeError):
@@ -92,7 +94,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("worker", help="run one Celery worker process")
-    p.add_argument("--queues", default=",".join(QUEUES), help="comma-separated: check,search,index")
+    p.add_argument("--queues", default=ALL_QUEUES, help=f"comma-separated: {ALL_QUEUES}")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--name", default=None, help="worker node name")
     p.set_defaults(func=cmd_worker)
@@ -128,6 +130,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def ensure_admin(catalog: Catalog, data_dir: Path, max_days: int = 0) -> str:
     """The admin token of this data directory: reused if still valid, else created (to live
     ``max_days``, the market's token lifetime; 0: forever)."""
+    from wharf.market.catalog import Role, repo
+
     path = data_dir / TOKEN_FILE
     with catalog.session() as s:
         if path.exists():
@@ -171,6 +175,8 @@ def _holder(host: str, port: int) -> str:
     """Who has the port, in words: a Wharf market, if one answers there."""
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}"
+    import httpx
+
     try:
         info = httpx.get(f"{url}/openapi.json", timeout=1).json().get("info", {})
         if info.get("title") == "Wharf":
@@ -220,7 +226,10 @@ class LocalMarket:
             raise
 
     def _start(self) -> LocalMarket:
+        from wharf.market.catalog import Catalog
         from wharf.market.settings import Settings
+        from wharf.workers.app import make_celery
+        from wharf.workers.recovery import requeue_interrupted_checks
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logs = self.data_dir / "logs"
@@ -239,15 +248,14 @@ class LocalMarket:
         self.token = ensure_admin(catalog, self.data_dir, settings.token_max_days)
         self.requeued = requeue_interrupted_checks(catalog, make_celery(settings))
         for i in range(self.n_workers):
-            self._spawn(
-                worker_command(",".join(QUEUES), 1, f"worker{i}@%h"), logs / f"worker{i}.log"
-            )
+            self._spawn(worker_command(ALL_QUEUES, 1, f"worker{i}@%h"), logs / f"worker{i}.log")
         self._spawn(
             [
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "wharf.api.main:app",
+                "--factory",  # the app is made in the server's process (api/main.py)
+                "wharf.api.main:create_app",
                 "--http",
                 "wharf.api.server:HttpProtocol",  # uvicorn's, with a header timeout (api/server.py)
                 "--host",
@@ -278,6 +286,8 @@ class LocalMarket:
             )
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
+        import httpx
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for p in self.procs:

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Entry point of the Wharf images: one image per target, one role per container.
 #
-#   api                        uvicorn wharf.api.main:app on port 8000 (extra arguments go to uvicorn)
+#   api                        the API (uvicorn) on port 8000 (extra arguments go to uvicorn)
 #   worker QUEUES [CONCURRENCY] a Celery worker (wharf worker) for QUEUES, e.g. "check" or "search"
 #   migrate                    migrate the catalog at $WHARF_DATABASE_URL to the latest schema
 #   create-admin-token [USER]  print a new API token of an admin user (created if missing)
@@ -47,9 +47,11 @@ fi
 
 case "$role" in
     api)
-        # wharf.api.server:HttpProtocol: uvicorn's own, with a header timeout and a header size cap.
-        exec python -m uvicorn wharf.api.main:app --host 0.0.0.0 --port 8000 --no-server-header \
-            --http wharf.api.server:HttpProtocol "$@"
+        # The app is made by a factory in each uvicorn process (importing wharf.api.main does
+        # nothing); wharf.api.server:HttpProtocol is uvicorn's own, with a header timeout and a
+        # header size cap.
+        exec python -m uvicorn --factory wharf.api.main:create_app --host 0.0.0.0 --port 8000 \
+            --no-server-header --http wharf.api.server:HttpProtocol "$@"
         ;;
     worker)
         if [ "$#" -lt 1 ]; then

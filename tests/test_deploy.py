@@ -326,6 +326,18 @@ def test_api_deployment_service_probes_and_disruption_budget() -> None:
     assert hpa["spec"]["minReplicas"] > pdb["spec"]["minAvailable"]
 
 
+def test_the_api_stops_after_its_waiting_requests_end() -> None:
+    """Requests waiting for a job (?wait=, at most WHARF_JOB_WAIT_MAX_S) end before the API
+    process is killed: in Kubernetes after the preStop pause, in compose."""
+    longest_wait = Settings.model_fields["job_wait_max_s"].default
+    spec = pod_spec(find(base_objects(), "Deployment", "wharf-api", "wharf"))
+    pause = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep"
+    assert spec["terminationGracePeriodSeconds"] > int(pause[1]) + longest_wait
+    grace = re.fullmatch(r"(\d+)s", compose()["services"]["api"]["stop_grace_period"])
+    assert grace and int(grace[1]) > longest_wait
+
+
 def test_workers_consume_real_queues_and_have_liveness_probes() -> None:
     seen = set()
     for obj in workloads():
@@ -937,6 +949,45 @@ def test_entrypoint_healthcheck_fails_when_nothing_answers(tmp_path: Path) -> No
         timeout=30,
     )
     assert done.returncode != 0
+
+
+def test_entrypoint_api_role_serves_the_app_from_its_factory(tmp_path: Path) -> None:
+    """The api role runs uvicorn with wharf.api.main:create_app, its HTTP protocol and extra
+    arguments (here another port); the embedded market of the data folder answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": "/tmp",
+        "WHARF_DATA_DIR": str(tmp_path),
+    }
+    proc = subprocess.Popen(
+        ["sh", str(ENTRYPOINT), "api", "--host", "127.0.0.1", "--port", str(port)],
+        env=base,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        import httpx
+
+        for _ in range(300):
+            if proc.poll() is not None:
+                pytest.fail(f"the api role exited: {proc.stdout.read()}")
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                threading.Event().wait(0.1)
+        else:
+            pytest.fail("the api role did not answer within 30 s")
+        assert r.status_code == 200 and r.json() == {"status": "ok"}
+        assert "server" not in r.headers  # --no-server-header
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert (tmp_path / "catalog.db").exists()  # made by the app, in its own process
 
 
 def test_entrypoint_usage_lists_every_role() -> None:

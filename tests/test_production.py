@@ -93,18 +93,28 @@ def test_production_supersedes_require_services():
     assert "WHARF_DATABASE_URL must name" in text and "WHARF_STORE must be s3" in text
 
 
-@pytest.mark.parametrize("module", ["wharf.api.main", "wharf.workers.app"])
-def test_api_and_workers_refuse_to_start(module, tmp_path):
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "WHARF_DATA_DIR": str(tmp_path),
-        "WHARF_ENV": "production",
-        "WHARF_S3_ACCESS_KEY_ID": "minioadmin",
-        "WHARF_S3_SECRET_ACCESS_KEY": "a-real-secret-never-to-print",
-    }
+UNFIT_FOR_PRODUCTION = {
+    "PATH": "/usr/bin:/bin",
+    "WHARF_ENV": "production",
+    "WHARF_S3_ACCESS_KEY_ID": "minioadmin",
+    "WHARF_S3_SECRET_ACCESS_KEY": "a-real-secret-never-to-print",
+}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-c", "from wharf.api.main import create_app; create_app()"],
+        ["-m", "celery", "-A", "wharf.workers.tasks", "worker", "-Q", "search"],
+    ],
+    ids=["api", "worker"],
+)
+def test_api_and_workers_refuse_to_start(command, tmp_path):
+    env = {**UNFIT_FOR_PRODUCTION, "WHARF_DATA_DIR": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-c", f"import {module}"],
+        [sys.executable, *command],
         env=env,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
@@ -115,3 +125,25 @@ def test_api_and_workers_refuse_to_start(module, tmp_path):
         assert name in done.stderr, name
     assert "a-real-secret-never-to-print" not in done.stderr
     assert not list(tmp_path.iterdir())  # nothing embedded was created
+
+
+def test_importing_the_api_and_the_workers_reads_no_settings(tmp_path):
+    """The applications are made by factories: importing their modules reads no settings
+    (so unfit ones do not fail it), makes no folder and connects to nothing."""
+    env = {**UNFIT_FOR_PRODUCTION, "WHARF_DATA_DIR": str(tmp_path)}
+    code = (
+        "import wharf.api.main, wharf.workers.app, wharf.workers.tasks\n"
+        "from wharf.market.settings import get_settings\n"
+        "assert get_settings.cache_info().misses == 0\n"
+        "assert not wharf.workers.app.app.configured"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.iterdir())

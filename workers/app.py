@@ -1,10 +1,15 @@
 """The Celery application: one queue per kind of work, settings from ``market.settings``.
 
-Importing this module is cheap (no torch, no task code), so the API uses it to send tasks by
-name. Workers import :mod:`workers.tasks`, which registers the task bodies.
+Importing this module is cheap and does nothing (no torch, no task code, no settings read, no
+folder, no connection), so the API uses it to send tasks by name with an app of its own
+(:func:`make_celery`). :data:`app` is the workers' app, which ``celery -A`` finds: it reads the
+``WHARF_*`` settings when Celery first needs its configuration, in the worker. Workers import
+:mod:`workers.tasks`, which registers the task bodies on it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -24,11 +29,18 @@ BULK_SUBMIT_TASK = "wharf.bulk.submit"
 
 
 def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured by ``settings`` (:func:`celery_config`)."""
+    return Celery("wharf", config_source=celery_config(settings))
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration of a market run by ``settings``."""
     results = settings.results
     if results.startswith("file://"):  # the same backend, making its folder on first use
         results = "wharf.workers.fsbroker:ResultBackend+" + results
-    app = Celery("wharf", broker=settings.broker, backend=results)
-    app.conf.update(
+    config: dict[str, Any] = dict(
+        broker_url=settings.broker,
+        result_backend=results,
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],
         task_default_queue=CHECK_QUEUE,
         task_routes={
@@ -59,14 +71,25 @@ def make_celery(settings: Settings) -> Celery:
         # No recycling of pool processes here: a search process keeps its index in memory
         # (reloading it costs seconds at a million learnwares). Check-only workers recycle
         # theirs (``cli.serve.worker_command``).
+        # Task time limits from the settings (the task bodies, in workers.tasks, name none).
+        task_annotations={
+            CHECK_TASK: {
+                "soft_time_limit": settings.check_soft_time_limit_s,
+                "time_limit": settings.check_time_limit_s,
+            },
+            SEARCH_TASK: {
+                "soft_time_limit": settings.search_time_limit_s,
+                "time_limit": settings.search_time_limit_s + 30,
+            },
+        },
     )
     if settings.broker.startswith("filesystem"):
         queue_dir = settings.broker_folder / "queue"
         control_dir = settings.broker_folder / "control"
-        app.conf.broker_transport = (
+        config["broker_transport"] = (
             "wharf.workers.fsbroker:Transport"  # messages written atomically
         )
-        app.conf.broker_transport_options = {
+        config["broker_transport_options"] = {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
             "control_folder": str(control_dir),
@@ -74,13 +97,21 @@ def make_celery(settings: Settings) -> Celery:
         }
     elif settings.broker.startswith(("redis://", "rediss://")):
         if settings.broker.startswith("redis://"):  # TLS keeps kombu's own transport
-            app.conf.broker_transport = "wharf.workers.redisbroker:Transport"
+            config["broker_transport"] = "wharf.workers.redisbroker:Transport"
         # Redis re-delivers a message not acknowledged within this time: it must exceed the
         # longest task, or a slow check would run twice at once.
-        app.conf.broker_transport_options = {
+        config["broker_transport_options"] = {
             "visibility_timeout": settings.check_time_limit_s + 600
         }
-    return app
+    return config
 
 
-app = make_celery(get_settings())
+class _WorkersApp(Celery):
+    def on_configure(self) -> None:
+        """Configure from this process's settings, when Celery first needs a setting (a
+        setting that is not fit to run on refuses here, as get_settings() does)."""
+        self.config_from_object(celery_config(get_settings()))
+
+
+#: The workers' app (``celery -A wharf.workers.tasks worker``), configured on first use.
+app = _WorkersApp("wharf")

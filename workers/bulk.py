@@ -23,7 +23,6 @@ from .app import BULK_BATCH_TASK, BULK_FINISH_TASK, app
 from .retry import RETRY
 
 log = logging.getLogger("wharf.worker")
-settings = get_settings()
 
 #: A batch of 1,000 takes about a second; these only stop a task that hangs.
 BATCH_SOFT_TIME_LIMIT_S = 600
@@ -112,6 +111,7 @@ def import_batch(job_id: str, index: int) -> dict:
         if not repo.advance_progress(s, job_id, share):
             raise _JobEnded
 
+    settings = get_settings()
     try:
         report = import_staged_batch(
             _catalog(),

@@ -21,7 +21,6 @@ from .app import BULK_SUBMIT_TASK, CHECK_QUEUE, CHECK_TASK, app
 from .retry import RETRY
 
 log = logging.getLogger("wharf.worker")
-settings = get_settings()
 
 #: A batch of 100 takes well under a second; these only stop a task that hangs.
 SOFT_TIME_LIMIT_S = 600
@@ -74,9 +73,8 @@ class SubmitTask(Task):
 )
 def submit_batch(job_id: str, index: int) -> str:
     """Stage batch ``index`` of a bulk submission and send its checks."""
-    outcome = stage_batch(
-        _catalog(), _store(), job_id, index, max_package_bytes=settings.max_upload_bytes
-    )
+    max_bytes = get_settings().max_upload_bytes
+    outcome = stage_batch(_catalog(), _store(), job_id, index, max_package_bytes=max_bytes)
     for check_id, learnware_id in outcome.checks:
         app.send_task(
             CHECK_TASK,

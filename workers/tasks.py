@@ -36,13 +36,12 @@ from .searching import run_search
 # forked pool processes share them and no first task pays for the imports.
 
 log = logging.getLogger("wharf.worker")
-settings = get_settings()
 
 
 @after_setup_logger.connect
 @after_setup_task_logger.connect
 def _log_format(logger, **_) -> None:
-    logs.configure(settings, logger)
+    logs.configure(get_settings(), logger)
 
 
 class SearchAbandoned(RuntimeError):
@@ -61,7 +60,7 @@ def _refuse_checks_without_a_sandbox(sender, **_) -> None:
     sandbox: otherwise each check it took would fail for the worker's fault."""
     if CHECK_QUEUE not in sender.app.amqp.queues.consume_from:
         return
-    problem = unavailable_reason(settings)
+    problem = unavailable_reason(get_settings())
     if problem is not None:
         raise SystemExit(
             f"this worker cannot take checks (the {CHECK_QUEUE!r} queue): {problem}. Fix the "
@@ -73,11 +72,12 @@ def _refuse_checks_without_a_sandbox(sender, **_) -> None:
 @worker_ready.connect
 def _start_reaper(sender, **_) -> None:
     """Every worker looks for jobs whose worker died, and sends them again."""
-    liveness.start_reaper(catalog(), sender.app, settings)
+    liveness.start_reaper(catalog(), sender.app, get_settings())
 
 
 @cache
 def catalog() -> Catalog:
+    settings = get_settings()
     catalog = Catalog(settings.catalog_url)
     catalog.on_jobs_ended = announcer(settings)  # wakes the requests waiting for them
     return catalog
@@ -85,7 +85,7 @@ def catalog() -> Catalog:
 
 @cache
 def store():
-    return make_store(settings)
+    return make_store(get_settings())
 
 
 class JobTask(Task):
@@ -103,10 +103,10 @@ class JobTask(Task):
     def begin(self, job_id: str):
         """The job to run, ``None`` if it has ended; a live holder puts this delivery off."""
         try:
-            return liveness.begin(catalog(), job_id, settings)
+            return liveness.begin(catalog(), job_id, get_settings())
         except liveness.HeldElsewhere as exc:
             raise Task.retry(
-                self, exc=exc, countdown=liveness.recheck_s(settings), max_retries=None
+                self, exc=exc, countdown=liveness.recheck_s(get_settings()), max_retries=None
             ) from exc
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
@@ -130,14 +130,13 @@ class JobTask(Task):
     name=CHECK_TASK,
     base=JobTask,
     bind=True,
-    soft_time_limit=settings.check_soft_time_limit_s,
-    time_limit=settings.check_time_limit_s,
     **RETRY,
 )
 def check(self: JobTask, job_id: str, learnware_id: int) -> str:
     job = self.begin(job_id)
     if job is None:
         return "already finished"
+    settings = get_settings()
     give_up = liveness.over_loss_limit(job, settings)
     ended = None
     with catalog().session() as s:
@@ -240,14 +239,13 @@ def _catalog_spec_meta(meta: dict) -> dict:
     name=SEARCH_TASK,
     base=JobTask,
     bind=True,
-    soft_time_limit=settings.search_time_limit_s,
-    time_limit=settings.search_time_limit_s + 30,
     **RETRY,
 )
 def search(self: JobTask, job_id: str) -> str:
     job = self.begin(job_id)
     if job is None:
         return "already finished"
+    settings = get_settings()
     request = dict(job.request or {})
     give_up = liveness.over_loss_limit(job, settings)
     if give_up is not None:
