@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,10 @@ def synthetic_learnware(
     gamma: float = 0.1,
     seed: int = 0,
     data_type: str = "Table",
+    broken: bool = False,
 ) -> SyntheticLearnware:
+    """Learnware ``i`` of ``seed``; ``broken``: its weights are two features too wide, so its
+    model fails the check (its input shape is not the semantic spec's Input.Dimension)."""
     rng = np.random.default_rng([seed, i])
     shape = {"Table": (dim,), "Image": (1, 32, 32), "Text": (384,)}[data_type]
     centre = rng.normal(scale=3.0 if data_type == "Table" else 1.0, size=shape)
@@ -79,7 +83,8 @@ def synthetic_learnware(
     else:
         spec = RKME.from_arrays(z, beta, gamma, num_points=1000)
     weights = io.BytesIO()
-    np.savez(weights, coef=rng.normal(size=(1, dim)), intercept=rng.normal(size=1))
+    width = dim + 2 if broken else dim
+    np.savez(weights, coef=rng.normal(size=(1, width)), intercept=rng.normal(size=1))
     name = f"synthetic {seed}-{i}"
     package = io.BytesIO()
     write_package(
@@ -128,13 +133,15 @@ def write_bundle(
 
 
 def write_packages(
-    out_dir: str | Path, n: int, *, seed: int = 0, **kwargs
+    out_dir: str | Path, n: int, *, seed: int = 0, broken: Iterable[int] = (), **kwargs
 ) -> list[SyntheticLearnware]:
     """Write ``n`` synthetic learnwares as packages to submit (``wharf bulk-index DIR``):
-    ``<name>.zip`` with its semantic spec beside it as ``<name>.json``; returns them."""
+    ``<name>.zip`` with its semantic spec beside it as ``<name>.json``; those numbered in
+    ``broken`` fail their check. Returns them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    made = [synthetic_learnware(i, seed=seed, **kwargs) for i in range(n)]
+    bad = set(broken)
+    made = [synthetic_learnware(i, seed=seed, broken=i in bad, **kwargs) for i in range(n)]
     for lw in made:
         stem = lw.name.replace(" ", "-")
         (out / f"{stem}.zip").write_bytes(lw.package)

@@ -840,3 +840,53 @@ def test_a_bulk_submission_checks_the_users_own_rejected_learnware_again(market,
         "learnware_id": repo.format_id(lw.id),
         "resubmitted": True,
     }
+
+
+def test_one_by_one_writes_wait_out_429s_together_for_as_long_as_it_takes():
+    """The fallback's writes share one pause after a 429 and retry without a try limit (ten
+    tries of one second each failed packages when four threads shared a 60-a-minute budget),
+    up to the command's deadline."""
+    import threading
+    import time
+
+    from wharf.cli.bulk import _Pacer, _patient
+    from wharf.client import WharfError
+
+    budget = threading.Semaphore(0)
+    calls = []
+
+    def write() -> str:
+        calls.append(time.monotonic())
+        if not budget.acquire(blocking=False):
+            raise WharfError(429, {"detail": "too many requests"}, retry_after=0.01)
+        return "ok"
+
+    def refill() -> None:
+        for _ in range(4):
+            time.sleep(0.15)
+            budget.release()
+
+    pacer = _Pacer()
+    threading.Thread(target=refill).start()
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(_patient(write, pacer=pacer)))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == ["ok"] * 4 and len(calls) > 4
+
+    refusals = iter(range(15))  # more refusals than the ten tries there were
+
+    def busy() -> str:
+        if next(refusals, None) is not None:
+            raise WharfError(429, {"detail": "too many requests"}, retry_after=0.001)
+        return "ok"
+
+    assert _patient(busy) == "ok"
+    with pytest.raises(WharfError) as err:  # the deadline still ends the wait
+        _patient(write, deadline=time.monotonic() + 0.05)
+    assert err.value.status == 429

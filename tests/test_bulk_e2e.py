@@ -238,25 +238,6 @@ def _user(market, name: str) -> str:
         return admin.create_token("bulk", user=name)["token"]
 
 
-def _broken(i: int, seed: int) -> bytes:
-    """A synthetic package whose model fails on every input (weights of the wrong width)."""
-    import zipfile
-
-    import numpy as np
-
-    source = io.BytesIO(synthetic_learnware(i, seed=seed).package)
-    out = io.BytesIO()
-    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(out, "w") as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            if info.filename.endswith("weights.npz"):
-                weights = io.BytesIO()
-                np.savez(weights, coef=np.ones((1, 12)), intercept=np.zeros(1))
-                data = weights.getvalue()
-            zout.writestr(info, data)
-    return out.getvalue()
-
-
 def _rate_limited(market) -> list[str]:
     import httpx
 
@@ -271,8 +252,9 @@ def _rate_limited(market) -> list[str]:
 def test_a_users_bundle_gets_every_entry_checked_with_reasons(source, tmp_path, capsys):
     folder = tmp_path / "pkgs"
     made = write_packages(folder, 3, seed=21)
-    (folder / "broken.zip").write_bytes(_broken(3, seed=21))
-    (folder / "broken.json").write_text(json.dumps(synthetic_learnware(3, seed=21).semantic))
+    broken = synthetic_learnware(3, seed=21, broken=True)
+    (folder / "broken.zip").write_bytes(broken.package)
+    (folder / "broken.json").write_text(json.dumps(broken.semantic))
     unlicensed = synthetic_learnware(4, seed=21)
     (folder / "unlicensed.zip").write_bytes(unlicensed.package)
     (folder / "unlicensed.json").write_text(
