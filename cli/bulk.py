@@ -30,13 +30,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tqdm import tqdm
-from tqdm.utils import CallbackIOWrapper
-from wharf.client import WharfClient, WharfError
+from wharf.client import WharfError  # the SDK's errors only: httpx loads with the client
 
 from .market import add_common, client_for
+
+if TYPE_CHECKING:
+    from wharf.client import WharfClient
 
 MANIFEST = "manifest.jsonl"
 #: Where a package's semantic spec may be: next to it, or inside the zip.
@@ -102,6 +103,13 @@ def cmd_bulk_index(args: argparse.Namespace) -> int:
         )
 
 
+def progress_bar(**kwargs: Any) -> Any:
+    """A tqdm progress bar (tqdm is imported when a command shows one, not for every command)."""
+    from tqdm import tqdm
+
+    return tqdm(disable=None, **kwargs)
+
+
 # -- trusted: one bundle upload -------------------------------------------------------------
 
 
@@ -115,8 +123,10 @@ def trusted_import(client: WharfClient, bundle: Path, *, timeout: float | None =
         size = tar_path.stat().st_size
         with (
             tar_path.open("rb") as fh,
-            tqdm(total=size, unit="B", unit_scale=True, desc="upload", disable=None) as bar,
+            progress_bar(total=size, unit="B", unit_scale=True, desc="upload") as bar,
         ):
+            from tqdm.utils import CallbackIOWrapper
+
             accepted = client.bulk_import(CallbackIOWrapper(bar.update, fh, "read"), trusted=True)
     job_id, entries = accepted["job_id"], accepted["entries"]
     print(f"bulk import job {job_id}: {entries} learnwares in {accepted['batches']} batches")
@@ -153,7 +163,7 @@ def follow_job(
 ) -> dict[str, Any]:
     """Poll a bulk-import job to its end, with a progress bar of learnwares."""
     deadline = _deadline(timeout)
-    with tqdm(total=entries, unit="learnware", desc="import", disable=None) as bar:
+    with progress_bar(total=entries, unit="learnware", desc="import") as bar:
         while True:
             _check_deadline(deadline, f"the import (job {job_id})")
             job = _patient(lambda: client.job(job_id), deadline=deadline)
@@ -316,7 +326,7 @@ class BulkSubmitter:
 
     def run(self, todo: list[Item]) -> None:
         self._cut(todo, self.chunk)
-        with tqdm(total=len(todo), unit="package", desc="check", disable=None) as bar:
+        with progress_bar(total=len(todo), unit="package", desc="check") as bar:
             while self.queue or self.running:
                 _check_deadline(self.deadline, f"{len(todo) - self.progress} checks")
                 if self.queue and self._may_send():
@@ -468,7 +478,7 @@ def submit_one_by_one(
     budget (429) for as long as it takes, then follow the checks."""
     pacer = _Pacer()
     with (
-        tqdm(total=len(todo), unit="package", desc="submit", disable=None) as bar,
+        progress_bar(total=len(todo), unit="package", desc="submit") as bar,
         ThreadPoolExecutor(threads) as pool,
     ):
 
@@ -478,7 +488,7 @@ def submit_one_by_one(
 
         list(pool.map(submit, todo))
     waiting = deque(item for item in todo if item.job_id is not None)
-    with tqdm(total=len(waiting), unit="check", desc="check", disable=None) as bar:
+    with progress_bar(total=len(waiting), unit="check", desc="check") as bar:
         while waiting:
             _check_deadline(deadline, f"{len(waiting)} checks")
             started, finished = time.monotonic(), 0

@@ -15,8 +15,6 @@ from typing import Any
 
 from wharf.specification import SpecificationError
 
-from .tables import read_table
-
 KINDS = ("auto", "table", "image", "text")
 
 
@@ -28,6 +26,8 @@ def read_data(path: str | Path, kind: str = "auto") -> tuple[str, Any]:
     suffix = path.suffix.lower()
     if kind == "text" or (kind == "auto" and suffix in (".txt", ".json")):
         return "text", read_texts(path)
+    from .tables import read_table  # numpy: not for every wharf command
+
     data = read_table(path)
     if kind == "auto":
         kind = "image" if data.ndim in (3, 4) else "table"

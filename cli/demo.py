@@ -7,13 +7,13 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
-from wharf.client import WharfClient
-from wharf.specification import RKME
+from typing import TYPE_CHECKING
 
 from .market import print_results
 from .serve import LocalMarket, stop_on_signals
+
+if TYPE_CHECKING:
+    from wharf.client import WharfClient
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+    from wharf.client import WharfClient
     from wharf.examples.learnwares import build_examples
+    from wharf.specification import RKME
 
     # Ctrl-C, SIGTERM or SIGHUP stop the market's processes and remove the folder.
     with stop_on_signals(), tempfile.TemporaryDirectory(prefix="wharf-demo-") as tmp:

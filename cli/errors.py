@@ -55,7 +55,7 @@ def explain(exc: BaseException, args: argparse.Namespace) -> str | None:
     ):
         if isinstance(exc, _loaded(module, name)):
             return str(exc)
-    if isinstance(exc, _loaded("wharf.client.sdk", "WharfError")):
+    if isinstance(exc, _loaded("wharf.client.errors", "WharfError")):
         return _http_error(exc, args)
     httpx = sys.modules.get("httpx")
     if httpx is not None and isinstance(exc, httpx.TransportError | httpx.InvalidURL):

@@ -8,11 +8,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wharf.client import WharfClient, WharfError
+from wharf.client import WharfError  # the SDK's errors only: httpx loads with the client
 
 from . import admin as admin_local
+
+if TYPE_CHECKING:
+    from wharf.client import WharfClient
 from .errors import CliError, input_file, output_file
 
 
@@ -28,6 +31,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def client_for(args: argparse.Namespace) -> WharfClient:
+    from wharf.client import WharfClient
+
     return WharfClient(args.url, args.token)
 
 

@@ -8,18 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from wharf.specification import (
-    RKME,
-    PackageError,
-    SpecificationError,
-    load_spec,
-    loads_spec,
-    mmd2,
-    save_spec,
-)
-from wharf.specification.package import read_package
-from wharf.specification.semantic import SemanticSpec, check_text_lengths
-
+# The specification modules (numpy, torch) are imported by the commands that use them, not for
+# every ``wharf`` command.
 from .datafiles import KINDS, read_data
 from .errors import output_file
 
@@ -88,6 +78,8 @@ def fit_file(
     net_width: int | None = None,
 ) -> Any:
     """The spec of a data file: a table, image or text RKME, by the kind of data."""
+    from wharf.specification import RKME
+
     kind, data = read_data(path, kind)
     options: dict[str, Any] = {"seed": seed, "device": device}
     if points is not None:
@@ -133,17 +125,24 @@ def cmd_fit(args: argparse.Namespace) -> int:
         nets=args.nets,
         net_width=args.net_width,
     )
+    from wharf.specification import save_spec
+
     save_spec(spec, args.output)
     print(f"wrote {args.output}: {describe_spec(spec)} ({time.perf_counter() - t0:.2f} s)")
     return 0
 
 
 def cmd_dist(args: argparse.Namespace) -> int:
+    from wharf.specification import load_spec, mmd2
+
     print(repr(mmd2(load_spec(args.a), load_spec(args.b))))
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from wharf.specification import SpecificationError, loads_spec
+    from wharf.specification.semantic import SemanticSpec, check_text_lengths
+
     path = Path(args.file)
     if path.suffix.lower() == ".zip":
         return _check_package(path)
@@ -165,6 +164,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check_package(path: Path) -> int:
+    from wharf.specification import PackageError, SpecificationError, loads_spec
+    from wharf.specification.package import read_package
+
     pkg = read_package(path)
     for entry in pkg.stat_specs:
         try:

@@ -19,25 +19,12 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from .errors import JobFailed, WharfError
+
 #: The longest a request of :meth:`WharfClient.wait` and :meth:`WharfClient.search` asks the
 #: market to wait for a job (``?wait=``); the market's own limit may be shorter.
 LONG_POLL_S = 30.0
 ENDED = ("succeeded", "failed")
-
-
-class WharfError(Exception):
-    """An error answer from the market; ``status`` and ``problem`` hold the details."""
-
-    def __init__(self, status: int, problem: dict[str, Any], *, retry_after: float | None = None):
-        detail = problem.get("detail") or problem.get("title") or "request failed"
-        super().__init__(f"HTTP {status}: {detail}")
-        self.status = status
-        self.problem = problem
-        self.retry_after = retry_after  # seconds, from a 429's or 503's Retry-After
-
-
-class JobFailed(WharfError):
-    pass
 
 
 def _succeeded(job: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 import zipfile
@@ -309,6 +311,73 @@ def test_cli_against_a_running_market(
     assert out_zip.read_bytes() == package.read_bytes()
     assert main(["admin", "token", "create", "--name", "x", "--user", "mallory"]) == 1
     assert "only admins" in capsys.readouterr().err
+
+
+#: What only commands that fit specs may import (each costs seconds to load).
+HEAVY_MODULES = {"torch", "faiss", "sklearn", "sentence_transformers"}
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """The top-level modules a ``python -X importtime`` run imported."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "imported package":
+                names.add(name.split(".")[0])
+    return names
+
+
+def test_cli_commands_that_fit_no_spec_start_without_torch(
+    accepted, users, examples, market, tmp_path
+):
+    """``wharf --help`` and every command that only talks to a market (or only starts
+    processes) import neither torch, faiss, scikit-learn nor sentence-transformers: they are
+    run here as a user runs them, each in a fresh interpreter, against the running market."""
+    env = {
+        **os.environ,
+        "WHARF_URL": market.url,
+        "WHARF_TOKEN": users["alice"].http.headers["Authorization"].split()[1],
+    }
+    ex = next(e for e in examples if e.name == "digits 5-9")
+    spec = tmp_path / "spec.json"
+    spec.write_text(dumps_spec(RKME(n_points=20, seed=1, device="cpu").fit(ex.X_test)))
+    semantic = tmp_path / "semantic.json"
+    semantic.write_text(json.dumps(ex.semantic))
+    job_id = users["alice"].start_search(spec=spec, top=1)
+    lid = accepted["digits 5-9"]
+    commands = [
+        (["--help"], 0),
+        (["search", "--rkme", str(spec), "--top", "3"], 0),
+        (["search", "--semantic", str(semantic), "--json"], 0),
+        (["jobs", job_id], 0),
+        (["jobs", job_id, "--watch"], 0),
+        (["download", lid, "-o", str(tmp_path / "dl.zip")], 0),
+        (["submit", str(ex.package), "--semantic", str(semantic)], 1),  # 409: already there
+        (["log", lid], 0),
+        (["up", "--help"], 0),
+        (["worker", "--help"], 0),
+        (["admin", "migrate", "--help"], 0),
+    ]
+    for args, code in commands:
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "wharf.cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == code, (args, done.stdout, done.stderr[-2000:])
+        heavy = imported_modules(done.stderr) & HEAVY_MODULES
+        assert not heavy, (args, heavy)
+    searched = subprocess.run(
+        [sys.executable, "-m", "wharf.cli.main", "search", "--rkme", str(spec), "--top", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert lid in searched.stdout.splitlines()[1]  # the first result row
 
 
 def test_cli_a_rejected_learnware_is_fixed_and_sent_again(

@@ -7,19 +7,33 @@ settings by :mod:`.sandboxing`) on inputs of its kind, judges what it returned
 (:mod:`.judging`), and returns a :class:`CheckReport` with a log the owner can read.
 """
 
-from wharf.sandbox.log import CheckLog
-from wharf.sandbox.runner import SandboxUnavailable
+from importlib import import_module
+from typing import Any
 
-from .sandboxing import install_options, sandbox_limits, unavailable_reason
-from .submission import N_INPUTS, CheckReport, check_submission
+# Imported on first use: ``unavailable_reason`` (wharf up asks it before it starts anything)
+# needs neither numpy nor torch, which the check itself loads.
+_EXPORTS = {
+    "N_INPUTS": ".submission",
+    "CheckLog": "wharf.sandbox.log",
+    "CheckReport": ".submission",
+    "SandboxUnavailable": "wharf.sandbox.runner",
+    "check_submission": ".submission",
+    "install_options": ".sandboxing",
+    "sandbox_limits": ".sandboxing",
+    "unavailable_reason": ".sandboxing",
+}
 
-__all__ = [
-    "N_INPUTS",
-    "CheckLog",
-    "CheckReport",
-    "SandboxUnavailable",
-    "check_submission",
-    "install_options",
-    "sandbox_limits",
-    "unavailable_reason",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
