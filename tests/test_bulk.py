@@ -890,3 +890,33 @@ def test_one_by_one_writes_wait_out_429s_together_for_as_long_as_it_takes():
     with pytest.raises(WharfError) as err:  # the deadline still ends the wait
         _patient(write, deadline=time.monotonic() + 0.05)
     assert err.value.status == 429
+
+
+def test_a_restart_sends_the_staging_of_unfinished_bulk_submissions_again(market, tmp_path):
+    """The embedded broker forgets a message a worker took: at start-up every staging task of
+    a bulk submission that has not ended is sent again, and each stages nothing twice."""
+    from wharf.market.bulk_submit import stage_batch
+    from wharf.workers.app import BULK_SUBMIT_TASK
+    from wharf.workers.recovery import requeue_interrupted_checks
+
+    class Broker:
+        def __init__(self):
+            self.sent = []
+
+        def send_task(self, name, args, **_):
+            self.sent.append((name, args))
+
+    catalog, store, admin_id = market
+    members, _ = _submission(3, seed=11)
+    job_id, _ = _stage_submission(catalog, store, admin_id, members, batch_size=2)
+    first = stage_batch(catalog, store, job_id, 0, max_package_bytes=MAX_PACKAGE)
+    assert len(first.checks) == 2  # ... and then the market stopped: batch 1 was never run
+
+    broker = Broker()
+    assert requeue_interrupted_checks(catalog, broker) == []  # its checks are still queued
+    assert broker.sent == [(BULK_SUBMIT_TASK, [job_id, 0]), (BULK_SUBMIT_TASK, [job_id, 1])]
+    again = stage_batch(catalog, store, job_id, 0, max_package_bytes=MAX_PACKAGE)
+    rest = stage_batch(catalog, store, job_id, 1, max_package_bytes=MAX_PACKAGE)
+    assert again.checks == first.checks and len(rest.checks) == 1 and rest.staged
+    with catalog.session(read_only=True) as s:
+        assert s.query(Job).filter(Job.parent_id == job_id).count() == 3

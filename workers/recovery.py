@@ -3,15 +3,18 @@
 A check that was running when its worker died is re-delivered by Redis (``acks_late``), but
 the embedded broker forgets a message once a worker took it. So at start-up every learnware
 left ``checking`` goes back to ``pending``, its interrupted job is marked failed, and a new
-check job is queued; checks still waiting in the broker are left alone.
+check job is queued; checks still waiting in the broker are left alone. The staging tasks of
+the bulk submissions that have not ended are sent again (:func:`requeue_bulk_submissions`):
+a batch staged before stages nothing twice and sends again its checks still queued, whose
+messages the embedded broker may have lost with it.
 """
 
 from __future__ import annotations
 
 from celery import Celery
-from wharf.market.catalog import Catalog, JobKind, JobState, LearnwareStatus, repo
+from wharf.market.catalog import Catalog, Job, JobKind, JobState, LearnwareStatus, repo
 
-from .app import CHECK_QUEUE, CHECK_TASK
+from .app import BULK_SUBMIT_TASK, CHECK_QUEUE, CHECK_TASK, INDEX_QUEUE
 
 
 def requeue_interrupted_checks(catalog: Catalog, celery: Celery) -> list[str]:
@@ -45,4 +48,26 @@ def requeue_interrupted_checks(catalog: Catalog, celery: Celery) -> list[str]:
                     todo.append((new.id, lw.id))
     for job_id, learnware_id in todo:
         celery.send_task(CHECK_TASK, args=[job_id, learnware_id], queue=CHECK_QUEUE, task_id=job_id)
+    requeue_bulk_submissions(catalog, celery)
     return [repo.format_id(lid) for _, lid in todo]
+
+
+def requeue_bulk_submissions(catalog: Catalog, celery: Celery) -> list[str]:
+    """Send again every staging task of the bulk submissions that have not ended (each is
+    idempotent); returns their job ids."""
+    from wharf.market.bulk_submit import REQUEST_KEY
+
+    with catalog.session(read_only=True) as s:
+        jobs = [
+            (job.id, len((job.request or {}).get("batches", [])))
+            for job in s.query(Job).filter(
+                Job.kind == JobKind.index, Job.state.in_((JobState.queued, JobState.running))
+            )
+            if (job.request or {}).get(REQUEST_KEY)
+        ]
+    for job_id, batches in jobs:
+        for index in range(batches):
+            celery.send_task(
+                BULK_SUBMIT_TASK, args=[job_id, index], queue=INDEX_QUEUE, ignore_result=True
+            )
+    return [job_id for job_id, _ in jobs]
