@@ -1,19 +1,30 @@
-"""Shared fixtures: real databases (SQLite, PostgreSQL), Redis and a real S3 endpoint (moto
-server).
+"""Shared fixtures: real databases (SQLite, PostgreSQL), Redis, a real S3 endpoint (moto
+server) and the bubblewrap sandbox.
 
 PostgreSQL is expected at ``WHARF_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``, trust auth); each test gets a fresh
 database, dropped afterwards. If the server cannot be reached the PostgreSQL cases *fail*,
 unless ``WHARF_TEST_SKIP_POSTGRES=1`` is set: CI runs PostgreSQL, and a silent skip would
-hide breakage there. ``-m "not postgres"`` deselects them explicitly.
+hide breakage there. ``-m "not postgres"`` deselects them explicitly. Redis
+(``WHARF_TEST_REDIS_URL``) and bubblewrap follow the same rule (``WHARF_TEST_SKIP_REDIS``,
+``WHARF_TEST_SKIP_BWRAP``).
+
+Every test that needs a service or starts processes is marked ``services``, so that
+``pytest -m "not services"`` runs the fast unit tests alone: a test that uses one of
+:data:`SERVICE_FIXTURES` (directly or through other fixtures) or a service parameter of
+``database_url`` or ``object_store`` is marked here; a test that starts a market, worker
+processes or Wharf's commands on its own is marked in its module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -23,8 +34,29 @@ POSTGRES_ADMIN_URL = os.environ.get(
 S3_TEST_CREDENTIALS = {"access_key_id": "wharf-test", "secret_access_key": "wharf-test-secret"}
 
 
+#: Fixtures that reach a service or start one: a test using any of them is marked ``services``.
+SERVICE_FIXTURES = frozenset(
+    {
+        "postgres_admin",
+        "postgres_url",
+        "redis_url",
+        "redis_prefix",
+        "redis_database",
+        "s3_endpoint",
+        "s3_store",
+        "bwrap",
+    }
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres: needs the PostgreSQL test server")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
 
 
 # -- databases ------------------------------------------------------------------------------
@@ -68,7 +100,10 @@ def postgres_url(postgres_admin: str) -> Iterator[str]:
 
 
 @pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.services]),
+    ],
 )
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """An empty catalog database: a SQLite file, then a PostgreSQL database."""
@@ -90,8 +125,13 @@ def catalog(database_url: str) -> Iterator:
 
 
 # -- Redis ----------------------------------------------------------------------------------
+# Every test reaches Redis through these fixtures: ``redis_url`` (a database tests share, each
+# under keys of its own) or ``redis_database`` (a whole database, for what uses fixed key names:
+# a Celery broker). No test names a server or a database number of its own.
 
 REDIS_TEST_URL = os.environ.get("WHARF_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+#: How long a claim on a database of its own lasts, should the test run die holding it.
+REDIS_CLAIM_S = 3600
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +162,70 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     keys = list(client.scan_iter(f"{prefix}*"))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def redis_database(redis_url: str) -> Callable[[], AbstractContextManager[str]]:
+    """Hands out whole Redis databases: ``with redis_database() as url:`` gives the URL of a
+    database of the test server that no other test, and no other test run on this server,
+    uses meanwhile, empty, and empties it again afterwards. For what keeps fixed key names,
+    like a market's Celery broker; from fixtures of any scope.
+
+    The databases are the server's others than ``redis_url``'s and 0 (a developer's own market
+    may use that one), each claimed by a key in ``redis_url``'s database.
+    """
+    import redis
+    from redis.connection import parse_url
+
+    base = parse_url(redis_url)
+    shared = redis.Redis.from_url(redis_url)
+    try:
+        count = int(shared.config_get("databases")["databases"])
+    except (redis.RedisError, KeyError, ValueError):
+        count = 16
+    candidates = [n for n in range(1, count) if n != base.get("db", 0)]
+
+    @contextlib.contextmanager
+    def claim() -> Iterator[str]:
+        token = uuid.uuid4().hex
+        for number in candidates:
+            key = f"wharf-test:database:{number}"
+            if shared.set(key, token, nx=True, ex=REDIS_CLAIM_S):
+                break
+        else:
+            pytest.fail(f"no free Redis test database among {candidates} (all claimed)")
+        url = urlunsplit(urlsplit(redis_url)._replace(path=f"/{number}"))
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        try:
+            yield url
+        finally:
+            client.flushdb()
+            client.close()
+            if shared.get(key) == token.encode():
+                shared.delete(key)
+
+    return claim
+
+
+# -- the sandbox ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def bwrap() -> str:
+    """The bubblewrap executable, after checking it builds the sandbox here. Like the servers
+    above, a missing or broken bubblewrap *fails* the tests that need it, unless
+    ``WHARF_TEST_SKIP_BWRAP=1`` is set."""
+    from wharf.sandbox import bubblewrap
+
+    found = bubblewrap.find()
+    problem = "bubblewrap (bwrap) is not installed" if found is None else bubblewrap.probe(found)
+    if problem is not None:
+        message = f"the sandbox cannot run here: {problem}"
+        if os.environ.get("WHARF_TEST_SKIP_BWRAP") == "1":
+            pytest.skip(message)
+        pytest.fail(f"{message}\n(set WHARF_TEST_SKIP_BWRAP=1 to skip these tests)")
+    return found
 
 
 # -- object stores --------------------------------------------------------------------------
@@ -175,7 +279,7 @@ def local_store(tmp_path_factory: pytest.TempPathFactory):
     return LocalStore(tmp_path_factory.mktemp("objects"))
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.services)])
 def object_store(request: pytest.FixtureRequest):
     """Each backend in turn: a :class:`LocalStore`, then an :class:`S3Store` (moto)."""
     return request.getfixturevalue(f"{request.param}_store")

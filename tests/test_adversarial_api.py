@@ -37,7 +37,7 @@ from wharf.specification.semantic import (
 
 from tests.test_api import SEMANTIC, zip_bytes
 
-pytestmark = pytest.mark.adversarial
+pytestmark = [pytest.mark.adversarial, pytest.mark.services]
 
 MiB = 1024 * 1024
 HEADER_TIMEOUT_S = 2

@@ -40,7 +40,7 @@ from tests.test_checker import (
     regression_package,
 )
 
-pytestmark = [pytest.mark.adversarial, pytest.mark.slow]
+pytestmark = [pytest.mark.adversarial, pytest.mark.slow, pytest.mark.services]
 
 OUTPUT_LIMIT = 8 * MiB
 MAX_UPLOAD = 4 * MiB

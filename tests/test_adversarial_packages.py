@@ -24,7 +24,7 @@ from wharf.sandbox.envs import env_key
 
 from tests.checker_market import DIM, Market, MiB, table_spec_json
 
-pytestmark = [pytest.mark.adversarial, pytest.mark.slow]
+pytestmark = [pytest.mark.adversarial, pytest.mark.slow, pytest.mark.services]
 
 MISSING = "wharf-does-not-exist-xyz==1.0"
 

@@ -19,7 +19,7 @@ from wharf.client import WharfClient
 from wharf.examples.learnwares import build_examples
 from wharf.specification import RKME
 
-pytestmark = [pytest.mark.adversarial, pytest.mark.slow]
+pytestmark = [pytest.mark.adversarial, pytest.mark.slow, pytest.mark.services]
 
 K_HUGE = 16_000  # ~2–4 GB of kernel matrix in one piece
 

@@ -341,6 +341,7 @@ def test_health_vocabulary_and_openapi(api):
     assert {"/v1/learnwares", "/v1/jobs/{job_id}", "/v1/searches"} <= set(paths)
 
 
+@pytest.mark.services
 def test_api_process_never_imports_torch():
     code = "import sys, api.app; api.app.create_app(); assert 'torch' not in sys.modules, 'torch'"
     res = subprocess.run(

@@ -13,6 +13,7 @@ still gets every package checked.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -26,7 +27,8 @@ from wharf.examples.bundles import synthetic_learnware, write_bundle, write_pack
 from wharf.examples.learnwares import build_examples
 from wharf.specification import RKME
 
-REDIS_DB = 9
+# Real markets: their API and worker processes (one on Redis).
+pytestmark = pytest.mark.services
 
 
 def _embedded_env(mp: pytest.MonkeyPatch) -> None:
@@ -90,16 +92,14 @@ def target(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         _embedded_env(mp)
         mp.setenv("WHARF_BULK_BATCH_SIZE", "2")
-        if request.param == "redis":
-            import redis
-
-            request.getfixturevalue("redis_url")  # fails, or skips, if Redis is not there
-            redis.Redis(host="127.0.0.1", db=REDIS_DB).flushdb()
-            mp.setenv("WHARF_BROKER_URL", f"redis://127.0.0.1:6379/{REDIS_DB}")
-        with LocalMarket(tmp_path_factory.mktemp(f"target-{request.param}"), workers=2) as m:
-            yield m
-        if request.param == "redis":
-            redis.Redis(host="127.0.0.1", db=REDIS_DB).flushdb()
+        with contextlib.ExitStack() as stack:
+            if request.param == "redis":  # a database of its own; fails, or skips, without Redis
+                mp.setenv(
+                    "WHARF_BROKER_URL",
+                    stack.enter_context(request.getfixturevalue("redis_database")()),
+                )
+            with LocalMarket(tmp_path_factory.mktemp(f"target-{request.param}"), workers=2) as m:
+                yield m
 
 
 @pytest.fixture(scope="module")

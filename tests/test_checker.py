@@ -62,7 +62,7 @@ def spec_json() -> bytes:
 
 
 @pytest.fixture
-def market(tmp_path: Path, spec_json: bytes) -> Market:
+def market(tmp_path: Path, spec_json: bytes, bwrap: str) -> Market:
     return Market(tmp_path, spec_json)
 
 
@@ -685,7 +685,7 @@ dependencies:
     assert "resolving on the host" not in again.log
 
 
-def test_concurrent_checks_build_an_environment_once(tmp_path: Path) -> None:
+def test_concurrent_checks_build_an_environment_once(tmp_path: Path, bwrap: str) -> None:
     requirement = ["wharf-does-not-exist-xyz==1.0"]
     (tmp_path / "index").mkdir()  # an empty index: nothing resolves, no network needed
     settings = Settings(
@@ -770,7 +770,7 @@ def test_without_bwrap_untrusted_code_is_refused(market: Market) -> None:
     assert not marker.exists()
 
 
-def test_the_sandbox_is_probed_as_the_settings_require(tmp_path, monkeypatch) -> None:
+def test_the_sandbox_is_probed_as_the_settings_require(tmp_path, monkeypatch, bwrap) -> None:
     assert unavailable_reason(Settings(data_dir=tmp_path)) is None  # bwrap works here
     off = Settings(data_dir=tmp_path, sandbox="none")
     assert "switched off" in unavailable_reason(off)

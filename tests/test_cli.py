@@ -131,6 +131,7 @@ def test_check_spec_semantic_and_package(tmp_path, csv_file, capsys):
     assert "stat.json" in capsys.readouterr().err
 
 
+@pytest.mark.services
 def test_console_entry_point(tmp_path, csv_file):
     exe = Path(sys.executable).parent / "wharf"
     if not exe.exists():
@@ -142,6 +143,7 @@ def test_console_entry_point(tmp_path, csv_file):
     assert abs(float(res.stdout)) < 1e-12
 
 
+@pytest.mark.services
 def test_a_command_leaves_no_market_folders_in_its_directory(tmp_path):
     """Importing the Celery app (every ``wharf`` command does) makes no broker or result
     folders: only a market's processes do, when they first use them."""
@@ -277,6 +279,7 @@ def _without_bwrap(tmp_path) -> dict[str, str]:
     return {**env, "WHARF_DATA_DIR": str(tmp_path), "PATH": str(tmp_path)}
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("queues", ["check", "check,search,index"])
 def test_a_check_worker_without_a_sandbox_refuses_to_start(tmp_path, queues):
     from wharf.cli.serve import worker_command
@@ -290,6 +293,7 @@ def test_a_check_worker_without_a_sandbox_refuses_to_start(tmp_path, queues):
     assert "this worker cannot take checks" in out and "bwrap) is not installed" in out, out
 
 
+@pytest.mark.services
 def test_a_worker_for_other_queues_starts_without_a_sandbox(tmp_path):
     from wharf.cli.serve import worker_command
 

@@ -100,6 +100,7 @@ def test_no_market_at_the_url(files, capsys, closed_port):
     )
 
 
+@pytest.mark.services
 def test_tokens_and_the_markets_refusals(files, market, capsys):
     url = ["--url", market.url]
     auth = [*url, "--token", market.token]
@@ -130,6 +131,7 @@ def test_tokens_and_the_markets_refusals(files, market, capsys):
     assert main([*submit, *auth]) == 0
 
 
+@pytest.mark.services
 def test_the_installed_command_prints_no_traceback(files, closed_port):
     exe = Path(sys.executable).parent / "wharf"
     if not exe.exists():

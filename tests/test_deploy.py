@@ -916,6 +916,7 @@ def test_entrypoint_syntax_and_roles() -> None:
         assert re.search(rf"^\s+{re.escape(role)}\)", text, re.M), role
 
 
+@pytest.mark.services
 def test_entrypoint_migrate_upgrades_a_catalog(tmp_path: Path) -> None:
     db = tmp_path / "catalog.db"
     done = run_entrypoint(
@@ -929,6 +930,7 @@ def test_entrypoint_migrate_upgrades_a_catalog(tmp_path: Path) -> None:
     assert {"users", "api_tokens", "learnwares", "jobs"} <= tables
 
 
+@pytest.mark.services
 def test_entrypoint_refuses_to_migrate_the_embedded_catalog(tmp_path: Path) -> None:
     done = run_entrypoint("migrate", env={"WHARF_DATA_DIR": str(tmp_path)})
     assert done.returncode == 64
@@ -936,6 +938,7 @@ def test_entrypoint_refuses_to_migrate_the_embedded_catalog(tmp_path: Path) -> N
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.services
 def test_entrypoint_healthcheck_fails_when_nothing_answers(tmp_path: Path) -> None:
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", 8000)) == 0:
@@ -951,6 +954,7 @@ def test_entrypoint_healthcheck_fails_when_nothing_answers(tmp_path: Path) -> No
     assert done.returncode != 0
 
 
+@pytest.mark.services
 def test_entrypoint_api_role_serves_the_app_from_its_factory(tmp_path: Path) -> None:
     """The api role runs uvicorn with wharf.api.main:create_app, its HTTP protocol and extra
     arguments (here another port); the embedded market of the data folder answers."""
@@ -990,6 +994,7 @@ def test_entrypoint_api_role_serves_the_app_from_its_factory(tmp_path: Path) -> 
     assert (tmp_path / "catalog.db").exists()  # made by the app, in its own process
 
 
+@pytest.mark.services
 def test_entrypoint_usage_lists_every_role() -> None:
     done = run_entrypoint(env={})
     assert done.returncode == 64
@@ -1123,6 +1128,7 @@ def test_k8s_optional_flower_is_locked_down_authenticated_and_not_applied_by_def
             assert resolved != FLOWER_MANIFEST.resolve() and resolved != FLOWER_MANIFEST.parent
 
 
+@pytest.mark.services
 @pytest.mark.parametrize(
     "auth",
     [None, "", "ops", ":secret", "ops:", "ops:secret,", "ops:secret,,admin:x"],
@@ -1147,6 +1153,7 @@ def test_entrypoint_flower_refuses_to_start_without_basic_auth(
     assert not list(tmp_path.iterdir()), "it must stop before anything else"
 
 
+@pytest.mark.services
 def test_entrypoint_healthcheck_asks_flower_when_the_container_runs_it(
     tmp_path: Path, closed_port: int
 ) -> None:

@@ -28,7 +28,7 @@ from wharf.workers.app import make_celery
 from wharf.workers.recovery import requeue_interrupted_checks
 from wharf.workers.tasks import SANDBOX_RETRIES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 
 @pytest.fixture(scope="module")

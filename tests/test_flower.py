@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
 #: A Redis database of its own (conftest: 13; test_market_e2e: 11; test_bulk_e2e: 9; bench: 8,
 #: 12, 13, 14), emptied before and after.
-REDIS_DB = 10
+pytestmark = pytest.mark.services  # a market's workers, Flower and Redis
 TIMEOUT = 60.0
 
 
@@ -73,16 +73,10 @@ def group_alive(pgid: int) -> bool:
 
 
 @pytest.fixture
-def broker(redis_url: str) -> Iterator[str]:
-    """A Redis database of this module's own (``redis_url`` fails or skips without Redis)."""
-    import redis
-
-    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield url
-    client.flushdb()
-    client.close()
+def broker(redis_database) -> Iterator[str]:
+    """A Redis database of this test's own (fails, or skips, without Redis)."""
+    with redis_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -20,6 +21,9 @@ from wharf.examples.learnwares import build_examples
 from wharf.specification import RKME
 from wharf.specification.files import dumps_spec
 
+# Real markets: their API and worker processes (and, here, the services they run on).
+pytestmark = pytest.mark.services
+
 
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory):
@@ -31,12 +35,11 @@ def examples(tmp_path_factory):
 )
 def market(request, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp(f"market-{request.param}")
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, contextlib.ExitStack() as stack:
         mp.setenv("WHARF_MODEL_TIME_LIMIT_S", "20")
         mp.setenv("WHARF_LOG_FORMAT", "json")
         if request.param == "services":
             import psycopg
-            import redis
             from psycopg import sql
 
             admin = request.getfixturevalue("postgres_admin")
@@ -45,10 +48,9 @@ def market(request, tmp_path_factory):
             db = f"wharf_e2e_{uuid.uuid4().hex[:12]}"
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
-            redis_db = 11
-            redis.Redis(host="127.0.0.1", db=redis_db).flushdb()
+            broker = stack.enter_context(request.getfixturevalue("redis_database")())
             mp.setenv("WHARF_DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}")
-            mp.setenv("WHARF_BROKER_URL", f"redis://127.0.0.1:6379/{redis_db}")
+            mp.setenv("WHARF_BROKER_URL", broker)
             mp.setenv("WHARF_STORE", "s3")
             mp.setenv("WHARF_S3_ENDPOINT_URL", endpoint)
             mp.setenv("WHARF_S3_BUCKET", f"wharf-e2e-{uuid.uuid4().hex[:8]}")
@@ -59,7 +61,7 @@ def market(request, tmp_path_factory):
             m.kind = request.param
             yield m
         if request.param == "services":
-            redis.Redis(host="127.0.0.1", db=redis_db).flushdb()
+            stack.close()
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))

@@ -10,6 +10,9 @@ from wharf.cli.serve import LocalMarket
 from wharf.client import WharfClient
 from wharf.examples.modalities import build_image_examples, build_text_examples, user_spec
 
+# Real markets: their API and worker processes (and, here, the services they run on).
+pytestmark = pytest.mark.services
+
 
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory):

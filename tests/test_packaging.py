@@ -25,6 +25,7 @@ def test_every_subpackage_of_a_mapped_folder_is_listed():
             assert ".".join([name, *rel.parts]) in listed, init
 
 
+@pytest.mark.services
 @pytest.mark.slow
 def test_the_wheel_installs_only_the_wharf_namespace(tmp_path):
     subprocess.run(

@@ -101,6 +101,7 @@ UNFIT_FOR_PRODUCTION = {
 }
 
 
+@pytest.mark.services
 @pytest.mark.parametrize(
     "command",
     [
@@ -127,6 +128,7 @@ def test_api_and_workers_refuse_to_start(command, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing embedded was created
 
 
+@pytest.mark.services
 def test_importing_the_api_and_the_workers_reads_no_settings(tmp_path):
     """The applications are made by factories: importing their modules reads no settings
     (so unfit ones do not fail it), makes no folder and connects to nothing."""

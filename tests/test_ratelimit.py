@@ -28,7 +28,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.services), "memory"])
 def limiter(request):
     """A limiter on a fake clock that starts at the beginning of a minute."""
     clock = Clock(60.0 * 29_000_000)

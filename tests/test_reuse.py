@@ -385,7 +385,7 @@ def test_docstring_examples_run(module: str) -> None:
 # --- with the real example learnwares, sandboxed -------------------------------------------------
 
 
-def test_reusing_sandboxed_digit_classifiers() -> None:
+def test_reusing_sandboxed_digit_classifiers(bwrap: str) -> None:
     low, high, even = (example(n) for n in ("digits 0-4", "digits 5-9", "digits even"))
     X = np.vstack([low.X_test, high.X_test])
     y = np.concatenate([low.y_test, high.y_test])

@@ -25,6 +25,8 @@ from bench.reuse_experiment.tasks import (
     user_data,
 )
 
+pytestmark = pytest.mark.services  # a real embedded market, sandboxed runs
+
 QUICK = scale(quick=True)
 
 

@@ -73,7 +73,7 @@ def make_package(tmp_path: Path, source: str, *, manifest_extra: str = "", **fil
 # --- running the example learnwares ---------------------------------------------------------------
 
 
-def test_sandboxed_and_in_process_predictions_agree() -> None:
+def test_sandboxed_and_in_process_predictions_agree(bwrap: str) -> None:
     ex = example("digits 0-4")
     X = ex.X_test[:40]
     with Learnware.load(ex.package, time_limit_s=20) as boxed:
@@ -104,7 +104,7 @@ def test_two_in_process_learnwares_keep_their_own_modules() -> None:
         assert not np.array_equal(a.predict(X), b.predict(X))
 
 
-def test_wrong_input_width_is_refused_before_running(tmp_path: Path) -> None:
+def test_wrong_input_width_is_refused_before_running(bwrap: str) -> None:
     with Learnware.load(example("digits 5-9").package) as lw:
         with pytest.raises(ValueError, match=r"expects rows of shape \(64,\).*\(n_samples, 64\)"):
             lw.predict(np.zeros((3, 10)))
@@ -112,7 +112,7 @@ def test_wrong_input_width_is_refused_before_running(tmp_path: Path) -> None:
             lw.predict(np.array([["a"] * 64]))
 
 
-def test_temp_dirs_are_removed_after_close_and_with_block() -> None:
+def test_temp_dirs_are_removed_after_close_and_with_block(bwrap: str) -> None:
     lw = Learnware.load(example("digits even").package)
     folder = lw.directory
     assert (folder / "learnware.yaml").is_file()
@@ -127,7 +127,7 @@ def test_temp_dirs_are_removed_after_close_and_with_block() -> None:
     assert not folder.parent.exists()
 
 
-def test_learnwares_are_shared_by_copies_and_not_pickled() -> None:
+def test_learnwares_are_shared_by_copies_and_not_pickled(bwrap: str) -> None:
     with Learnware.load(example("digits even").package) as lw:
         assert copy.deepcopy([lw])[0] is lw and copy.copy(lw) is lw
         with pytest.raises(TypeError, match="cannot be pickled"):
@@ -149,7 +149,13 @@ class Model:
 """
 
 
-@pytest.mark.parametrize("sandbox", [True, False], ids=["sandboxed", "in-process"])
+@pytest.mark.parametrize(
+    "sandbox",
+    [
+        pytest.param(True, marks=pytest.mark.services, id="sandboxed"),
+        pytest.param(False, id="in-process"),
+    ],
+)
 def test_a_raising_model_gives_its_message_and_stderr(tmp_path: Path, sandbox: bool) -> None:
     with Learnware.load(make_package(tmp_path, RAISING), sandbox=sandbox) as lw:
         with pytest.raises(LearnwareRunError) as info:
@@ -162,7 +168,7 @@ def test_a_raising_model_gives_its_message_and_stderr(tmp_path: Path, sandbox: b
         assert "reading the weights" in error.stderr_tail
 
 
-def test_a_model_that_cannot_be_built_names_the_stage(tmp_path: Path) -> None:
+def test_a_model_that_cannot_be_built_names_the_stage(tmp_path: Path, bwrap: str) -> None:
     source = "class Model:\n    def __init__(self):\n        raise OSError('weights missing')\n"
     with Learnware.load(make_package(tmp_path, source)) as lw:
         with pytest.raises(LearnwareRunError, match="init stage: OSError: weights missing"):
@@ -170,7 +176,7 @@ def test_a_model_that_cannot_be_built_names_the_stage(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_hanging_model_is_stopped_at_the_time_limit(tmp_path: Path) -> None:
+def test_a_hanging_model_is_stopped_at_the_time_limit(tmp_path: Path, bwrap: str) -> None:
     source = """
         import time
 
@@ -186,7 +192,7 @@ def test_a_hanging_model_is_stopped_at_the_time_limit(tmp_path: Path) -> None:
     assert elapsed < lw.limits.wall_s + 3
 
 
-def test_a_model_returning_the_wrong_number_of_rows(tmp_path: Path) -> None:
+def test_a_model_returning_the_wrong_number_of_rows(tmp_path: Path, bwrap: str) -> None:
     source = """
         import numpy as np
 
@@ -218,7 +224,7 @@ def test_bad_packages_are_refused_with_a_clear_error(tmp_path: Path) -> None:
         Learnware.load(broken)
 
 
-def test_manifest_id_and_semantic_file_are_read(tmp_path: Path) -> None:
+def test_manifest_id_and_semantic_file_are_read(tmp_path: Path, bwrap: str) -> None:
     semantic = {"Name": {"Type": "String", "Values": "four features"}}
     path = make_package(
         tmp_path,
@@ -251,7 +257,7 @@ class FolderClient:
         return {"id": learnware_id, "semantic_spec": {"Name": learnware_id}}
 
 
-def test_from_search_loads_the_mixture_or_the_singles(tmp_path: Path) -> None:
+def test_from_search_loads_the_mixture_or_the_singles(tmp_path: Path, bwrap: str) -> None:
     client = FolderClient({"a": example("digits 0-4").package, "b": example("digits 5-9").package})
     result = {
         "singles": [{"id": "b"}, {"id": "a"}],

@@ -16,6 +16,9 @@ from wharf.api.app import create_app
 from wharf.market.catalog import Catalog, Role, repo
 from wharf.market.settings import Settings
 
+# A campaign of hundreds of requests against a whole embedded market, not a unit test.
+pytestmark = pytest.mark.services
+
 # Schemathesis makes one test per operation when the module is collected, so the market (an
 # embedded one in its own directory) is made here rather than in a fixture.
 DATA_DIR = Path(tempfile.mkdtemp(prefix="wharf-fuzz-"))

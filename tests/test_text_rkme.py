@@ -31,6 +31,7 @@ FRENCH = [
 ]
 
 
+@pytest.mark.services
 def test_embeddings_load_offline_and_are_deterministic():
     """In a fresh process with the hub switched off and every network connection refused,
     the model loads from the installed package and embeds."""

@@ -18,6 +18,8 @@ from wharf.cli.serve import free_port
 
 WHARF = Path(sys.executable).parent / "wharf"
 
+pytestmark = pytest.mark.services  # `wharf up`: a real market's processes
+
 
 def _env(data_dir: Path) -> dict[str, str]:
     """The embedded market in ``data_dir``, whatever WHARF_ settings the caller has."""

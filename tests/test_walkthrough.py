@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from wharf.cli.serve import free_port
 
+pytestmark = pytest.mark.services  # a real market, started as the README says
+
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## Your first market, command by command"
 
