@@ -21,10 +21,10 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from wharf.market.catalog import ApiToken, Catalog, Role, User, repo
+from wharf.market.catalog.storable import UNSTORABLE_TEXT, storable_text
 from wharf.market.settings import Settings
 from wharf.market.store import ObjectStore
 
-from .forms import UNSTORABLE_TEXT, storable_text
 from .problems import Problem
 from .waiting import JobWaiter
 

@@ -5,25 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from wharf.market.catalog.storable import UNSTORABLE_TEXT, first_unstorable
 from wharf.specification.errors import SemanticSpecError
 from wharf.specification.semantic import SemanticSpec, check_semantic_spec, check_text_lengths
 
 from .problems import Problem
-
-#: What a text the catalog stores or compares may not hold: PostgreSQL refuses NUL in text and
-#: JSON, and an unpaired surrogate cannot be encoded as UTF-8 by any database driver.
-UNSTORABLE_TEXT = "must be text without NUL characters or unpaired surrogates"
-
-
-def storable_text(text: str) -> bool:
-    """Whether ``text`` can be stored in (and compared by) the catalog."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def semantic_spec_field(text: str, *, requirement: bool = False) -> dict[str, Any]:
@@ -58,24 +44,7 @@ def semantic_spec_field(text: str, *, requirement: bool = False) -> dict[str, An
         field = exc.field if exc.field == "semantic_spec" else f"semantic_spec.{exc.field}"
         raise Problem(422, f"{field}: {exc.reason}", field=field) from None
     canonical = spec.to_dict()
-    bad = _unstorable(canonical, "semantic_spec")
+    bad = first_unstorable(canonical, "semantic_spec")
     if bad is not None:
         raise Problem(422, f"{bad}: {UNSTORABLE_TEXT}", field=bad)
     return canonical
-
-
-def _unstorable(value: Any, path: str) -> str | None:
-    """The path of the first text in ``value`` that the catalog cannot store, or ``None``."""
-    if isinstance(value, str):
-        return None if storable_text(value) else path
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not storable_text(key):
-                return path
-            if (found := _unstorable(item, f"{path}.{key}")) is not None:
-                return found
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            if (found := _unstorable(item, f"{path}.{i}")) is not None:
-                return found
-    return None

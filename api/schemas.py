@@ -6,8 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
-
-from .forms import UNSTORABLE_TEXT, storable_text
+from wharf.market.catalog.storable import UNSTORABLE_TEXT, storable_text
 
 
 class SpecSummary(BaseModel):

@@ -53,6 +53,7 @@ from wharf.market.catalog import (
     repo,
 )
 from wharf.market.catalog.bulk import packages_by_sha256
+from wharf.market.catalog.storable import UNSTORABLE_TEXT, first_unstorable
 from wharf.market.store import ObjectStore
 from wharf.specification.errors import SemanticSpecError
 from wharf.specification.jsonio import load_json
@@ -159,37 +160,10 @@ def canonical_semantic(data: Any) -> dict[str, Any]:
         raise EntryRejected("semantic_spec is nested too deeply") from None
     except ValueError as exc:
         raise EntryRejected(str(exc)) from None
-    bad = _unstorable(canonical, "semantic_spec")
+    bad = first_unstorable(canonical, "semantic_spec")
     if bad is not None:
-        raise EntryRejected(f"{bad}: must be text without NUL characters or unpaired surrogates")
+        raise EntryRejected(f"{bad}: {UNSTORABLE_TEXT}")
     return canonical
-
-
-def _unstorable(value: Any, path: str) -> str | None:
-    """The path of the first text in ``value`` that the catalog cannot store, or ``None``."""
-    if isinstance(value, str):
-        return None if _storable(value) else path
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not _storable(str(key)):
-                return path
-            if (found := _unstorable(item, f"{path}.{key}")) is not None:
-                return found
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            if (found := _unstorable(item, f"{path}.{i}")) is not None:
-                return found
-    return None
-
-
-def _storable(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def outcome(

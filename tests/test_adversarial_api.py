@@ -775,6 +775,7 @@ def test_an_edit_cannot_change_status_or_owner(market):
         "learnware_id": lid,
         "job_id": "",
         "status": "pending",
+        "resubmitted": False,
     }
     lw = httpx.get(url, headers=carol).json()
     assert (lw["status"], lw["owner"], lw["name"]) == ("pending", "carol", "renamed")
