@@ -3,6 +3,7 @@ the repository's folders, and nothing under a generic top-level name."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -28,8 +29,20 @@ def test_every_subpackage_of_a_mapped_folder_is_listed():
 @pytest.mark.services
 @pytest.mark.slow
 def test_the_wheel_installs_only_the_wharf_namespace(tmp_path):
+    # From a copy of the tracked files: pip builds in the source tree, and a build/ folder
+    # left there by an earlier build would carry deleted modules into this wheel.
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    src = tmp_path / "src"
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
         check=True,
         timeout=600,
     )
