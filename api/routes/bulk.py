@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from wharf.market.bulk import delete_staged, new_prefix, stage_upload
-from wharf.market.bundle import BundleError
+from wharf.market.bulk import delete_staged
 from wharf.market.catalog import JobKind, repo
 
 from ..deps import AdminUser, FormFields, IdentityFirstRoute, ServicesDep, SessionDep
 from ..enqueue import enqueue_bulk_import, job_url
 from ..problems import Problem
 from ..schemas import BulkImportAccepted
+from ..staging import stage_bundle
 
 PATH = "/v1/bulk-imports"
 router = APIRouter(prefix=PATH, tags=["bulk imports"], route_class=IdentityFirstRoute)
@@ -47,26 +47,8 @@ def create_bulk_import(
     if not trusted:
         raise Problem(422, UNTRUSTED, field="trusted")
     settings = services.settings
-    if bundle.size is not None and bundle.size > settings.bulk_max_bytes:
-        raise Problem(
-            413,
-            f"the bundle is {bundle.size} bytes, over the limit of {settings.bulk_max_bytes} "
-            "(WHARF_BULK_MAX_BYTES): split it into smaller bundles",
-        )
-    session.commit()  # no catalog transaction while the bundle streams to the store
-    prefix = new_prefix()
-    try:
-        staged = stage_upload(
-            bundle.file,
-            services.store,
-            prefix,
-            max_bytes=settings.bulk_max_bytes,
-            max_package_bytes=settings.max_upload_bytes,
-            max_line_bytes=settings.max_spec_bytes + 1024 * 1024,
-            batch_size=settings.bulk_batch_size,
-        )
-    except BundleError as exc:
-        raise Problem(422, f"bundle: {exc}", field="bundle") from None
+    staged = stage_bundle(bundle, services, session, batch_size=settings.bulk_batch_size)
+    prefix = staged.prefix
     job = repo.create_job(
         session,
         JobKind.index,

@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile
 from sqlalchemy.orm import Session
-from wharf.market.bulk import delete_staged, new_prefix, release_staged, stage_upload
+from wharf.market.bulk import delete_staged, release_staged
 from wharf.market.bulk_submit import BATCH_SIZE, QUOTA_RETRY_S, REQUEST_KEY, checks_waiting
-from wharf.market.bundle import BundleError
 from wharf.market.catalog import JobKind, User, repo
 from wharf.market.settings import Settings
 
@@ -16,6 +15,7 @@ from ..deps import CurrentUser, FormFields, IdentityFirstRoute, ServicesDep, Ses
 from ..enqueue import enqueue_bulk_submission, job_url
 from ..problems import Problem
 from ..schemas import BulkImportAccepted
+from ..staging import stage_bundle
 
 PATH = "/v1/bulk-submissions"
 router = APIRouter(prefix=PATH, tags=["bulk submissions"], route_class=IdentityFirstRoute)
@@ -45,27 +45,9 @@ def create_bulk_submission(
     pending learnware with its own check job. The job ends when the last check has.
     """
     settings = services.settings
-    if bundle.size is not None and bundle.size > settings.bulk_max_bytes:
-        raise Problem(
-            413,
-            f"the bundle is {bundle.size} bytes, over the limit of {settings.bulk_max_bytes} "
-            "(WHARF_BULK_MAX_BYTES): split it into smaller bundles",
-        )
     _refuse_over_quota(session, user, settings, entries=0)
-    session.commit()  # no catalog transaction while the bundle streams to the store
-    prefix = new_prefix()
-    try:
-        staged = stage_upload(
-            bundle.file,
-            services.store,
-            prefix,
-            max_bytes=settings.bulk_max_bytes,
-            max_package_bytes=settings.max_upload_bytes,
-            max_line_bytes=settings.max_spec_bytes + 1024 * 1024,
-            batch_size=BATCH_SIZE,
-        )
-    except BundleError as exc:
-        raise Problem(422, f"bundle: {exc}", field="bundle") from None
+    staged = stage_bundle(bundle, services, session, batch_size=BATCH_SIZE)
+    prefix = staged.prefix
     try:
         if staged.entries > settings.bulk_submit_max_entries:
             raise Problem(
