@@ -48,7 +48,7 @@ from wharf.specification._threads import single_threaded_blas
 from wharf.specification.blockwise import BLOCK_ENTRIES, gaussian_sum, self_inner_product
 from wharf.specification.errors import SpecificationError
 from wharf.specification.image import IMAGE_SPEC_TYPE
-from wharf.specification.kernel import map_ranges
+from wharf.specification.kernel import kernel_exp_, map_ranges
 from wharf.specification.qp import solve_simplex_qp
 from wharf.specification.rkme import RKME
 from wharf.specification.semantic import MAX_DESCRIPTION_CHARS, MAX_REQUIREMENT_NAME_CHARS
@@ -228,9 +228,9 @@ def inner_product_matrix(specs: Sequence[RKME], gamma: float) -> np.ndarray:
 
     Each spec against the stacked points of itself and the specs after it (the lower triangle
     is the mirror of the upper), in blocks of at most ``BLOCK_ENTRIES`` kernel values spread
-    over the kernel thread pool. Squared distances come from one matrix product on points
-    centred at their mean, which agrees with direct differences to about 1e-16 here and is
-    several times faster.
+    over the kernel thread pool. The exponents −γ‖x − y‖² come from one matrix product of
+    augmented rows, ``[2γx, −γ‖x‖², −γ] · [y, 1, ‖y‖²]``, on points centred at their mean,
+    which agrees with direct differences to about 1e-16 here and is several times faster.
     """
     if specs and getattr(specs[0], "spec_type", None) == IMAGE_SPEC_TYPE:
         from wharf.specification.nngp import gram_matrix
@@ -240,19 +240,16 @@ def inner_product_matrix(specs: Sequence[RKME], gamma: float) -> np.ndarray:
     beta = [np.asarray(s.beta_, dtype=np.float64).reshape(-1) for s in specs]
     stacked = np.concatenate(z)
     stacked -= stacked.mean(0)
-    norms = (stacked * stacked).sum(1)
+    norms = (stacked * stacked).sum(1, keepdims=True)
+    left = np.concatenate([(2.0 * gamma) * stacked, -gamma * norms, np.full_like(norms, -gamma)], 1)
+    right = np.concatenate([stacked, np.ones_like(norms), norms], 1)
     stacked_beta = np.concatenate(beta)
     offsets = np.cumsum([0] + [len(b) for b in beta])
 
     def block(a: int, b: int, c: int, d: int) -> np.ndarray:
         """β-weighted kernel values between rows a:b and c:d, summed over a:b."""
-        e = stacked[a:b] @ stacked[c:d].T
-        e *= -2.0
-        e += norms[a:b, None]
-        e += norms[None, c:d]
-        np.maximum(e, 0.0, out=e)
-        e *= -gamma
-        np.exp(e, out=e)
+        e = left[a:b] @ right[c:d].T
+        kernel_exp_(e)
         return (stacked_beta[a:b] @ e) * stacked_beta[c:d]
 
     def row(i: int, _: int) -> np.ndarray:

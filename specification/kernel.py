@@ -39,6 +39,29 @@ def augment_query(z: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.cat([(2.0 * gamma) * z, -gamma * (z * z).sum(1, keepdim=True), col], 1)
 
 
+#: Elements per torch call in :func:`kernel_exp_`: few enough that torch runs each call on the
+#: calling thread (its thread pool stays asleep), enough that the calls cost a few percent.
+EXP_CHUNK = 1 << 15
+
+
+def kernel_exp_(e: np.ndarray) -> np.ndarray:
+    """Kernel values from their exponents −γ‖x − y‖², in place: ``e ← exp(min(e, 0))``
+    (rounding can leave an exponent just above 0; no kernel value exceeds 1).
+
+    Through torch's vectorised float64 ``exp`` (within 1 ulp of numpy's), a chunk at a time
+    while it is in cache: on CPUs without AVX-512 numpy's float64 ``exp`` is scalar, and on
+    this project's 2-core machine (AMD EPYC, AVX2) torch's takes 1.1 ns an element where
+    numpy's takes 5. The kernel sums of a search are mostly ``exp``.
+    """
+    if e.dtype != np.float64 or not e.flags.c_contiguous or not e.flags.writeable:
+        np.minimum(e, 0.0, out=e)
+        return np.exp(e, out=e)
+    flat = torch.from_numpy(e).view(-1)
+    for start in range(0, flat.numel(), EXP_CHUNK):
+        flat[start : start + EXP_CHUNK].clamp_(max=0.0).exp_()
+    return e
+
+
 def kernel_block(za: Array, xa: Array) -> Array:
     """Kernel matrix between an augmented query and augmented points (numpy or torch)."""
     e = za @ xa.T

@@ -62,7 +62,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_track_started=True,
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,  # for Flower; a 'sent' event per task would double

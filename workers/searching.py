@@ -131,9 +131,9 @@ def _named(catalog: Catalog, result: dict[str, Any]) -> dict[str, Any]:
     ids = {s["id"] for s in result["singles"]}
     if result.get("mixture"):
         ids.update(result["mixture"]["ids"])
-    with catalog.session() as s:
-        rows = repo.get_learnwares(s, [repo.parse_id(i) for i in ids])
-        names = {repo.format_id(lw.id): lw.name or "" for lw in rows if lw.status == "accepted"}
+    with catalog.session(read_only=True) as s:
+        found = repo.accepted_names(s, [repo.parse_id(i) for i in ids])
+    names = {repo.format_id(i): name for i, name in found.items()}
     result["singles"] = [
         dict(x, name=names[x["id"]]) for x in result["singles"] if x["id"] in names
     ]

@@ -92,6 +92,10 @@ class JobTask(Task):
     """Marks the job failed (a terminal state) when the task gives up, and queued again before
     a retry is sent (a retry is not a lost worker)."""
 
+    # A job reports through the catalog: nothing reads the task's own result (or state), so
+    # storing it in the result backend would only cost a round trip after every job.
+    ignore_result = True
+
     def retry(self, *args, **kwargs):
         try:
             with catalog().session() as s:

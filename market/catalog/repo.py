@@ -728,14 +728,24 @@ def accepted_spec_ids(s: Session) -> list[int]:
 
 def accepted_ids(s: Session, learnware_ids: Iterable[int]) -> set[int]:
     """Those of ``learnware_ids`` that are accepted now."""
+    return set(accepted_names(s, learnware_ids))
+
+
+def accepted_names(s: Session, learnware_ids: Iterable[int]) -> dict[int, str]:
+    """The names of those of ``learnware_ids`` that are accepted now."""
     ids = sorted({int(i) for i in learnware_ids})
-    found: set[int] = set()
+    found: dict[int, str] = {}
     for start in range(0, len(ids), _IN_BATCH):
-        stmt = select(Learnware.id).where(
-            Learnware.id.in_(ids[start : start + _IN_BATCH]),
-            Learnware.status == LearnwareStatus.accepted,
+        # The status is compared here, not in SQL: with it in the WHERE clause SQLite reads
+        # the (status, …) index of every accepted learnware instead of looking these up by id.
+        stmt = select(Learnware.id, Learnware.name, Learnware.status).where(
+            Learnware.id.in_(ids[start : start + _IN_BATCH])
         )
-        found.update(int(i) for i in s.scalars(stmt))
+        found.update(
+            (int(i), name or "")
+            for i, name, status in s.execute(stmt)
+            if status == LearnwareStatus.accepted
+        )
     return found
 
 

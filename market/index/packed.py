@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from wharf.specification.blockwise import self_inner_product
 from wharf.specification.errors import SpecificationError
-from wharf.specification.kernel import map_ranges
+from wharf.specification.kernel import kernel_exp_, map_ranges
 from wharf.specification.mmd import KernelMeanEmbedding, self_inner_products
 from wharf.specification.rkme import same_gamma
 
@@ -334,8 +334,7 @@ class PackedSpecs:
             step = max(1, BLOCK_ENTRIES // max(1, len(z)))  # query rows: one spec may be large
             for s in range(0, len(qa), step):
                 e = qa[s : s + step] @ za
-                np.minimum(e, 0.0, out=e)
-                np.exp(e, out=e)
+                kernel_exp_(e)
                 v += bq[s : s + step] @ e
             v *= beta
             offsets = np.concatenate([[0], np.cumsum(counts[lo:hi])[:-1]])

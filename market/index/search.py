@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from wharf.market.scoring import SearchResult, score_ranking, user_self_term
+from wharf.specification._threads import single_threaded_blas
 from wharf.specification.rkme import RKME
 
 from .partition import MarketIndex
@@ -52,24 +53,29 @@ def search_index(
         timings["total"] = 1e3 * (time.perf_counter() - t0)
         return SearchResult([], None, False, stats)
     c = max(part.min_candidates, 2 * (top or 0), max_search_num**2, candidates or 0)
-    ranked = part.rank(spec, allowed=allowed, candidates=c, pool=max_search_num**2)
+    # The kernel sums spread over the kernel thread pool themselves; a multi-threaded BLAS
+    # call among them leaves its threads spinning after it, on the cores the next search
+    # (of this process, or of another worker on the same machine) needs.
+    with single_threaded_blas():
+        ranked = part.rank(spec, allowed=allowed, candidates=c, pool=max_search_num**2)
     t1 = time.perf_counter()
     stats.update(partition=part.describe(), method=ranked.method, in_scope=ranked.in_scope)
     stats["dropped_language"] = ranked.dropped_language
     stats["scored"] = len(ranked.ids)
     ids = ranked.ids.tolist()
     names = {i: format_id(i) for i in ids}
-    singles, mixture = score_ranking(
-        spec,
-        [names[i] for i in ids],
-        ranked.mmd2,
-        ranked.self_terms,
-        lambda pool: ranked.pool[: len(pool)],
-        max_search_num=max_search_num,
-        stats=stats,
-        user_self=user_self,
-        device=part.config.image_device,
-    )
+    with single_threaded_blas():
+        singles, mixture = score_ranking(
+            spec,
+            [names[i] for i in ids],
+            ranked.mmd2,
+            ranked.self_terms,
+            lambda pool: ranked.pool[: len(pool)],
+            max_search_num=max_search_num,
+            stats=stats,
+            user_self=user_self,
+            device=part.config.image_device,
+        )
     t2 = time.perf_counter()
     timings.update(rank=1e3 * (t1 - t0), mixture=1e3 * (t2 - t1), total=1e3 * (t2 - t0))
     return SearchResult(singles[:top], mixture, False, stats)
