@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from wharf.market.catalog import ApiToken, Catalog, Role, User, repo
+from wharf.market.catalog.models import utcnow
 from wharf.market.catalog.storable import UNSTORABLE_TEXT, storable_text
 from wharf.market.settings import Settings
 from wharf.market.store import ObjectStore
@@ -139,7 +140,7 @@ async def _authenticate(services: Services, authorization: str | None) -> User |
     if state == "revoked":
         raise Problem(401, "the token was revoked", headers=_INVALID)
     if repo.token_use_is_stale(api_token):  # a write at most once a minute per token
-        api_token.last_used_at = repo.utcnow()  # the cached copy: no second write meanwhile
+        api_token.last_used_at = utcnow()  # the cached copy: no second write meanwhile
         await run_in_threadpool(_record_token_use, services, api_token.id)
     return user
 

@@ -152,7 +152,7 @@ def canonical_semantic(data: Any) -> dict[str, Any]:
     try:
         spec = check_text_lengths(check_semantic_spec(data))
         canonical = spec.to_dict()
-        repo._semantic_columns(canonical, spec)  # tags within the catalog's columns
+        repo.semantic_columns(canonical, spec)  # tags within the catalog's columns
     except SemanticSpecError as exc:
         where = exc.field if exc.field == "semantic_spec" else f"semantic_spec.{exc.field}"
         raise EntryRejected(f"{where}: {exc.reason}") from None

@@ -164,7 +164,7 @@ def check_entry(entry: Entry, limits: SpecLimits) -> dict[str, Any]:
     """
     try:
         semantic = check_semantic_spec(entry.semantic_spec)
-        columns = repo._semantic_columns(entry.semantic_spec, semantic)
+        columns = repo.semantic_columns(entry.semantic_spec, semantic)
     except SpecificationError as exc:
         raise EntryRejected(f"semantic_spec.{exc}") from None
     except ValueError as exc:

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.services
 # Schemathesis makes one test per operation when the module is collected, so the market (an
 # embedded one in its own directory) is made here rather than in a fixture.
 DATA_DIR = Path(tempfile.mkdtemp(prefix="wharf-fuzz-"))
-SETTINGS = Settings(data_dir=DATA_DIR, rate_limit_enabled=False)
+# No worker runs here, so a generated ?wait=S holds its answer until S is up: cut to 1 s.
+SETTINGS = Settings(data_dir=DATA_DIR, rate_limit_enabled=False, job_wait_max_s=1.0)
 with Catalog.create(SETTINGS.catalog_url).session() as _s:
     TOKEN, _ = repo.create_token(_s, repo.create_user(_s, "admin", Role.admin).id, "fuzz")
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(SETTINGS))

@@ -16,14 +16,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .models import Learnware, LearnwareScenario, LearnwareStatus, utcnow
-from .repo import _IN_BATCH, _check_package, _spec_columns, log_index_changes
+from .repo import IN_BATCH, check_package, log_index_changes, spec_columns
 
 
 @dataclass(frozen=True, slots=True)
 class AcceptedRow:
     """One learnware to insert as ``accepted``.
 
-    ``semantic`` are the filter columns of :func:`market.catalog.repo._semantic_columns`
+    ``semantic`` are the filter columns of :func:`market.catalog.repo.semantic_columns`
     (``semantic_spec``, ``name`` … ``scenarios``); ``spec_meta`` has the keys of
     :func:`market.catalog.repo.finish_check`'s (``type``, ``shape``, ``gamma``, ``points``,
     ``num_points``).
@@ -45,10 +45,10 @@ def packages_by_sha256(
     holding that content."""
     wanted = sorted(set(sha256s))
     found: dict[str, tuple[int, str, int | None]] = {}
-    for start in range(0, len(wanted), _IN_BATCH):
+    for start in range(0, len(wanted), IN_BATCH):
         stmt = select(
             Learnware.content_sha256, Learnware.id, Learnware.package_key, Learnware.package_offset
-        ).where(Learnware.content_sha256.in_(wanted[start : start + _IN_BATCH]))
+        ).where(Learnware.content_sha256.in_(wanted[start : start + IN_BATCH]))
         found.update((sha, (int(lid), key, offset)) for sha, lid, key, offset in s.execute(stmt))
     return found
 
@@ -67,11 +67,11 @@ def insert_accepted(
     now = utcnow()
     values = []
     for row in rows:
-        _check_package(row.sha256, row.package_key, row.package_size)
+        check_package(row.sha256, row.package_key, row.package_size)
         values.append(
             {
                 **row.semantic,
-                **_spec_columns(row.spec_meta),
+                **spec_columns(row.spec_meta),
                 "owner_id": owner_id,
                 "status": LearnwareStatus.accepted,
                 "stat_spec": row.stat_spec,
