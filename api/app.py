@@ -16,7 +16,7 @@ from wharf.market.settings import Settings, get_settings
 from wharf.market.store import make_store
 from wharf.workers.app import make_celery
 
-from . import metrics, problems, ratelimit
+from . import docs_pages, metrics, problems, ratelimit
 from .deps import Services, storable_query
 from .limits import BodySizeLimit, BodyTimeout, CloseUnreadBody
 from .routes import bulk, bulk_submissions, health, jobs, learnwares, searches, tokens
@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="A learnware market: submit models with specifications, find and reuse them.",
         dependencies=[Depends(storable_query)],
         lifespan=_lifespan,
+        docs_url=None,  # docs_pages serves both from local assets
+        redoc_url=None,
     )
     app.state.services = services = Services(
         settings=settings,
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job_waiter=JobWaiter(settings.job_ends_redis),
     )
     problems.install(app)
+    docs_pages.install(app)
     registry = metrics.install(app, services)
     app.add_middleware(
         BodyTimeout,
