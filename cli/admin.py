@@ -16,6 +16,11 @@ def add_parsers(admin_sub: argparse._SubParsersAction) -> None:
         "bootstrap", help="print a new API token of an admin user (created if missing)"
     )
     p.add_argument("--user", default="admin")
+    p.add_argument(
+        "--email",
+        default=None,
+        help="the email of a new admin (default: USER@localhost), for the learnware client",
+    )
     p.add_argument("--name", default="bootstrap", help="a label for the token")
     p.add_argument(
         "--expires-in-days",
@@ -54,7 +59,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from wharf.market.catalog import Catalog, Role, repo
+    from wharf.market.catalog import Catalog, CatalogError, Role, repo
     from wharf.market.settings import get_settings
 
     settings = get_settings()
@@ -65,7 +70,16 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         return 1
     catalog = Catalog.create(settings.catalog_url, migrate=False)
     with catalog.session() as s:
-        user = repo.get_user_by_name(s, args.user) or repo.create_user(s, args.user, Role.admin)
+        user = repo.get_user_by_name(s, args.user)
+        if user is None:
+            try:
+                user = repo.create_user(s, args.user, Role.admin, email=args.email)
+            except (ValueError, CatalogError) as exc:
+                print(f"error: {exc} (--user, --email)", file=sys.stderr)
+                return 1
+        elif args.email is not None and user.email != args.email.strip().lower():
+            print(f"error: user {args.user!r} exists with the email {user.email}", file=sys.stderr)
+            return 1
         if user.role != Role.admin:
             print(f"error: user {args.user!r} exists and is not an admin", file=sys.stderr)
             return 1

@@ -42,8 +42,14 @@ TASK_TYPES: tuple[str, ...] = (
     "Feature Extraction",
     "Segmentation",
     "Object Detection",
+    "Text Generation",
     "Others",
 )
+#: What kind of model a learnware holds (the reference's 0.4 key, ``Type: Optional``): only a
+#: text learnware may be a base, fine-tuned or PEFT model; every other is ``Others``.
+MODEL_TYPES: tuple[str, ...] = ("Base Model", "Fine-tuned Model", "PEFT Model", "Others")
+#: The ``Model`` a spec without one has (the reference's default for it).
+DEFAULT_MODEL = "Others"
 LIBRARIES: tuple[str, ...] = ("Scikit-learn", "PyTorch", "TensorFlow", "Others")
 SCENARIOS: tuple[str, ...] = (
     "Business",
@@ -98,16 +104,19 @@ VOCABULARIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "Data": DATA_TYPES,
         "Task": TASK_TYPES,
+        "Model": MODEL_TYPES,
         "Library": LIBRARIES,
         "Scenario": SCENARIOS,
         "License": LICENSES,
     }
 )
-#: The ``Type`` each key must carry: ``Class`` holds one value, ``Tag`` one or more.
+#: The ``Type`` each key must carry: ``Class`` holds one value, ``Tag`` one or more;
+#: ``Optional`` (``Model``) holds one value, and a spec without it has :data:`DEFAULT_MODEL`.
 FIELD_TYPES: Mapping[str, str] = MappingProxyType(
     {
         "Data": "Class",
         "Task": "Class",
+        "Model": "Optional",
         "Library": "Class",
         "Scenario": "Tag",
         "License": "Class",
@@ -133,6 +142,13 @@ class ClassValues(_Part):
     """A ``Class`` key: one value for a learnware, any number of acceptable ones in a query."""
 
     Type: Literal["Class"]
+    Values: tuple[StrictStr, ...]
+
+
+class OptionalValues(_Part):
+    """An ``Optional`` key (``Model``): one value, :data:`DEFAULT_MODEL` when not given."""
+
+    Type: Literal["Optional"]
     Values: tuple[StrictStr, ...]
 
 
@@ -176,6 +192,7 @@ class SemanticSpec(_Part):
 
     Data: ClassValues | None = None
     Task: ClassValues | None = None
+    Model: OptionalValues | None = None
     Library: ClassValues | None = None
     Scenario: TagValues | None = None
     License: ClassValues | None = None
@@ -198,13 +215,16 @@ class SemanticSpec(_Part):
         query) no default is added, since an absent key means "any", and the result has
         passed :meth:`validate_requirement`.
         """
-        spec = cls._parse(d, legacy_license=not requirement)
+        spec = cls._parse(d, legacy_license=not requirement, default_model=not requirement)
         return spec.validate_requirement() if requirement else spec
 
     @classmethod
-    def _parse(cls, d: Mapping[str, Any], *, legacy_license: bool) -> SemanticSpec:
+    def _parse(
+        cls, d: Mapping[str, Any], *, legacy_license: bool, default_model: bool = False
+    ) -> SemanticSpec:
         try:
-            return cls.model_validate(_normalise(d, legacy_license=legacy_license))
+            normal = _normalise(d, legacy_license=legacy_license, default_model=default_model)
+            return cls.model_validate(normal)
         except ValidationError as exc:
             error = exc.errors()[0]
             field = ".".join(str(part) for part in error["loc"]) or "semantic_spec"
@@ -235,13 +255,15 @@ class SemanticSpec(_Part):
         for key, kind in FIELD_TYPES.items():
             entry = getattr(self, key)
             if entry is None:
+                if kind == "Optional":
+                    continue
                 raise SemanticSpecError(key, f"is required: {_expected(key)}")
             if kind == "String":
                 if not entry.Values.strip():
                     raise SemanticSpecError(f"{key}.Values", "must be a non-empty string")
                 continue
             values = entry.Values
-            if kind == "Class" and len(values) != 1:
+            if kind in ("Class", "Optional") and len(values) != 1:
                 raise SemanticSpecError(
                     f"{key}.Values",
                     f"must hold exactly one value, got {list(values)}; {_allowed(key)}",
@@ -252,6 +274,17 @@ class SemanticSpec(_Part):
                 )
             _check_vocabulary(key, values)
         task = self.task_type
+        if self.data_type != "Text":
+            if task == "Text Generation":
+                raise SemanticSpecError(
+                    "Task.Values", f"Text Generation needs Data Text, not {self.data_type}"
+                )
+            if self.model_type not in (None, DEFAULT_MODEL):
+                raise SemanticSpecError(
+                    "Model.Values",
+                    f"{self.model_type} is for Text learnwares; a {self.data_type} learnware's "
+                    f"Model is {DEFAULT_MODEL}",
+                )
         self._check_features(
             "Input", required_by="Data is Table" if self.data_type == "Table" else None
         )
@@ -319,6 +352,11 @@ class SemanticSpec(_Part):
         return self._single("Task")
 
     @property
+    def model_type(self) -> str | None:
+        """The one ``Model`` value; ``None`` when absent, empty or (in a query) several."""
+        return self._single("Model")
+
+    @property
     def library(self) -> str | None:
         """The one ``Library`` value; ``None`` when absent, empty or (in a query) several."""
         return self._single("Library")
@@ -359,7 +397,9 @@ def check_semantic_spec(spec: Mapping[str, Any] | SemanticSpec) -> SemanticSpec:
     without ``License`` is refused.
     """
     if not isinstance(spec, SemanticSpec):
-        spec = SemanticSpec._parse(spec, legacy_license=False)
+        spec = SemanticSpec._parse(spec, legacy_license=False, default_model=True)
+    elif spec.Model is None:
+        spec = spec.model_copy(update={"Model": _default_model()})
     return spec.validate_submission()
 
 
@@ -393,7 +433,8 @@ def tags_match(requirement: SemanticSpec, learnware: SemanticSpec) -> bool:
 
     Only ``Class``/``Tag`` keys the requirement gives non-empty take part. For each, the
     learnware must have a value (absent counts as empty); a ``Class`` value must be one of
-    the requirement's (which are alternatives), and ``Tag`` sets must share a value. Name,
+    the requirement's (which are alternatives), and ``Tag`` sets must share a value. A
+    learnware without ``Model`` has :data:`DEFAULT_MODEL`. Name,
     Description, Input and Output are not looked at here.
     """
     for key, kind in FIELD_TYPES.items():
@@ -403,9 +444,11 @@ def tags_match(requirement: SemanticSpec, learnware: SemanticSpec) -> bool:
         if not wanted:
             continue
         offered = set(learnware.values(key))
+        if kind == "Optional" and not offered:
+            offered = {DEFAULT_MODEL}
         if not offered:
             return False
-        if kind == "Class" and not offered <= wanted:
+        if kind in ("Class", "Optional") and not offered <= wanted:
             return False
         if kind == "Tag" and offered.isdisjoint(wanted):
             return False
@@ -422,12 +465,14 @@ def generate_semantic_spec(
     license: str | Iterable[str] | None = None,
     input_description: Mapping[str, Any] | None = None,
     output_description: Mapping[str, Any] | None = None,
+    model_type: str | Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Build a spec dict in the reference format, as the reference's function of this name.
 
     ``None`` gives an empty list (or ``""`` for name/description) and a string becomes a
     one-element list; ``input_description``/``output_description`` are whole
-    ``{"Dimension": n, "Description": {...}}`` entries, added only when given. The structure
+    ``{"Dimension": n, "Description": {...}}`` entries, added only when given, and so is
+    ``model_type`` (a submission without it is a ``Model: Others``). The structure
     is checked (:class:`SemanticSpecError` on wrong types) but not the vocabulary: pass the
     result to :func:`check_semantic_spec` or ``SemanticSpec.from_dict(..., requirement=True)``.
     """
@@ -440,6 +485,8 @@ def generate_semantic_spec(
         "Name": {"Type": "String", "Values": "" if name is None else name},
         "Description": {"Type": "String", "Values": "" if description is None else description},
     }
+    if model_type is not None:
+        d["Model"] = {"Type": "Optional", "Values": _as_list(model_type)}
     if input_description is not None:
         d["Input"] = input_description
     if output_description is not None:
@@ -455,7 +502,13 @@ def _as_list(value: str | Iterable[str] | None) -> list[Any]:
     return list(value)
 
 
-def _normalise(d: Mapping[str, Any], *, legacy_license: bool) -> dict[str, Any]:
+def _default_model() -> OptionalValues:
+    return OptionalValues(Type="Optional", Values=(DEFAULT_MODEL,))
+
+
+def _normalise(
+    d: Mapping[str, Any], *, legacy_license: bool, default_model: bool = False
+) -> dict[str, Any]:
     """Bring the tolerated variants to the canonical shape and check each key's ``Type``."""
     if not isinstance(d, Mapping):
         raise SemanticSpecError(
@@ -489,6 +542,8 @@ def _normalise(d: Mapping[str, Any], *, legacy_license: bool) -> dict[str, Any]:
         out[key] = entry
     if legacy_license and "License" not in out:
         out["License"] = {"Type": "Class", "Values": [DEFAULT_LICENSE]}
+    if default_model and not (out.get("Model") or {}).get("Values"):
+        out["Model"] = {"Type": "Optional", "Values": [DEFAULT_MODEL]}
     return out
 
 

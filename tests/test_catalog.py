@@ -17,6 +17,7 @@ from wharf.market.catalog import (
     Catalog,
     CatalogUnavailable,
     DuplicateContent,
+    EmailTaken,
     Job,
     JobKind,
     JobState,
@@ -76,7 +77,7 @@ def test_migrations_create_exactly_the_model_schema(database_url: str):
         with catalog.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
-            assert context.get_current_revision() == "0005"
+            assert context.get_current_revision() == "0007"
             tables = set(inspect(conn).get_table_names())
         assert {"users", "api_tokens", "learnwares", "learnware_scenarios", "jobs"} <= tables
         catalog.check()
@@ -457,6 +458,19 @@ def test_user_names_are_unique(catalog: Catalog):
         assert repo.create_user(s, "bob").role == Role.user  # the session is still usable
         assert repo.get_user_by_name(s, "alice").name == "alice"
         assert repo.get_user_by_name(s, "carol") is None
+
+
+def test_users_have_an_email_unique_in_any_case(catalog: Catalog):
+    with catalog.session() as s:
+        assert repo.create_user(s, "Alice").email == "alice@localhost"
+        assert repo.create_user(s, "bob", email=" Bob@Example.org ").email == "bob@example.org"
+    with catalog.session() as s:
+        with pytest.raises(EmailTaken):
+            repo.create_user(s, "robert", email="BOB@example.org")
+        with pytest.raises(ValueError, match="one address"):
+            repo.create_user(s, "carol", email="carol")
+        assert repo.get_user_by_email(s, "BOB@EXAMPLE.ORG").name == "bob"
+        assert repo.get_user_by_email(s, "not an email") is None
 
 
 # -- jobs -----------------------------------------------------------------------------------

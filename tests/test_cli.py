@@ -177,6 +177,14 @@ def test_admin_migrate_and_bootstrap(tmp_path, monkeypatch, capsys):
             repo.create_user(s, "plain", Role.user)
         assert main(["admin", "bootstrap", "--user", "plain"]) == 1
         assert "not an admin" in capsys.readouterr().err
+        assert main(["admin", "bootstrap"]) == 0
+        assert main(["admin", "bootstrap", "--user", "ops", "--email", "Ops@Example.org"]) == 0
+        capsys.readouterr()
+        assert main(["admin", "bootstrap", "--user", "ops", "--email", "x@example.org"]) == 1
+        assert "exists with the email ops@example.org" in capsys.readouterr().err
+        with Catalog(f"sqlite:///{tmp_path / 'c.db'}").session() as s:
+            assert repo.get_user_by_name(s, "admin").email == "admin@localhost"
+            assert repo.get_user_by_email(s, "ops@example.org").name == "ops"
     finally:
         get_settings.cache_clear()
 

@@ -19,6 +19,7 @@ from wharf.specification.semantic import (
     MAX_NAME_CHARS,
     MAX_REQUIREMENT_DESCRIPTION_CHARS,
     MAX_REQUIREMENT_NAME_CHARS,
+    MODEL_TYPES,
     SCENARIOS,
     TASK_TYPES,
     VOCABULARIES,
@@ -77,14 +78,17 @@ def test_vocabularies_are_the_reference_lists():
         "Feature Extraction",
         "Segmentation",
         "Object Detection",
+        "Text Generation",
         "Others",
     )
+    assert MODEL_TYPES == ("Base Model", "Fine-tuned Model", "PEFT Model", "Others")
     assert LIBRARIES == ("Scikit-learn", "PyTorch", "TensorFlow", "Others")
     assert len(SCENARIOS) == 15 and {"Business", "Architecture", "Others"} <= set(SCENARIOS)
     assert len(LICENSES) == 14 and {"MIT", "Apache-2.0", "CC-BY-SA-4.0"} <= set(LICENSES)
     assert dict(VOCABULARIES) == {
         "Data": DATA_TYPES,
         "Task": TASK_TYPES,
+        "Model": MODEL_TYPES,
         "Library": LIBRARIES,
         "Scenario": SCENARIOS,
         "License": LICENSES,
@@ -94,6 +98,7 @@ def test_vocabularies_are_the_reference_lists():
 def test_full_spec_passes_and_round_trips_exactly():
     d = digits_spec()
     spec = check_semantic_spec(d)
+    d["Model"] = {"Type": "Optional", "Values": ["Others"]}  # the 0.4 default, filled in
     assert spec.to_dict() == d
     assert json.loads(json.dumps(spec.to_dict())) == d
     assert SemanticSpec.from_dict(spec.to_dict()) == spec
@@ -394,6 +399,7 @@ def test_generate_semantic_spec_builds_the_reference_format():
         output_description=d["Output"],
     )
     assert generated == d
+    d["Model"] = {"Type": "Optional", "Values": ["Others"]}  # a submission's default
     assert check_semantic_spec(generated).to_dict() == d
 
 
@@ -482,10 +488,13 @@ def features(draw: st.DrawFn, min_dimension: int) -> dict[str, Any]:
 @st.composite
 def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     data = draw(st.sampled_from(DATA_TYPES))
-    task = draw(st.sampled_from(TASK_TYPES))
+    tasks = TASK_TYPES if data == "Text" else tuple(t for t in TASK_TYPES if t != "Text Generation")
+    task = draw(st.sampled_from(tasks))
+    model = draw(st.sampled_from(MODEL_TYPES)) if data == "Text" else "Others"
     d: dict[str, Any] = {
         "Data": {"Type": "Class", "Values": [data]},
         "Task": {"Type": "Class", "Values": [task]},
+        "Model": {"Type": "Optional", "Values": [model]},
         "Library": {"Type": "Class", "Values": [draw(st.sampled_from(LIBRARIES))]},
         "Scenario": {
             "Type": "Tag",
@@ -561,3 +570,34 @@ def test_arbitrary_input_fails_only_with_semantic_spec_error(d):
             assert exc.field
         else:
             assert parse(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_the_0_4_vocabulary_is_accepted_with_its_rules():
+    text = {
+        **digits_spec(),
+        "Data": {"Type": "Class", "Values": ["Text"]},
+        "Task": {"Type": "Class", "Values": ["Text Generation"]},
+        "Model": {"Type": "Optional", "Values": ["PEFT Model"]},
+    }
+    del text["Input"], text["Output"]
+    spec = check_semantic_spec(text)
+    assert (spec.task_type, spec.model_type) == ("Text Generation", "PEFT Model")
+    assert spec.to_dict()["Model"] == {"Type": "Optional", "Values": ["PEFT Model"]}
+    with pytest.raises(SemanticSpecError, match="Text Generation needs Data Text"):
+        check_semantic_spec({**text, "Data": {"Type": "Class", "Values": ["Image"]}})
+    base = {**digits_spec(), "Model": {"Type": "Optional", "Values": ["Base Model"]}}
+    with pytest.raises(SemanticSpecError, match=r"Model\.Values: Base Model is for Text"):
+        check_semantic_spec(base)
+    with pytest.raises(SemanticSpecError, match=r"Model\.Type"):
+        check_semantic_spec({**digits_spec(), "Model": {"Type": "Class", "Values": ["Others"]}})
+    # A stored spec from before the key has the reference's default; a query gives none.
+    assert SemanticSpec.from_dict(digits_spec()).model_type == "Others"
+    assert SemanticSpec.from_dict({}, requirement=True).model_type is None
+
+
+def test_model_filters_like_a_class_and_absent_means_others():
+    stored = SemanticSpec.from_dict(digits_spec())
+    legacy = SemanticSpec.model_validate({**stored.model_dump(), "Model": None})
+    assert tags_match(spec_of(Model=["Others"]), legacy)
+    assert not tags_match(spec_of(Model=["Base Model"]), stored)
+    assert tags_match(spec_of(Model=["Base Model", "Others"]), stored)

@@ -14,6 +14,7 @@ from .errors import (
     CatalogError,
     CatalogUnavailable,
     DuplicateContent,
+    EmailTaken,
     LearnwareNotFound,
     NameTaken,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "CatalogError",
     "CatalogUnavailable",
     "DuplicateContent",
+    "EmailTaken",
     "IndexChange",
     "Job",
     "JobKind",

@@ -26,6 +26,14 @@ class NameTaken(CatalogError):
         self.name = name
 
 
+class EmailTaken(CatalogError):
+    """An email that another user already has (HTTP 409)."""
+
+    def __init__(self, email: str):
+        super().__init__(f"the email {email!r} is taken")
+        self.email = email
+
+
 class LearnwareNotFound(CatalogError, LookupError):
     """An operation named a learnware id that does not exist (HTTP 404)."""
 

@@ -128,6 +128,8 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    #: Lower case; what the learnware client logs in with (``/api/auth/login_by_token``).
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
     role: Mapped[Role] = mapped_column(_enum(Role, "role"), default=Role.user)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -184,6 +186,7 @@ class Learnware(Base):
     description: Mapped[str | None] = mapped_column(Text)
     data_type: Mapped[str | None] = mapped_column(String(64), index=True)
     task_type: Mapped[str | None] = mapped_column(String(64), index=True)
+    model_type: Mapped[str | None] = mapped_column(String(64), index=True)
     library: Mapped[str | None] = mapped_column(String(64), index=True)
     license: Mapped[str | None] = mapped_column(String(64), index=True)
     scenarios: Mapped[list[str]] = mapped_column(_json(), default=list)

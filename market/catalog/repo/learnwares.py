@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, undefer
-from wharf.specification.semantic import MAX_DESCRIPTION_CHARS, SemanticSpec
+from wharf.specification.semantic import DEFAULT_MODEL, MAX_DESCRIPTION_CHARS, SemanticSpec
 
 from ..errors import DuplicateContent, LearnwareNotFound
 from ..models import (
@@ -42,6 +42,7 @@ def semantic_columns(
     for key, values in (
         ("Data", spec.values("Data")),
         ("Task", spec.values("Task")),
+        ("Model", spec.values("Model")),
         ("Library", spec.values("Library")),
         ("License", spec.values("License")),
         ("Scenario", spec.scenarios),
@@ -54,6 +55,7 @@ def semantic_columns(
         "description": spec.description,
         "data_type": spec.data_type,
         "task_type": spec.task_type,
+        "model_type": spec.model_type or DEFAULT_MODEL,
         "library": spec.library,
         "license": spec.license,
         "scenarios": list(dict.fromkeys(spec.scenarios)),
@@ -445,6 +447,7 @@ def semantic_candidates(
     for key, column in (
         ("Data", Learnware.data_type),
         ("Task", Learnware.task_type),
+        ("Model", Learnware.model_type),
         ("Library", Learnware.library),
         ("License", Learnware.license),
     ):

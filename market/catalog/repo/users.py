@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..errors import NameTaken
+from ..errors import EmailTaken, NameTaken
 from ..models import (
     ApiToken,
     Role,
@@ -23,16 +23,38 @@ TOKEN_PREFIX = "wharf_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-def create_user(s: Session, name: str, role: Role = Role.user) -> User:
-    """Add a user; :class:`NameTaken` if another user has ``name``."""
+def default_email(name: str) -> str:
+    """The email of a user created without one."""
+    return f"{name}@localhost".lower()
+
+
+def normal_email(email: str) -> str:
+    """``email`` as stored: trimmed, lower case; :class:`ValueError` if it is no address."""
+    email = email.strip().lower() if isinstance(email, str) else ""
+    local, at, domain = email.rpartition("@")
+    if not (at and local and domain) or len(email) > 254 or any(c.isspace() for c in email):
+        raise ValueError("an email is one address such as alice@example.org (254 characters)")
+    return email
+
+
+def create_user(s: Session, name: str, role: Role = Role.user, email: str | None = None) -> User:
+    """Add a user (``email`` defaults to :func:`default_email`); :class:`NameTaken` or
+    :class:`EmailTaken` if another user has that name or email."""
     if not isinstance(name, str) or not name.strip() or len(name) > 100:
         raise ValueError("a user name is 1 to 100 characters, not blank")
-    user = User(name=name, role=Role(role))
+    email = normal_email(email if email is not None else default_email(name))
+    if get_user_by_name(s, name) is not None:
+        raise NameTaken(name)
+    if get_user_by_email(s, email) is not None:
+        raise EmailTaken(email)
+    user = User(name=name, role=Role(role), email=email)
     try:
         with s.begin_nested():
             s.add(user)
             s.flush()
     except IntegrityError:
+        if get_user_by_name(s, name) is None:
+            raise EmailTaken(email) from None
         raise NameTaken(name) from None
     return user
 
@@ -43,6 +65,14 @@ def get_user(s: Session, user_id: int) -> User | None:
 
 def get_user_by_name(s: Session, name: str) -> User | None:
     return s.scalar(select(User).where(User.name == name))
+
+
+def get_user_by_email(s: Session, email: str) -> User | None:
+    try:
+        email = normal_email(email)
+    except ValueError:
+        return None
+    return s.scalar(select(User).where(User.email == email))
 
 
 def hash_token(plaintext: str) -> str:
