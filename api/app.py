@@ -16,7 +16,7 @@ from wharf.market.settings import Settings, get_settings
 from wharf.market.store import make_store
 from wharf.workers.app import make_celery
 
-from . import docs_pages, metrics, problems, ratelimit
+from . import docs_pages, metrics, problems, ratelimit, web
 from .deps import Services, storable_query
 from .limits import BodySizeLimit, BodyTimeout, CloseUnreadBody
 from .routes import bulk, bulk_submissions, health, jobs, learnwares, searches, tokens
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     docs_pages.install(app)
+    web.install(app)  # pages for people: /, /learnwares/{id}, /search
     registry = metrics.install(app, services)
     app.add_middleware(
         BodyTimeout,
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             bulk.PATH: settings.bulk_max_bytes + FORM_OVERHEAD_BYTES,
             bulk_submissions.PATH: settings.bulk_max_bytes + FORM_OVERHEAD_BYTES,
             searches.PATH: settings.max_spec_bytes + FORM_OVERHEAD_BYTES,
+            web.SEARCH_PATH: settings.max_spec_bytes + FORM_OVERHEAD_BYTES,
         },
     )
     # Next to outermost: a refused request costs one counter look-up and nothing else.

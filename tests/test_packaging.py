@@ -56,6 +56,8 @@ def test_the_wheel_installs_only_the_wharf_namespace(tmp_path):
         "market/catalog/migrations/versions/0004_job_heartbeats.py",
         "sandbox/shim/learnware/model/base.py",
         "examples/learnwares.py",
+        "api/web/templates/base.html",  # the pages' templates and assets: package data
+        "api/web/static/web.css",
     ):
         assert f"wharf/{part}" in names, part
     assert not any(n.startswith(("wharf/tests/", "wharf/bench/")) for n in names)

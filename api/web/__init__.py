@@ -1,0 +1,31 @@
+"""Pages for people: browse and search the market, read a learnware's page, download it.
+
+Served by the API process itself from Jinja2 templates and static files shipped in the
+package (no JavaScript build, nothing fetched from elsewhere). Every page carries a strict
+Content-Security-Policy: scripts and styles come from ``/static/web`` only. The pages read the
+catalog through the same domain code as ``/v1`` and queue searches the same way.
+
+Accounts (sign-up, login, sessions) come later: :mod:`.session` is where a page learns who is
+looking and where forms get their CSRF token; until then every visitor is anonymous and sees
+what ``WHARF_PUBLIC_READ`` lets anyone see.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from . import pages
+from .render import PageError, page_error
+
+STATIC = "/static/web"
+#: The page routes that take an upload, with the form's size cap set by the app.
+SEARCH_PATH = pages.SEARCH_PATH
+
+
+def install(app: FastAPI) -> None:
+    app.mount(STATIC, StaticFiles(directory=Path(__file__).parent / "static"), name="web-assets")
+    app.add_exception_handler(PageError, page_error)
+    app.include_router(pages.router)
