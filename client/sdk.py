@@ -24,13 +24,14 @@ from .errors import JobFailed, WharfError
 #: The longest a request of :meth:`WharfClient.wait` and :meth:`WharfClient.search` asks the
 #: market to wait for a job (``?wait=``); the market's own limit may be shorter.
 LONG_POLL_S = 30.0
-ENDED = ("succeeded", "failed")
+ENDED = ("succeeded", "failed", "cancelled")
 
 
 def _succeeded(job: dict[str, Any]) -> dict[str, Any]:
-    """The ended ``job``; :class:`JobFailed` if it failed."""
-    if job["state"] == "failed":
-        raise JobFailed(200, {"detail": f"job {job['id']} failed: {job.get('error')}"})
+    """The ended ``job``; :class:`JobFailed` if it failed or was cancelled."""
+    if job["state"] in ("failed", "cancelled"):
+        said = "failed" if job["state"] == "failed" else "was cancelled"
+        raise JobFailed(200, {"detail": f"job {job['id']} {said}: {job.get('error')}"})
     return job
 
 
@@ -145,6 +146,11 @@ class WharfClient:
                 f"/v1/jobs/{job_id}", params={"wait": f"{wait:g}"}, timeout=self._timeout(wait)
             )
         )
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job (yours, or any for an admin); returns the job, now
+        ``cancelled``. A check's learnware becomes ``rejected``, saying so in its log."""
+        return self._json(self.http.delete(f"/v1/jobs/{job_id}"))
 
     def wait(
         self,
