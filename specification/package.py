@@ -801,13 +801,47 @@ def _requirement_lines(data: bytes) -> tuple[str, ...]:
     return tuple(line for line in lines if line and not line.startswith("-"))
 
 
+class _PlainDataLoader(yaml.SafeLoader):
+    """``safe_load`` plus the Python tags that build only plain data.
+
+    The reference writes ``learnware.yaml`` with ``yaml.dump``, so a tuple in a model's kwargs
+    (its templates' ``input_shape: (20,)``) becomes ``!!python/tuple``; such a value is read
+    as a list. Tags that name a class, a function or a module stay refused, and so do bytes
+    and complex numbers.
+    """
+
+
+def _plain(construct: Any) -> Any:
+    return lambda loader, node: construct(loader, node)
+
+
+for _tag, _construct in (
+    ("tuple", _plain(yaml.SafeLoader.construct_sequence)),
+    ("list", yaml.SafeLoader.construct_yaml_seq),
+    ("dict", yaml.SafeLoader.construct_yaml_map),
+    ("str", yaml.SafeLoader.construct_yaml_str),
+    ("unicode", yaml.SafeLoader.construct_yaml_str),
+    ("int", yaml.SafeLoader.construct_yaml_int),
+    ("long", yaml.SafeLoader.construct_yaml_int),
+    ("float", yaml.SafeLoader.construct_yaml_float),
+    ("bool", yaml.SafeLoader.construct_yaml_bool),
+    ("none", yaml.SafeLoader.construct_yaml_null),
+):
+    _PlainDataLoader.add_constructor(f"tag:yaml.org,2002:python/{_tag}", _construct)
+
+
+def load_plain_yaml(data: bytes | str) -> Any:
+    """Parse YAML as plain data (:class:`_PlainDataLoader`); raises ``yaml.YAMLError``."""
+    return yaml.load(data, Loader=_PlainDataLoader)
+
+
 def _load_yaml(data: bytes, member: str) -> Any:
     try:
-        doc = yaml.safe_load(data)
+        doc = load_plain_yaml(data)
     except yaml.YAMLError as exc:
         raise PackageError(
-            f"is not YAML that yaml.safe_load accepts (Python tags such as !!python/object "
-            f"are refused): {exc}",
+            f"is not YAML, or not plain data (tags that build objects, such as !!python/object, "
+            f"are refused; !!python/tuple is read as a list): {exc}",
             member,
         ) from None
     except RecursionError:
