@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import hetero
+
 
 def add_parsers(admin_sub: argparse._SubParsersAction) -> None:
     p = admin_sub.add_parser(
@@ -45,6 +47,7 @@ def add_parsers(admin_sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", help="a bundle directory (wharf admin export)")
     p.add_argument("--user", default="admin", help="the admin who will own the learnwares")
     p.set_defaults(func=cmd_import)
+    hetero.add_parser(admin_sub)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

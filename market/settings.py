@@ -205,6 +205,15 @@ class Settings(BaseSettings):
     # (0: never); new workers start from the newest snapshot and the change log after it.
     index_snapshot_every: int = Field(default=5_000, ge=0)
 
+    # The heterogeneous market (market/hetero): the map is trained on the index queue, again
+    # after this many new eligible acceptances since the newest map (0: only when an admin
+    # asks); hetero_epochs passes over the eligible learnwares, each taking a few of every
+    # RKME's points; where training and mapping run ("auto": CUDA when present).
+    hetero_retrain_after: int = Field(default=100, ge=0)
+    hetero_epochs: int = Field(default=3, ge=1, le=1000)
+    hetero_seed: int = Field(default=0, ge=0)
+    hetero_device: str = "auto"
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

@@ -26,6 +26,11 @@ BULK_FINISH_TASK = "wharf.bulk.finish"
 # A bulk submission stages its bundle on the index queue, one task per batch; each sends the
 # checks of its entries to the check queue.
 BULK_SUBMIT_TASK = "wharf.bulk.submit"
+# The heterogeneous market (workers.hetero), on the index queue: train a map version, map
+# every eligible learnware with it, map one newly accepted learnware.
+HETERO_TRAIN_TASK = "wharf.hetero.train"
+HETERO_SPECS_TASK = "wharf.hetero.specs"
+HETERO_ACCEPTED_TASK = "wharf.hetero.accepted"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -42,6 +47,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         broker_url=settings.broker,
         result_backend=results,
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],
+        # Task modules a worker imports besides workers.tasks (celery -A's).
+        include=["wharf.workers.hetero"],
         task_default_queue=CHECK_QUEUE,
         task_routes={
             CHECK_TASK: {"queue": CHECK_QUEUE},
@@ -49,6 +56,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             BULK_BATCH_TASK: {"queue": INDEX_QUEUE},
             BULK_FINISH_TASK: {"queue": INDEX_QUEUE},
             BULK_SUBMIT_TASK: {"queue": INDEX_QUEUE},
+            HETERO_TRAIN_TASK: {"queue": INDEX_QUEUE},
+            HETERO_SPECS_TASK: {"queue": INDEX_QUEUE},
+            HETERO_ACCEPTED_TASK: {"queue": INDEX_QUEUE},
         },
         # Result backends without native chords (the embedded file backend) poll for a
         # chord's end; the default of once a second would add up to a second to each import.

@@ -18,6 +18,7 @@ from .errors import (
     LearnwareNotFound,
     NameTaken,
 )
+from .hetero_tables import HeteroMapVersion, HeteroSpec, MapState
 from .migrations import upgrade
 from .models import (
     ApiToken,
@@ -42,6 +43,8 @@ __all__ = [
     "CatalogUnavailable",
     "DuplicateContent",
     "EmailTaken",
+    "HeteroMapVersion",
+    "HeteroSpec",
     "IndexChange",
     "Job",
     "JobKind",
@@ -50,6 +53,7 @@ __all__ = [
     "LearnwareNotFound",
     "LearnwareScenario",
     "LearnwareStatus",
+    "MapState",
     "NameTaken",
     "Role",
     "User",

@@ -1,0 +1,186 @@
+"""Maps in the object store, and the work of a version: train it, map every eligible
+learnware with it, map each new acceptance. torch is imported here: workers only.
+
+Every function is idempotent, as the tasks that call them: training a version again gives the
+same map (same seed, same learnwares, CPU), and mapping skips the learnwares already mapped.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from wharf.market.catalog import Catalog, MapState
+from wharf.market.settings import Settings
+from wharf.market.store import ObjectStore
+from wharf.specification.files import loads_spec
+from wharf.specification.hetero import HeteroMapTableSpecification, dumps_hetero_spec
+from wharf.specification.hetero.eligibility import check_hetero_input
+from wharf.specification.hetero.model import HeteroMap
+from wharf.specification.hetero.training import train_hetero_map
+from wharf.specification.rkme import RKME
+from wharf.specification.semantic import SemanticSpec
+
+from . import versions
+from .eligible import Eligible, count_eligible_since, eligible_learnware, eligible_learnwares
+
+log = logging.getLogger("wharf.hetero")
+
+#: Learnwares mapped per transaction when a version's specs are computed.
+SPEC_BATCH = 100
+#: The largest map file read back (the default map is about 17 MB).
+MAX_MAP_BYTES = 512 * 1024 * 1024
+_cache: dict[int, HeteroMap] = {}
+_cache_lock = threading.Lock()
+
+
+def save_map(store: ObjectStore, version: int, hmap: HeteroMap) -> str:
+    key = versions.MAP_KEY.format(version=version)
+    store.put(key, io.BytesIO(hmap.to_bytes()), max_bytes=MAX_MAP_BYTES)
+    return key
+
+
+def load_map(store: ObjectStore, version: int, key: str, *, device: str = "auto") -> HeteroMap:
+    """The map of ``version`` (kept in memory: a version's map never changes)."""
+    with _cache_lock:
+        if version in _cache:
+            return _cache[version]
+    with store.open(key) as f:
+        data = f.read(MAX_MAP_BYTES + 1)
+    hmap = HeteroMap.from_bytes(data, device=device)
+    with _cache_lock:
+        for old in sorted(_cache)[:-1]:  # the current and the next version are enough
+            del _cache[old]
+        _cache[version] = hmap
+    return hmap
+
+
+def map_requirement(
+    hmap: HeteroMap, semantic: SemanticSpec | Mapping[str, Any], rkme: RKME
+) -> HeteroMapTableSpecification:
+    """A user's RKME in the shared space, read through their own column descriptions;
+    :class:`~wharf.specification.hetero.HeteroInputError` names the field when it cannot."""
+    descriptions = check_hetero_input(
+        semantic, rkme.spec_type, rkme.n_features_in_, requirement=True
+    )
+    return hmap.map_spec(rkme, descriptions)
+
+
+def map_learnware(hmap: HeteroMap, eligible: Eligible) -> str:
+    """An eligible learnware's hetero spec, as reference JSON."""
+    rkme = loads_spec(eligible.stat_spec)
+    return dumps_hetero_spec(hmap.map_spec(rkme, eligible.descriptions))
+
+
+def train_version(
+    catalog: Catalog,
+    store: ObjectStore,
+    settings: Settings,
+    version: int,
+    progress: Callable[[float], None] | None = None,
+) -> bool:
+    """Train ``version``'s map on the eligible learnwares and store it (state ``computing``);
+    ``False`` when the version is not ``training`` any more, or failed here for want of
+    learnwares."""
+    with catalog.session() as s:
+        row = versions.get_version(s, version)
+        if row is None or row.state != MapState.training:
+            return row is not None and row.state == MapState.computing
+    with catalog.session(read_only=True) as s:
+        items = list(eligible_learnwares(s))
+    tables = []
+    for item in items:
+        rkme = loads_spec(item.stat_spec)
+        tables.append((rkme.z_flat, item.descriptions))
+    if not tables:
+        with catalog.session() as s:
+            versions.mark_failed(
+                s,
+                version,
+                "no accepted learnware can take part (a table RKME and every "
+                "input column described): nothing to train on",
+            )
+        return False
+    hmap = train_hetero_map(
+        tables,
+        epochs=settings.hetero_epochs,
+        seed=settings.hetero_seed,
+        device=settings.hetero_device,
+        info={"version": version},
+        progress=progress,
+    )
+    key = save_map(store, version, hmap)
+    with catalog.session() as s:
+        versions.mark_trained(s, version, key, len(tables), hmap.info)
+    log.info("hetero map version %d trained on %d learnwares", version, len(tables))
+    return True
+
+
+def compute_specs(catalog: Catalog, store: ObjectStore, settings: Settings, version: int) -> bool:
+    """Map every eligible learnware with ``version`` (those not mapped yet), then make the
+    version ready; ``False`` if it is not ``computing``."""
+    with catalog.session() as s:
+        row = versions.get_version(s, version)
+        if row is None or row.state != MapState.computing:
+            return False
+        key = row.object_key
+        done = versions.mapped_ids(s, version)
+    hmap = load_map(store, version, key, device=settings.hetero_device)
+    with catalog.session(read_only=True) as s:
+        todo = [e.learnware_id for e in eligible_learnwares(s, with_spec=False)]
+    todo = [i for i in todo if i not in done]
+    for start in range(0, len(todo), SPEC_BATCH):
+        ids = todo[start : start + SPEC_BATCH]
+        with catalog.session(read_only=True) as s:
+            batch = [e for e in (eligible_learnware(s, i) for i in ids) if e is not None]
+        specs = [(e, map_learnware(hmap, e)) for e in batch]  # no write lock held meanwhile
+        with catalog.session() as s:
+            for eligible, spec in specs:
+                versions.put_spec(s, eligible.learnware_id, version, eligible.content_sha256, spec)
+            versions.set_progress(s, version, (start + len(ids)) / len(todo))
+    with catalog.session() as s:
+        versions.mark_ready(s, version)
+    log.info("hetero map version %d ready (%d specs computed)", version, len(todo))
+    return True
+
+
+def after_acceptance(
+    catalog: Catalog, store: ObjectStore, settings: Settings, learnware_id: int
+) -> int | None:
+    """Map a newly accepted learnware with the current version and the one being computed
+    (if eligible); the version to train when enough eligible learnwares arrived since the
+    newest map (``hetero_retrain_after``), else ``None``."""
+    with catalog.session(read_only=True) as s:
+        eligible = eligible_learnware(s, learnware_id)
+        targets = [
+            (row.version, row.object_key)
+            for row in (versions.current_version(s), versions.in_the_making(s))
+            if row is not None and row.state in (MapState.ready, MapState.computing)
+        ]
+    if eligible is None:
+        return None
+    for version, key in targets:
+        hmap = load_map(store, version, key, device=settings.hetero_device)
+        spec = map_learnware(hmap, eligible)
+        with catalog.session() as s:
+            versions.put_spec(s, learnware_id, version, eligible.content_sha256, spec)
+    return due_training(catalog, settings)
+
+
+def due_training(catalog: Catalog, settings: Settings) -> int | None:
+    """A new version to train, when ``hetero_retrain_after`` eligible learnwares were
+    accepted since the newest version was asked for and none is in the making."""
+    if settings.hetero_retrain_after <= 0:
+        return None
+    with catalog.session() as s:
+        if versions.in_the_making(s) is not None:
+            return None
+        newest = versions.list_versions(s, limit=1)
+        since = newest[0].created_at if newest else None
+        if count_eligible_since(s, since) < settings.hetero_retrain_after:
+            return None
+        row, created = versions.request_training(s, "auto")
+        return row.version if created else None

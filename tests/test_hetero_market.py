@@ -1,0 +1,188 @@
+"""The heterogeneous market on the server: eligible learnwares, a map version's life (trained,
+specs computed, ready), new acceptances mapped and counted, and the API's answers."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pytest
+from wharf.market.catalog import Catalog, MapState, repo
+from wharf.market.hetero import maps, versions
+from wharf.market.hetero.eligible import count_eligible_since, eligible_learnwares
+from wharf.market.settings import Settings
+from wharf.specification.files import dumps_spec
+from wharf.specification.hetero import loads_hetero_spec
+from wharf.specification.rkme import RKME
+from wharf.specification.semantic import generate_semantic_spec
+
+from .test_api import auth, make_api
+
+WORDS = ("age", "income", "height", "rainfall", "price", "speed", "weight", "score", "rate")
+
+
+def semantic(width: int, described: int | None = None, task: str = "Classification") -> dict:
+    described = width if described is None else described
+    return generate_semantic_spec(
+        name="m",
+        data_type="Table",
+        task_type=task,
+        library_type="Scikit-learn",
+        scenarios=["Business"],
+        license="MIT",
+        input_description={
+            "Dimension": width,
+            "Description": {str(i): f"{WORDS[i % len(WORDS)]} {i}" for i in range(described)},
+        },
+        output_description={"Dimension": 2, "Description": {}},
+    )
+
+
+def rkme(width: int, seed: int, k: int = 6) -> RKME:
+    rng = np.random.default_rng(seed)
+    return RKME.from_arrays(rng.normal(size=(k, width)), np.full(k, 1 / k), 0.1, 100)
+
+
+def accept(catalog: Catalog, owner: int, name: str, spec: dict, stat: RKME) -> int:
+    with catalog.session() as s:
+        sha = hashlib.sha256(name.encode()).hexdigest()
+        lw = repo.create_learnware(s, owner, spec, sha, f"p/{name}", 10)
+        repo.claim_for_check(s, lw.id)
+        meta = {
+            "type": stat.spec_type,
+            "shape": list(stat.z_.shape[1:]),
+            "gamma": 0.1,
+            "points": stat.z_.shape[0],
+            "num_points": 100,
+        }
+        repo.finish_check(
+            s, lw.id, accepted=True, log="ok", spec_meta=meta, stat_spec_json=dumps_spec(stat)
+        )
+        return lw.id
+
+
+@pytest.fixture
+def market(catalog: Catalog):
+    with catalog.session() as s:
+        owner = repo.create_user(s, "alice").id
+    ids = [
+        accept(catalog, owner, f"lw{i}", semantic(3 + i % 3), rkme(3 + i % 3, i)) for i in range(5)
+    ]
+    accept(catalog, owner, "undescribed", semantic(4, described=2), rkme(4, 9))
+    accept(catalog, owner, "segmentation", semantic(3, task="Segmentation"), rkme(3, 10))
+    return catalog, owner, ids
+
+
+def test_only_described_tables_are_eligible(market):
+    catalog, _, ids = market
+    with catalog.session(read_only=True) as s:
+        found = list(eligible_learnwares(s))
+        assert [e.learnware_id for e in found] == ids
+        assert found[0].descriptions == ["age 0", "income 1", "height 2"]
+        assert count_eligible_since(s, None) == 5
+
+
+def test_a_version_is_trained_computed_and_then_used(market, local_store, tmp_path):
+    catalog, owner, ids = market
+    settings = Settings(data_dir=tmp_path, hetero_epochs=1, hetero_device="cpu")
+    with catalog.session() as s:
+        assert versions.current_version(s) is None
+        with pytest.raises(versions.NoHeteroMap, match="no trained heterogeneous map"):
+            versions.require_current_version(s)
+        row, created = versions.request_training(s, "admin")
+        assert created and row.version == 1 and row.state == MapState.training
+        again, created = versions.request_training(s, "admin")
+        assert not created and again.version == 1
+    with catalog.session() as s, pytest.raises(versions.NoHeteroMap, match="version 1 is being"):
+        versions.require_current_version(s)
+
+    assert maps.train_version(catalog, local_store, settings, 1)
+    with catalog.session() as s:
+        row = versions.get_version(s, 1)
+        assert row.state == MapState.computing and row.learnwares == 5
+        assert versions.current_version(s) is None  # not until every spec is computed
+    assert maps.compute_specs(catalog, local_store, settings, 1)
+    with catalog.session(read_only=True) as s:
+        assert versions.current_version(s).version == 1
+        specs = dict(versions.specs_of_version(s, 1))
+    assert sorted(specs) == ids
+    spec = loads_hetero_spec(specs[ids[0]])
+    assert spec.z_.shape == (6, 128) and np.allclose(spec.beta_, 1 / 6)
+    # Running the tasks again changes nothing.
+    assert maps.train_version(catalog, local_store, settings, 1) is False
+    assert maps.compute_specs(catalog, local_store, settings, 1) is False
+
+    # A new acceptance is mapped with the current version; enough of them start a training.
+    new = accept(catalog, owner, "new", semantic(5), rkme(5, 42))
+    assert maps.after_acceptance(catalog, local_store, settings, new) is None  # 100 needed
+    with catalog.session(read_only=True) as s:
+        assert new in dict(versions.specs_of_version(s, 1))
+    eager = Settings(data_dir=tmp_path, hetero_retrain_after=1, hetero_device="cpu")
+    assert maps.due_training(catalog, eager) == 2
+    with catalog.session(read_only=True) as s:
+        assert versions.get_version(s, 2).trigger == "auto"
+    assert maps.due_training(catalog, eager) is None  # one version in the making at most
+
+    # Version 2 replaces version 1 only when its specs are complete.
+    assert maps.train_version(catalog, local_store, eager, 2)
+    with catalog.session(read_only=True) as s:
+        assert versions.current_version(s).version == 1
+    assert maps.compute_specs(catalog, local_store, eager, 2)
+    with catalog.session(read_only=True) as s:
+        assert versions.current_version(s).version == 2
+        assert len(dict(versions.specs_of_version(s, 2))) == 6
+
+
+def test_a_market_without_eligible_learnwares_fails_the_version(catalog, local_store, tmp_path):
+    with catalog.session() as s:
+        versions.request_training(s, "admin")
+    assert not maps.train_version(catalog, local_store, Settings(data_dir=tmp_path), 1)
+    with catalog.session() as s:
+        row = versions.get_version(s, 1)
+        assert row.state == MapState.failed and "nothing to train on" in row.error
+
+
+# -- the API ----------------------------------------------------------------------------------
+
+
+def check(api, spec: dict, stat: RKME, who: str = "alice"):
+    return api.post(
+        "/v1/hetero/check",
+        headers=auth(api, who),
+        files={
+            "stat_spec": ("spec.json", io.BytesIO(dumps_spec(stat).encode()), "application/json")
+        },
+        data={"semantic_spec": json.dumps(spec)},
+    )
+
+
+def test_the_api_names_the_field_and_says_when_there_is_no_map(tmp_path):
+    api = make_api(tmp_path)
+    r = check(api, semantic(4, described=2), rkme(4, 0))
+    assert r.status_code == 422 and r.json()["field"] == "semantic_spec.Input.Description"
+    assert "2 of 4 columns have no description" in r.json()["detail"]
+    r = check(api, semantic(3), rkme(5, 0))
+    assert r.status_code == 422 and r.json()["field"] == "semantic_spec.Input.Dimension"
+    r = check(api, semantic(3), rkme(3, 0))
+    assert r.status_code == 409 and "no trained heterogeneous map" in r.json()["detail"]
+    assert r.headers["content-type"].startswith("application/problem+json")
+
+    assert api.post("/v1/hetero/maps", headers=auth(api, "alice")).status_code == 403
+    r = api.post("/v1/hetero/maps", headers=auth(api, "admin"))
+    assert r.status_code == 202 and r.json()["version"] == 1 and r.json()["state"] == "training"
+    r = api.post("/v1/hetero/maps", headers=auth(api, "admin"))
+    assert r.status_code == 200 and r.json()["version"] == 1
+    r = check(api, semantic(3), rkme(3, 0))
+    assert r.status_code == 409 and "version 1 is being made" in r.json()["detail"]
+    listed = api.get("/v1/hetero/maps", headers=auth(api, "bob")).json()
+    assert listed["current"] is None and [v["version"] for v in listed["versions"]] == [1]
+    assert api.get("/v1/hetero/maps/1", headers=auth(api, "bob")).json()["specs"] == 0
+    assert api.get("/v1/hetero/maps/9", headers=auth(api, "bob")).status_code == 404
+
+    with api.catalog.session() as s:
+        row = versions.get_version(s, 1)
+        row.state = MapState.ready
+    r = check(api, semantic(3), rkme(3, 0))
+    assert r.status_code == 200 and r.json() == {"map_version": 1, "columns": 3}
