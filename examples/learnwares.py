@@ -2,7 +2,9 @@
 
 Each learnware is a linear model trained on one slice of a dataset; its weights are stored as
 ``.npz`` (no pickle) and its ``__init__.py`` follows the reference's ``BaseModel`` interface, so
-the same zip works in the ``learnware`` package and in Wharf. Inputs are the dataset's features
+the same zip works in the ``learnware`` package and in Wharf: its files are at the zip's root
+and it holds its semantic spec (``semantic_specification.json``, named in ``learnware.yaml``),
+as ``LearnwareClient.load_learnware`` reads a package. Inputs are the dataset's features
 scaled to roughly unit range (digits: pixels / 16; tabular sets: standardised), which suits the
 default kernel γ = 0.1.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from wharf.specification import RKME, dumps_spec
 from wharf.specification.package import make_manifest, write_package
+from wharf.specification.reference_layout import write_reference_layout
 from wharf.specification.semantic import generate_semantic_spec
 
 MODEL_CODE = '''\
@@ -118,8 +121,9 @@ def build_examples(out_dir: str | Path, *, seed: int = 0) -> list[Example]:
         spec = RKME(n_points=50, seed=seed, device="cpu").fit(X[train])
         slug = name.replace(" ", "-")
         package = out_dir / f"{slug}.zip"
+        files = io.BytesIO()
         write_package(
-            package,
+            files,
             {
                 "learnware.yaml": make_manifest("LinearModel", {"kind": kind}),
                 "__init__.py": MODEL_CODE.encode(),
@@ -127,7 +131,6 @@ def build_examples(out_dir: str | Path, *, seed: int = 0) -> list[Example]:
                 "stat_spec.json": dumps_spec(spec).encode(),
                 "requirements.txt": b"numpy\n",
             },
-            top_folder=slug,
         )
         semantic = generate_semantic_spec(
             name=f"Linear model: {name}",
@@ -146,6 +149,9 @@ def build_examples(out_dir: str | Path, *, seed: int = 0) -> list[Example]:
                 "Dimension": n_out,
                 "Description": {str(i): f"output {i}" for i in range(n_out)},
             },
+            model_type="Others",
         )
+        # The layout the reference loads: its semantic spec inside, named in learnware.yaml.
+        write_reference_layout(files, package, semantic_spec=semantic)
         examples.append(Example(name, package, semantic, X[test], y[test]))
     return examples

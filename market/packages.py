@@ -9,19 +9,30 @@ removes a package goes through here, so both kinds behave the same.
 A pack is removed when no learnware uses it any more and no unfinished import can still add
 one (:func:`market.catalog.repo.package_in_use`). Until then, the bytes of a deleted
 learnware stay in its pack, unreachable: no row points at them.
+
+What a download serves is the *served* package: the same files in the layout the reference
+loads (:mod:`specification.reference_layout`), with the learnware's id and its semantic spec.
+It is made on the first download and kept under ``served/<id>/``, named by what it is made of
+(the package's sha256 and the semantic spec), so an edit or a new package makes a new one and
+the older copies are removed. The uploaded bytes are never changed and stay downloadable.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 from wharf.market.catalog import Learnware, repo
-from wharf.market.store import ObjectStore, StoreError, copy_to_file
+from wharf.market.store import ObjectNotFound, ObjectStore, StoreError, copy_to_file
+from wharf.specification.package import DEFAULT_LIMITS, PackageLimits
+from wharf.specification.reference_layout import write_reference_layout
 
 log = logging.getLogger("wharf.store")
 
@@ -95,3 +106,73 @@ def _delete(store: ObjectStore, key: str) -> None:
         store.delete(key)
     except StoreError as exc:
         log.warning("could not remove the object %s: %s", key, exc)
+
+
+SERVED_PREFIX = "served/"
+
+
+@dataclass(frozen=True, slots=True)
+class ServedRef:
+    """What the served package of a learnware is made of, to use after its session closed."""
+
+    learnware_id: int
+    content_sha256: str
+    semantic_spec: dict
+    package: PackageRef
+
+    @classmethod
+    def of(cls, lw: Learnware) -> ServedRef:
+        return cls(lw.id, lw.content_sha256, dict(lw.semantic_spec), PackageRef.of(lw))
+
+    @property
+    def key(self) -> str:
+        spec = json.dumps(self.semantic_spec, sort_keys=True, ensure_ascii=False)
+        digest = hashlib.sha256(f"{self.content_sha256}\n{spec}".encode()).hexdigest()[:32]
+        return f"{_served_folder(self.learnware_id)}{digest}.zip"
+
+
+def open_served_package(
+    store: ObjectStore, ref: ServedRef, *, limits: PackageLimits = DEFAULT_LIMITS
+) -> tuple[BinaryIO, int]:
+    """A readable stream of the learnware's served package and its size, made if missing.
+
+    Raises :class:`ObjectNotFound` when the uploaded package is missing, and
+    :class:`PackageError` when it cannot be read as a package (a rejected one may not be).
+    """
+    key = ref.key
+    try:
+        return store.open(key), store.size(key)
+    except ObjectNotFound:
+        pass
+    with tempfile.TemporaryFile() as original, tempfile.TemporaryFile() as served:
+        with open_package(store, ref.package) as src:
+            while chunk := src.read(1 << 20):
+                original.write(chunk)
+        write_reference_layout(
+            original,
+            served,
+            semantic_spec=ref.semantic_spec,
+            learnware_id=repo.format_id(ref.learnware_id),
+            limits=limits,
+        )
+        served.seek(0)
+        store.put(key, served)
+    for old in store.list(_served_folder(ref.learnware_id)):
+        if old != key:
+            _delete(store, old)
+    return store.open(key), store.size(key)
+
+
+def release_served(store: ObjectStore, learnware_id: int) -> None:
+    """Remove the served copies of a deleted learnware."""
+    try:
+        keys = store.list(_served_folder(learnware_id))
+    except StoreError as exc:
+        log.warning("could not list the served packages of %s: %s", learnware_id, exc)
+        return
+    for key in keys:
+        _delete(store, key)
+
+
+def _served_folder(learnware_id: int) -> str:
+    return f"{SERVED_PREFIX}{repo.format_id(learnware_id)}/"

@@ -202,6 +202,14 @@ class LearnwarePackage:
                         out.write(chunk)
         return root
 
+    def iter_members(self) -> Iterator[tuple[PackageFile, Iterator[bytes]]]:
+        """Each file with a stream of its bytes, in zip order, under the limits that
+        :meth:`extract_to` applies; consume each stream before asking for the next file."""
+        budget = _Budget(self.limits.max_total_bytes)
+        with _open_zip(self._source, self.limits) as zf:
+            for member in self.files:
+                yield member, self._chunks(zf, member, budget)
+
     def _member(self, name: str) -> PackageFile:
         for member in self.files:
             if member.name == name:

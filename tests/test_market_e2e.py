@@ -133,9 +133,25 @@ def test_a_search_answers_with_its_result_in_one_request(accepted, users, exampl
 
 
 def test_download_equals_upload(accepted, users, examples, tmp_path):
+    """The uploaded bytes stay downloadable; the default download holds the same files in
+    the layout the reference loads (tests/test_reference_client.py loads it there)."""
+    import zipfile
+
+    import yaml
+    from wharf.specification.package import read_package
+
     ex = examples[0]
-    path = users["bob"].download(accepted[ex.name], tmp_path / "dl.zip")
-    assert path.read_bytes() == ex.package.read_bytes()
+    lid = accepted[ex.name]
+    original = users["bob"].http.get(
+        f"/v1/learnwares/{lid}/package", params={"original": True}, follow_redirects=True
+    )
+    assert original.status_code == 200 and original.content == ex.package.read_bytes()
+    path = users["bob"].download(lid, tmp_path / "dl.zip")
+    served = zipfile.ZipFile(path)
+    assert yaml.safe_load(served.read("learnware.yaml"))["id"] == lid
+    uploaded = read_package(ex.package)
+    for name in {f.name for f in uploaded.files} - {"learnware.yaml"}:
+        assert served.read(name) == uploaded.read_member(name)
 
 
 def test_search_finds_the_learnware_of_the_users_data(accepted, users, examples):
@@ -423,7 +439,7 @@ def test_cli_a_rejected_learnware_is_fixed_and_sent_again(
     assert main(["submit", str(package), "--semantic", str(right), "--wait"]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[-1] == f"learnware {lid}: accepted"
-    assert f"this package is your rejected learnware {lid}: it is checked again" in err
+    assert f"this package is your learnware {lid}, which awaited a check" in err
     again_job = out.splitlines()[0].split()[-1].rstrip(")")
     assert main(["jobs", again_job]) == 0
     assert capsys.readouterr().out == f"learnware {lid}: accepted\n"
@@ -465,13 +481,14 @@ def test_interrupted_checks_are_queued_again_at_start(examples, tmp_path, monkey
     for message in (data_dir / "broker" / "queue").iterdir():
         message.unlink()
     with LocalMarket(data_dir, workers=1) as m, WharfClient(m.url, m.token) as c:
-        assert m.requeued == [sub["learnware_id"]]
+        assert m.requeued.taken_over == [sub["job_id"]]  # the same job, sent again
         deadline = time.monotonic() + 120
         while c.learnware(sub["learnware_id"])["status"] != "accepted":
             assert time.monotonic() < deadline
             time.sleep(0.2)
         with catalog.session() as s:
-            assert repo.get_job(s, sub["job_id"]).state == JobState.failed
+            job = repo.get_job(s, sub["job_id"])
+            assert job.state == JobState.succeeded and job.worker_losses == 0  # market stopped
 
 
 def test_a_new_package_is_checked_again(users, examples, tmp_path):
@@ -488,8 +505,8 @@ def test_a_new_package_is_checked_again(users, examples, tmp_path):
     lw = alice.learnware(sub["learnware_id"])
     assert lw["status"] == "accepted"
     assert lw["content_sha256"] == __import__("hashlib").sha256(second.read_bytes()).hexdigest()
-    dl = alice.download(sub["learnware_id"], tmp_path / "now.zip")
-    assert dl.read_bytes() == second.read_bytes()
+    dl = alice.http.get(f"/v1/learnwares/{sub['learnware_id']}/package", params={"original": True})
+    assert dl.content == second.read_bytes()
     alice.delete(sub["learnware_id"])
 
 

@@ -18,8 +18,16 @@ from wharf.market.catalog import (
     User,
     repo,
 )
-from wharf.market.packages import new_package_key, open_package, package_url, release_package
+from wharf.market.packages import (
+    ServedRef,
+    new_package_key,
+    open_package,
+    open_served_package,
+    release_package,
+    release_served,
+)
 from wharf.market.store import ObjectNotFound, ObjectTooLarge
+from wharf.specification.errors import PackageError
 from wharf.specification.semantic import MAX_REQUIREMENT_NAME_CHARS, SemanticSpec
 
 from ..deps import (
@@ -159,23 +167,50 @@ def download(
     user: Reader,
     learnware_id: str,
     redirect: bool = Query(default=True, description="S3: answer with a presigned URL"),
+    original: bool = Query(
+        default=False, description="the package as uploaded, not in the layout served"
+    ),
 ) -> Response:
+    """The package in the layout the reference loads (files at the root, ``id`` and the
+    semantic spec in ``learnware.yaml``); with ``original=true``, the bytes as uploaded."""
     lw = _visible(session, learnware_id, user)
+    return package_response(services, lw, redirect=redirect, original=original)
+
+
+def package_response(
+    services: Services, lw: Learnware, *, redirect: bool = False, original: bool = False
+) -> Response:
+    """A learnware's package as a download with its ``Content-Length`` (or a redirect to a
+    presigned URL of it). The served layout falls back to the uploaded bytes for a package
+    it cannot be made of (a rejected learnware's, which is shown to its owner)."""
     filename = f"learnware-{repo.format_id(lw.id)}.zip"
-    if redirect:
-        url = package_url(services.store, lw, services.settings.s3_presign_seconds)
+    ref = ServedRef.of(lw)
+    stream = None
+    if not original:
+        try:
+            stream, size = open_served_package(services.store, ref)
+            key: str | None = ref.key
+        except ObjectNotFound:
+            raise Problem(404, "the package is missing from the object store") from None
+        except PackageError:
+            pass
+    if stream is None:
+        key = lw.package_key if lw.package_offset is None else None
+        try:
+            stream, size = open_package(services.store, lw), lw.package_size
+        except ObjectNotFound:
+            raise Problem(404, "the package is missing from the object store") from None
+    if redirect and key is not None:
+        url = services.store.presigned_url(key, services.settings.s3_presign_seconds)
         if url:
+            stream.close()
             return RedirectResponse(url, status_code=307)
-    try:
-        stream = open_package(services.store, lw)
-    except ObjectNotFound:
-        raise Problem(404, "the package is missing from the object store") from None
     return StreamingResponse(
         _chunks(stream),
         media_type="application/zip",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
-            "Content-Length": str(lw.package_size),
+            "Content-Length": str(size),
         },
     )
 
@@ -249,10 +284,11 @@ def _checked_fields(semantic: dict[str, Any]) -> tuple:
 @router.delete("/{learnware_id}", status_code=204)
 def delete(services: ServicesDep, session: SessionDep, user: CurrentUser, learnware_id: str):
     lw = _owned(session, learnware_id, user)
-    key, offset = lw.package_key, lw.package_offset
+    key, offset, pk = lw.package_key, lw.package_offset, lw.id
     repo.delete_learnware(session, lw.id)
     session.commit()
     _release(services, key, offset)
+    release_served(services.store, pk)
     return Response(status_code=204)
 
 
