@@ -6,14 +6,16 @@ It never imports torch, faiss or submitted code, and never unpickles anything.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from wharf.market import logs
 from wharf.market.catalog import Catalog
+from wharf.market.jobends import announcer
 from wharf.market.settings import Settings, get_settings
-from wharf.market.store import make_store
+from wharf.market.store import make_store, sweep_partial_uploads
 from wharf.workers.app import make_celery
 
 from . import docs_pages, metrics, problems, ratelimit, web
@@ -31,8 +33,17 @@ SMALL_BODY_BYTES = 64 * 1024
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    services = app.state.services
+    # What an API process killed mid-upload left in the store goes (a thread: a large local
+    # store takes a while to walk, and requests need not wait for it).
+    threading.Thread(
+        target=sweep_partial_uploads,
+        args=(services.store, services.settings),
+        name="wharf-store-sweep",
+        daemon=True,
+    ).start()
     yield
-    await app.state.services.job_waiter.close()
+    await services.job_waiter.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,9 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # docs_pages serves both from local assets
         redoc_url=None,
     )
+    catalog = Catalog.create(settings.catalog_url, migrate=settings.migrate_on_start)
+    catalog.on_jobs_ended = announcer(settings)  # a job cancelled here wakes those waiting
     app.state.services = services = Services(
         settings=settings,
-        catalog=Catalog.create(settings.catalog_url, migrate=settings.migrate_on_start),
+        catalog=catalog,
         store=make_store(settings, create_bucket=settings.s3_create_bucket),
         celery=make_celery(settings),
         job_waiter=JobWaiter(settings.job_ends_redis),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from celery import chord
 from fastapi import Request
 from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
 from wharf.market.catalog import Job, repo
+from wharf.market.store import ObjectStore, StoreError
 from wharf.workers.app import (
     BULK_BATCH_TASK,
     BULK_FINISH_TASK,
@@ -28,13 +29,21 @@ log = logging.getLogger("wharf.api")
 
 
 @contextmanager
-def _broker_or_503(session: Session, job: Job, again: str, lost: str):
-    """A broker that cannot be reached fails the job and answers 503, saying what to redo."""
+def _broker_or_503(
+    session: Session, job: Job, again: str, lost: str, store: ObjectStore | None = None
+):
+    """A broker that cannot be reached fails the job and answers 503, saying what to redo.
+    What the job alone would have used goes (a search's uploaded spec, from ``store``); a
+    check's learnware stays pending, and sending its package again resumes it."""
     try:
         yield
     except OperationalError:
         repo.fail_job(session, job.id, f"the job queue was unreachable; {again}")
         session.commit()
+        spec_key = (job.request or {}).get("spec_key")
+        if store is not None and spec_key:
+            with suppress(StoreError):
+                store.delete(spec_key)
         raise Problem(
             503,
             f"the job queue (broker) is unreachable right now; {lost} — retry in a little while",
@@ -49,7 +58,7 @@ def job_url(request: Request, job_id: str) -> str:
 
 
 def _send(services: Services, session: Session, job: Job, name: str, queue: str, args: list):
-    with _broker_or_503(session, job, "submit again", "nothing was lost"):
+    with _broker_or_503(session, job, "submit again", "nothing was lost", services.store):
         services.celery.send_task(
             name,
             args=args,

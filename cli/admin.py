@@ -32,7 +32,9 @@ def add_parsers(admin_sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_bootstrap)
     p = admin_sub.add_parser(
-        "requeue", help="queue again the checks that were interrupted or lost by the broker"
+        "requeue",
+        help="send again every unfinished job no live worker holds (lost by the broker, its "
+        "worker gone, or a learnware left pending), and say what was done",
     )
     p.set_defaults(func=cmd_requeue)
     p = admin_sub.add_parser(
@@ -97,11 +99,14 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     from wharf.market.catalog import Catalog
     from wharf.market.settings import get_settings
     from wharf.workers.app import make_celery
-    from wharf.workers.recovery import requeue_interrupted_checks
+    from wharf.workers.recovery import requeue
 
     settings = get_settings()
-    ids = requeue_interrupted_checks(Catalog(settings.catalog_url), make_celery(settings))
-    print(f"queued again: {', '.join(ids)}" if ids else "nothing to queue again")
+    done = requeue(Catalog(settings.catalog_url), make_celery(settings), settings)
+    if not done.sent:
+        print("nothing to send again")
+    for line in done.lines():
+        print(line)
     return 0
 
 

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from wharf.client import WharfClient
 
 MANIFEST = "manifest.jsonl"
+#: The states of a job that has ended (the SDK's, without importing it).
+ENDED = ("succeeded", "failed", "cancelled")
+
 #: Where a package's semantic spec may be: next to it, or inside the zip.
 SIDECARS = ("{stem}.json", "{stem}.semantic.json")
 INSIDE = ("semantic_spec.json", "semantic.json")
@@ -168,7 +171,7 @@ def follow_job(
             _check_deadline(deadline, f"the import (job {job_id})")
             job = _patient(lambda: client.job(job_id), deadline=deadline)
             bar.update(max(0, round((job.get("progress") or 0) * entries) - bar.n))
-            if job["state"] in ("succeeded", "failed"):
+            if job["state"] in ENDED:
                 if job["state"] == "succeeded":
                     bar.update(entries - bar.n)
                 return job
@@ -408,7 +411,7 @@ class BulkSubmitter:
         partly = 0
         for sub in list(self.running):
             job = _patient(lambda sub=sub: self.client.job(sub.job_id), deadline=self.deadline)
-            if job["state"] in ("succeeded", "failed"):
+            if job["state"] in ENDED:
                 if job["state"] == "succeeded":
                     _record_outcomes(sub.items, job.get("result") or {})
                 else:
@@ -459,8 +462,9 @@ def _record_outcomes(items: list[Item], result: dict[str, Any]) -> None:
 
 
 def _record_failure(items: list[Item], job: dict[str, Any]) -> None:
+    said = "was cancelled" if job["state"] == "cancelled" else "failed"
     for item in items:
-        item.outcome, item.detail = "failed", f"the bulk submission failed: {job.get('error')}"
+        item.outcome, item.detail = "failed", f"the bulk submission {said}: {job.get('error')}"
 
 
 # -- one by one: POST /v1/learnwares per package --------------------------------------------
@@ -495,7 +499,7 @@ def submit_one_by_one(
             window = list(waiting)[:POLL_WINDOW]
             for item in window:
                 job = _patient(lambda item=item: client.job(item.job_id), deadline=deadline)
-                if job["state"] in ("succeeded", "failed"):
+                if job["state"] in ENDED:
                     _record(client, item, job, deadline)
                     waiting.remove(item)
                     finished += 1
@@ -532,8 +536,9 @@ def _submit(client: WharfClient, item: Item, pacer: _Pacer, deadline: float | No
 
 
 def _record(client: WharfClient, item: Item, job: dict[str, Any], deadline: float | None) -> None:
-    if job["state"] == "failed":
-        item.detail = f"the check failed: {job.get('error')}"
+    if job["state"] in ("failed", "cancelled"):
+        said = "failed" if job["state"] == "failed" else "was cancelled"
+        item.detail = f"the check {said}: {job.get('error')}"
         return
     item.outcome = (job.get("result") or {}).get("status", "failed")
     if item.outcome == "rejected":

@@ -1,5 +1,5 @@
-"""Commands that talk to a running market over HTTP: submit, update, delete, jobs, log, search,
-download, token."""
+"""Commands that talk to a running market over HTTP: submit, update, delete, jobs, cancel, log,
+search, download, token."""
 
 from __future__ import annotations
 
@@ -67,6 +67,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     add_common(p)
     p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser(
+        "cancel",
+        help="cancel a queued or running job: yours, or any for an admin (a check's "
+        "learnware is then rejected, to be sent again or deleted)",
+    )
+    p.add_argument("job_id")
+    add_common(p)
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("log", help="print the check log of your learnware")
     p.add_argument("learnware_id")
@@ -151,8 +160,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"learnware {sub['learnware_id']}: {sub['status']} (job {sub['job_id']})")
         if sub.get("resubmitted"):
             print(
-                f"this package is your rejected learnware {sub['learnware_id']}: it is checked "
-                "again, with the semantic spec sent now",
+                f"this package is your learnware {sub['learnware_id']}, which awaited a check "
+                "(rejected, or its check never queued): it is checked again, with the semantic "
+                "spec sent now",
                 file=sys.stderr,
             )
         if not args.wait:
@@ -221,6 +231,23 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with client_for(args) as client:
+        job = client.cancel(args.job_id)
+    print(f"{job['kind']} job {job['id']}: cancelled")
+    lid = job.get("learnware_id")
+    if job["kind"] == "check" and lid:
+        print(f"learnware {lid}: rejected, nothing judged; {_resend_hint(lid)}")
+    return 0
+
+
+def _resend_hint(learnware_id: str) -> str:
+    return (
+        f"to have it checked, `wharf update {learnware_id} --package ZIP` or submit the same "
+        f"package again; or `wharf delete {learnware_id}`"
+    )
+
+
 def cmd_jobs(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         if args.watch:
@@ -253,12 +280,16 @@ def _print_job(client: WharfClient, job: dict[str, Any]) -> int:
     """A job for people: a check's verdict on its learnware, a search's results, or the
     state of any other job. 1 for a failed job or a rejected learnware."""
     state, kind = job["state"], job["kind"]
-    done = state in ("succeeded", "failed")
+    done = state in ("succeeded", "failed", "cancelled")
     where = f"{job.get('stage') or state}, {100 * (job.get('progress') or 0):.0f}%"
     lid = job.get("learnware_id")
     if kind == "check" and lid:
         if state == "failed":
             print(f"learnware {lid}: the check failed: {job.get('error')}")
+            return 1
+        if state == "cancelled":
+            print(f"learnware {lid}: the check was {job.get('error') or 'cancelled'}")
+            print(f"  {_resend_hint(lid)}")
             return 1
         if state == "queued":
             print(f"learnware {lid}: waiting for a check worker (job queued)")
@@ -276,8 +307,8 @@ def _print_job(client: WharfClient, job: dict[str, Any]) -> int:
                 print(f"  {_reason(client.log(lid))}")
                 print(f"  the whole log: wharf log {lid}; {_fix_hint(lid)}")
         return 1 if status == "rejected" else 0
-    if state == "failed":
-        print(f"{kind} job {job['id']}: failed: {job.get('error')}")
+    if state in ("failed", "cancelled"):
+        print(f"{kind} job {job['id']}: {state}: {job.get('error')}")
         return 1
     if kind == "search" and state == "succeeded":
         print_results(job.get("result") or {})

@@ -229,7 +229,7 @@ class LocalMarket:
         from wharf.market.catalog import Catalog
         from wharf.market.settings import Settings
         from wharf.workers.app import make_celery
-        from wharf.workers.recovery import requeue_interrupted_checks
+        from wharf.workers.recovery import requeue
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logs = self.data_dir / "logs"
@@ -246,7 +246,9 @@ class LocalMarket:
                 )
         catalog = Catalog.create(settings.catalog_url)
         self.token = ensure_admin(catalog, self.data_dir, settings.token_max_days)
-        self.requeued = requeue_interrupted_checks(catalog, make_celery(settings))
+        # The market's workers have all stopped: what they ran, or what the embedded broker
+        # forgot, is sent again.
+        self.requeued = requeue(catalog, make_celery(settings), settings, market_stopped=True)
         for i in range(self.n_workers):
             self._spawn(worker_command(ALL_QUEUES, 1, f"worker{i}@%h"), logs / f"worker{i}.log")
         self._spawn(
@@ -361,8 +363,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"Wharf is up at {market.url}  (API docs: {market.url}/docs)")
             print(f"admin token: {market.token}  (also in {market.data_dir / TOKEN_FILE})")
             print(f"export WHARF_URL={market.url} WHARF_TOKEN={market.token}")
-            if market.requeued:
-                print(f"checks interrupted earlier were queued again: {', '.join(market.requeued)}")
+            for line in market.requeued.lines() if market.requeued.sent else ():
+                print(f"unfinished work sent again: {line}")
             print("press Ctrl-C to stop", flush=True)
             while all(p.poll() is None for p in market.procs):
                 time.sleep(0.5)

@@ -467,7 +467,7 @@ def _advance(s: Session, parent: Job) -> bool:
     counts = repo.child_job_counts(s, parent.id)
     unfinished = sum(counts.get(state, 0) for state in _UNFINISHED)
     if _staged(request) and unfinished == 0:
-        return repo.finish_job(s, parent.id, _result(s, parent))
+        return repo.finish_job(s, parent.id, summary(s, parent))
     entries = max(1, int(request.get("entries", 1)))
     not_submitted = len((parent.result or {}).get("not_submitted", []))
     checks = sum(counts.values())
@@ -482,8 +482,9 @@ def _advance(s: Session, parent: Job) -> bool:
     return False
 
 
-def _result(s: Session, parent: Job) -> dict[str, Any]:
-    """The bulk job's result: counts, and one outcome per manifest line, by line."""
+def summary(s: Session, parent: Job) -> dict[str, Any]:
+    """The bulk job's result: counts, and one outcome per manifest line, by line (a check
+    not yet ended counts as ``pending``)."""
     outcomes = list((parent.result or {}).get("not_submitted", []))
     latest: dict[int, Job] = {}
     for child in repo.child_jobs(s, parent.id):  # oldest first: a check queued again wins
@@ -499,6 +500,10 @@ def _result(s: Session, parent: Job) -> dict[str, Any]:
         said = (child.result or {}).get("status")
         if child.state == JobState.failed:
             item = outcome(line, package, "failed", child.error or "failed", shown)
+        elif child.state == JobState.cancelled:
+            item = outcome(line, package, "cancelled", child.error or "cancelled", shown)
+        elif child.state in _UNFINISHED:
+            item = outcome(line, package, "pending", None, shown)
         elif said == LearnwareStatus.accepted:
             item = outcome(line, package, "accepted", None, shown)
         elif said == LearnwareStatus.rejected:
@@ -510,9 +515,9 @@ def _result(s: Session, parent: Job) -> dict[str, Any]:
             item["resubmitted"] = True  # the owner's rejected learnware, checked again
         outcomes.append(item)
     outcomes.sort(key=lambda o: o["line"])
-    kinds = ("accepted", "rejected", "refused", "duplicate", "failed")
+    kinds = ("accepted", "rejected", "refused", "duplicate", "failed", "cancelled", "pending")
     counts = {k: sum(o["outcome"] == k for o in outcomes) for k in kinds}
-    return {
+    result = {
         "entries": int((parent.request or {}).get("entries", len(outcomes))),
         "submitted": len(latest),
         "accepted": counts["accepted"],
@@ -522,6 +527,10 @@ def _result(s: Session, parent: Job) -> dict[str, Any]:
         "failed": counts["failed"],
         "outcomes": outcomes,
     }
+    for extra in ("cancelled", "pending"):  # only when some were: the usual result is unchanged
+        if counts[extra]:
+            result[extra] = counts[extra]
+    return result
 
 
 def _column(s: Session, ids: Iterable[int], column: Any) -> list[tuple[int, Any]]:

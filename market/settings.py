@@ -177,6 +177,16 @@ class Settings(BaseSettings):
     job_heartbeat_s: float = Field(default=5.0, gt=0)
     job_lost_after_s: float = Field(default=30.0, gt=0)
     job_max_worker_losses: int = Field(default=3, ge=1)
+    # Lost messages: a queued job whose broker message is gone (a broker restarted without
+    # persistence) is sent again job_lost_after_s after it was sent, at most
+    # job_max_worker_losses times; then it fails, saying so (workers/reconcile.py).
+    # Scratch space: each worker process works in a folder of its own under scratch_dir
+    # (default: wharf-scratch in the system temporary folder), removed when the process is
+    # gone (workers/scratch.py). Partial uploads in a local store (.part files) whose writer
+    # is gone are removed at once, others after store_partial_max_age_s; on S3, multipart
+    # uploads left unfinished that long are aborted.
+    scratch_dir: Path | None = None
+    store_partial_max_age_s: float = Field(default=3600.0, gt=0)
     # A request may wait for a job to end (GET /v1/jobs/{id}?wait=S, POST /v1/searches?wait=S)
     # at most this many seconds; a longer wait asked for is cut to it. Reverse proxies must
     # allow a response this long in coming.

@@ -39,6 +39,12 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
 
 @pytest.fixture
 def api(tmp_path):
+    return make_api(tmp_path)
+
+
+def make_api(tmp_path):
+    """A TestClient of the API on a fresh market with users admin, alice and bob, whose
+    tokens are in ``.tokens``; its catalog is ``.catalog``."""
     from wharf.api.app import create_app
 
     settings = Settings(data_dir=tmp_path, max_upload_bytes=200_000, public_read=True)

@@ -893,11 +893,13 @@ def test_one_by_one_writes_wait_out_429s_together_for_as_long_as_it_takes():
 
 
 def test_a_restart_sends_the_staging_of_unfinished_bulk_submissions_again(market, tmp_path):
-    """The embedded broker forgets a message a worker took: at start-up every staging task of
-    a bulk submission that has not ended is sent again, and each stages nothing twice."""
+    """The embedded broker forgets a message a worker took: at start-up the staging tasks of
+    a bulk submission's batches not yet staged are sent again, and its checks queued with no
+    message in the broker; each batch stages nothing twice."""
     from wharf.market.bulk_submit import stage_batch
-    from wharf.workers.app import BULK_SUBMIT_TASK
-    from wharf.workers.recovery import requeue_interrupted_checks
+    from wharf.market.settings import Settings
+    from wharf.workers.app import BULK_SUBMIT_TASK, CHECK_TASK
+    from wharf.workers.recovery import requeue
 
     class Broker:
         def __init__(self):
@@ -912,9 +914,12 @@ def test_a_restart_sends_the_staging_of_unfinished_bulk_submissions_again(market
     first = stage_batch(catalog, store, job_id, 0, max_package_bytes=MAX_PACKAGE)
     assert len(first.checks) == 2  # ... and then the market stopped: batch 1 was never run
 
-    broker = Broker()
-    assert requeue_interrupted_checks(catalog, broker) == []  # its checks are still queued
-    assert broker.sent == [(BULK_SUBMIT_TASK, [job_id, 0]), (BULK_SUBMIT_TASK, [job_id, 1])]
+    broker = Broker()  # the embedded broker of an empty data folder: it holds no message
+    done = requeue(catalog, broker, Settings(data_dir=tmp_path), market_stopped=True)
+    assert sorted(done.resent) == sorted(c for c, _ in first.checks) and done.staging == [job_id]
+    assert sorted(broker.sent) == sorted(
+        [(CHECK_TASK, [c, lid]) for c, lid in first.checks] + [(BULK_SUBMIT_TASK, [job_id, 1])]
+    )
     again = stage_batch(catalog, store, job_id, 0, max_package_bytes=MAX_PACKAGE)
     rest = stage_batch(catalog, store, job_id, 1, max_package_bytes=MAX_PACKAGE)
     assert again.checks == first.checks and len(rest.checks) == 1 and rest.staged

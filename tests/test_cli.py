@@ -231,11 +231,16 @@ def test_admin_requeue(tmp_path, monkeypatch, capsys):
             job = repo.create_job(s, JobKind.check, owner_id=owner.id, learnware_id=lw.id)
             repo.fail_job(s, job.id, "the broker was down")
         assert main(["admin", "requeue"]) == 0
-        assert capsys.readouterr().out.strip() == f"queued again: {repo.format_id(lw.id)}"
+        assert capsys.readouterr().out.splitlines() == [
+            f"learnwares pending with no check under way, checked again: 1 "
+            f"({repo.format_id(lw.id)})"
+        ]
         queued = list((tmp_path / "broker" / "queue").glob("*.check.msg"))
         assert len(queued) == 1
         assert main(["admin", "requeue"]) == 0  # the new job is queued: nothing more to do
-        assert capsys.readouterr().out.strip() == "nothing to queue again"
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == "nothing to send again"
+        assert out[1].startswith("queued jobs whose message the broker holds, left there: 1")
     finally:
         get_settings.cache_clear()
 

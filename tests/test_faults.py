@@ -25,7 +25,7 @@ from wharf.market.settings import Settings
 from wharf.specification import RKME
 from wharf.specification.files import dumps_spec
 from wharf.workers.app import make_celery
-from wharf.workers.recovery import requeue_interrupted_checks
+from wharf.workers.recovery import requeue
 from wharf.workers.tasks import SANDBOX_RETRIES
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -182,7 +182,7 @@ def test_a_check_worker_that_loses_its_sandbox_rejects_nothing(
 
         (bindir / "bwrap").symlink_to(bwrap)
         catalog = Catalog(settings.catalog_url)
-        assert requeue_interrupted_checks(catalog, celery) == [sub["learnware_id"]]
+        assert requeue(catalog, celery, settings).rechecked == [sub["learnware_id"]]
         deadline = time.monotonic() + 120
         while (status := c.learnware(sub["learnware_id"])["status"]) in ("pending", "checking"):
             assert time.monotonic() < deadline, status

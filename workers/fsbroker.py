@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Iterable
 from queue import Empty
 from time import monotonic
 
@@ -81,6 +82,30 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+
+def held_messages(queue_dir: str | os.PathLike[str], queues: Iterable[str]) -> list[dict]:
+    """The messages waiting in ``queues`` of the broker whose queue folder is ``queue_dir``
+    (and those a worker has claimed but not yet read). A message a worker has taken is gone
+    from the folder: this broker keeps no record of it."""
+    wanted = {f"{queue}.msg" for queue in queues}
+    folders = [os.fspath(queue_dir)]
+    folders.append(os.path.join(os.path.dirname(os.path.normpath(folders[0])), CLAIMED))
+    found = []
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name.partition(".")[2] not in wanted:
+                continue  # another queue's, or one being written (".part")
+            try:
+                with open(os.path.join(folder, name), "rb") as fh:
+                    found.append(loads(bytes_to_str(fh.read())))
+            except (OSError, ValueError):
+                continue  # taken meanwhile
+    return found
 
 
 class ResultBackend(FilesystemBackend):

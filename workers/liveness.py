@@ -12,8 +12,9 @@ embedded broker. So the catalog keeps its own record: the job row names the proc
   counts one *worker loss*; while the holder lives, the delivery is put off
   (:class:`HeldElsewhere`) and looks again later, so a redelivered duplicate of live work runs
   nothing, and a retry that arrives before its job was set back to queued is not lost;
-- a reaper thread in every worker (:func:`start_reaper`) sends again the jobs whose holder is
-  gone, so a check interrupted by a killed worker resumes within a minute;
+- a reaper in every worker (:func:`reap`, run by :func:`workers.reconcile.start`) sends again
+  the jobs whose holder is gone, so a check interrupted by a killed worker resumes within a
+  minute;
 - a job whose workers died ``job_max_worker_losses`` times is a poison message: it fails
   with that reason (:func:`over_loss_limit`) instead of killing workers for ever.
 """
@@ -23,9 +24,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 from celery import Celery
@@ -37,7 +39,8 @@ from .app import CHECK_QUEUE, CHECK_TASK, SEARCH_QUEUE, SEARCH_TASK
 
 log = logging.getLogger("wharf.worker")
 HOST = socket.gethostname()
-#: What the reaper sends again (bulk-import batches are resumed by their chord's broker).
+#: What the reaper and the reconciler send again, by kind: the task and its queue (bulk-import
+#: batches are resumed by their chord's broker).
 RESENT = {
     JobKind.check: (CHECK_TASK, CHECK_QUEUE),
     JobKind.search: (SEARCH_TASK, SEARCH_QUEUE),
@@ -114,26 +117,71 @@ def over_loss_limit(job: Job, settings: Settings) -> str | None:
     )
 
 
+class JobCancelled(Exception):
+    """The job was cancelled while this process ran it (``DELETE /v1/jobs/{id}``): stop, and
+    record nothing."""
+
+
+#: The pool process's main thread gets this signal when the job it runs is cancelled; its
+#: handler raises :class:`JobCancelled` there (a blocking wait, a sandbox's included, is cut
+#: short). Celery's pool processes use SIGUSR1 (soft time limits), not this one.
+CANCEL_SIGNAL = signal.SIGUSR2
+_cancelled: dict[str, str | None] = {"armed": None}  # the job the main thread may be stopped for
+
+
+def _on_cancel_signal(signum, frame) -> None:
+    job_id = _cancelled["armed"]
+    if job_id is not None:  # once: the clean-up that follows runs undisturbed
+        _cancelled["armed"] = None
+        raise JobCancelled(f"job {job_id} was cancelled")
+
+
+def _can_interrupt() -> bool:
+    """Whether the main thread can be stopped by :data:`CANCEL_SIGNAL` (installing its
+    handler now if needed): only when called from the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(CANCEL_SIGNAL) is not _on_cancel_signal:
+        signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
+    return True
+
+
 @contextlib.contextmanager
 def heartbeat(catalog: Catalog, job_id: str, settings: Settings) -> Iterator[None]:
-    """Refresh the job's heartbeat from a thread while the block runs."""
+    """Refresh the job's heartbeat from a thread while the block runs. If the job is cancelled
+    meanwhile, the block is interrupted with :class:`JobCancelled` at the next beat (when it
+    runs in the main thread; elsewhere it runs on, and its outcome is not recorded)."""
     stop = threading.Event()
     worker = this_worker()
+    interrupt = _can_interrupt()
+    main = threading.main_thread().ident
 
     def run() -> None:
         while not stop.wait(settings.job_heartbeat_s):
             try:
                 with catalog.session() as s:
-                    repo.beat(s, job_id, worker)
+                    if repo.beat(s, job_id, worker):
+                        continue
+                    job = repo.get_job(s, job_id)
+                    cancelled = job is not None and job.state == JobState.cancelled
             except Exception:  # a catalog hiccup must not end the task; the next beat retries
                 log.warning("job %s: heartbeat failed", job_id, exc_info=True)
+                continue
+            if cancelled:
+                log.warning("job %s: cancelled; stopping it", job_id, extra={"job_id": job_id})
+                if interrupt and not stop.is_set():
+                    signal.pthread_kill(main, CANCEL_SIGNAL)
+                return
 
+    if interrupt:
+        _cancelled["armed"] = job_id
     thread = threading.Thread(target=run, name=f"heartbeat-{job_id[:8]}", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
+        _cancelled["armed"] = None
         thread.join(timeout=5)
 
 
@@ -149,29 +197,13 @@ def reap(catalog: Catalog, celery: Celery, settings: Settings) -> list[str]:
             ):
                 lost.append(found)
     for job_id, kind, learnware_id, holder in lost:
-        task, queue = RESENT[kind]
-        args = [job_id, learnware_id] if kind == JobKind.check else [job_id]
-        celery.send_task(task, args=args, queue=queue, task_id=job_id)
+        send(celery, kind, job_id, learnware_id)
         log.warning("job %s: its worker %s is gone; sent again", job_id, holder)
     return [job_id for job_id, *_ in lost]
 
 
-def start_reaper(
-    catalog: Catalog, celery: Celery, settings: Settings, *, every_s: float | None = None
-) -> Callable[[], None]:
-    """Run :func:`reap` now and then every ``every_s`` (default: a third of
-    ``job_lost_after_s``) in a daemon thread; returns a function that stops it."""
-    interval = every_s if every_s is not None else max(1.0, settings.job_lost_after_s / 3)
-    stop = threading.Event()
-
-    def run() -> None:
-        while True:
-            try:
-                reap(catalog, celery, settings)
-            except Exception:
-                log.warning("the reaper could not look for lost jobs", exc_info=True)
-            if stop.wait(interval):
-                return
-
-    threading.Thread(target=run, name="wharf-reaper", daemon=True).start()
-    return stop.set
+def send(celery: Celery, kind: JobKind, job_id: str, learnware_id: int | None) -> None:
+    """Send the task of a check or search job again (its task id is the job's id)."""
+    task, queue = RESENT[kind]
+    args = [job_id, learnware_id] if kind == JobKind.check else [job_id]
+    celery.send_task(task, args=args, queue=queue, task_id=job_id, ignore_result=True)

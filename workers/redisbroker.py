@@ -11,7 +11,11 @@ client) is unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from celery import Celery
 from kombu.transport import redis
+from kombu.utils.json import loads
 
 
 class Channel(redis.Channel):
@@ -27,3 +31,20 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
+
+
+def held_messages(celery: Celery, queues: Iterable[str]) -> list[dict]:
+    """The messages the Redis broker of ``celery`` holds for ``queues``: waiting in them, and
+    delivered to a worker but not yet acknowledged (any queue's). Names and layout are
+    kombu's (its channel's priority lists and ``unacked`` hash)."""
+    with celery.connection_for_read() as connection:
+        channel = connection.default_channel
+        keys = [channel._q_for_pri(q, pri) for q in queues for pri in channel.priority_steps]
+        with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.lrange(key, 0, -1)
+            pipe.hvals(channel.unacked_key)
+            *waiting, unacked = pipe.execute()
+    found = [loads(raw) for messages in waiting for raw in messages]
+    found += [loads(raw)[0] for raw in unacked]
+    return found

@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_init, worker_ready
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 from wharf.market import logs
 from wharf.market.bulk_submit import settle
 from wharf.market.catalog import Catalog, LearnwareStatus, repo
+from wharf.market.catalog.models import utcnow
 from wharf.market.checker import SandboxUnavailable, check_submission, unavailable_reason
 from wharf.market.jobends import announcer
 from wharf.market.packages import PackageRef, download_package
@@ -27,6 +36,8 @@ from . import (
     bulk,  # noqa: F401 (registers the bulk-import tasks)
     bulk_submit,
     liveness,
+    reconcile,
+    scratch,
 )
 from .app import CHECK_QUEUE, CHECK_TASK, SEARCH_TASK, app
 from .retry import RETRY, TRANSIENT
@@ -70,9 +81,21 @@ def _refuse_checks_without_a_sandbox(sender, **_) -> None:
 
 
 @worker_ready.connect
-def _start_reaper(sender, **_) -> None:
-    """Every worker looks for jobs whose worker died, and sends them again."""
-    liveness.start_reaper(catalog(), sender.app, get_settings())
+def _start_reconciler(sender, **_) -> None:
+    """Every worker looks for jobs whose worker died or whose message the broker lost, and
+    sends them again; and sweeps what dead processes left on disk (:mod:`.reconcile`)."""
+    reconcile.start(catalog(), sender.app, get_settings())
+
+
+@worker_process_init.connect
+def _enter_scratch(**_) -> None:
+    """Each pool process works in a scratch folder of its own (:mod:`.scratch`)."""
+    scratch.enter(get_settings())
+
+
+@worker_process_shutdown.connect
+def _leave_scratch(**_) -> None:
+    scratch.leave()
 
 
 @cache
@@ -97,9 +120,15 @@ class JobTask(Task):
     ignore_result = True
 
     def retry(self, *args, **kwargs):
+        countdown = kwargs.get("countdown")
+        due = kwargs.get("eta") or utcnow() + timedelta(
+            seconds=self.default_retry_delay if countdown is None else countdown
+        )
         try:
             with catalog().session() as s:
-                repo.requeue_job(s, self.request.args[0], holder=liveness.this_worker(), lost=False)
+                repo.requeue_job(
+                    s, self.request.args[0], holder=liveness.this_worker(), lost=False, due=due
+                )
         except TRANSIENT:  # the retry finds the job silent, and takes it over
             log.warning("job %s: could not mark it queued for its retry", self.request.id)
         return super().retry(*args, **kwargs)
@@ -114,20 +143,10 @@ class JobTask(Task):
             ) from exc
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
+        # A check's learnware goes back to pending, a search's uploaded spec is deleted.
         job_id = args[0] if args else task_id
-        learnware_id = args[1] if len(args) > 1 else None
-        ended = None
-        with catalog().session() as s:
-            repo.fail_job(s, job_id, f"{type(exc).__name__}: {exc}")
-            if learnware_id is not None:
-                repo.reset_to_pending(s, learnware_id)
-                ended = settle(s, job_id)
-            job = repo.get_job(s, job_id)
-            spec_key = (job.request or {}).get("spec_key") if job is not None else None
-        if spec_key:
-            store().delete(spec_key)  # a search's uploaded spec is not needed any more
-        if ended:
-            bulk_submit.release(ended)
+        reconcile.fail(catalog(), store(), job_id, f"{type(exc).__name__}: {exc}")
+        bulk_submit.forget_bundle()
 
 
 @app.task(
@@ -166,6 +185,40 @@ def check(self: JobTask, job_id: str, learnware_id: int) -> str:
         bulk_submit.release(ended)
         return early
 
+    try:
+        report, accepted, text = _run_check(self, job_id, package, semantic, settings)
+    except liveness.JobCancelled:
+        log.info("job %s: cancelled during its check", job_id, extra={"job_id": job_id})
+        return "cancelled"
+    status = LearnwareStatus.accepted if accepted else LearnwareStatus.rejected
+    with catalog().session() as s:
+        result = {"status": status, "learnware_id": repo.format_id(learnware_id)}
+        if not repo.finish_job(s, job_id, result):  # cancelled meanwhile: nothing is recorded
+            return "ended meanwhile"
+        repo.finish_check(
+            s,
+            learnware_id,
+            accepted=accepted,
+            log=text,
+            spec_meta=_catalog_spec_meta(report.spec_meta) if accepted else None,
+            stat_spec_json=dumps_spec(report.stat_spec) if accepted else None,
+            sha256=sha256,  # a package replaced meanwhile is not overwritten by this result
+        )
+        ended = settle(s, job_id)  # the bulk submission it belongs to, if any
+    bulk_submit.release(ended)
+    log.info(
+        "learnware %s %s",
+        repo.format_id(learnware_id),
+        status,
+        extra={"job_id": job_id, "learnware_id": repo.format_id(learnware_id), "status": status},
+    )
+    return status
+
+
+def _run_check(self: JobTask, job_id: str, package: PackageRef, semantic: dict, settings):
+    """Download and check the package in a scratch folder of this process's (removed however
+    the check ends); ``(report, accepted, log)``. :class:`liveness.JobCancelled` if the job is
+    cancelled meanwhile (the sandbox is killed on the way out)."""
     with (
         liveness.heartbeat(catalog(), job_id, settings),
         tempfile.TemporaryDirectory(prefix="wharf-check-") as tmp,
@@ -178,37 +231,13 @@ def check(self: JobTask, job_id: str, learnware_id: int) -> str:
             report = check_submission(
                 path, semantic, settings=settings, work_dir=Path(tmp) / "work"
             )
-            accepted, text = report.accepted, report.log
+            return report, report.accepted, report.log
         except SoftTimeLimitExceeded:
-            accepted, text = (
-                False,
-                f"rejected: the check exceeded {settings.check_soft_time_limit_s} s\n",
-            )
-            report = None
+            text = f"rejected: the check exceeded {settings.check_soft_time_limit_s} s\n"
+            return None, False, text
         except SandboxUnavailable as exc:
             retry = self.retry(exc=exc, countdown=SANDBOX_RETRY_S, max_retries=SANDBOX_RETRIES)
             raise retry from exc
-    status = LearnwareStatus.accepted if accepted else LearnwareStatus.rejected
-    with catalog().session() as s:
-        repo.finish_check(
-            s,
-            learnware_id,
-            accepted=accepted,
-            log=text,
-            spec_meta=_catalog_spec_meta(report.spec_meta) if accepted else None,
-            stat_spec_json=dumps_spec(report.stat_spec) if accepted else None,
-            sha256=sha256,  # a package replaced meanwhile is not overwritten by this result
-        )
-        repo.finish_job(s, job_id, {"status": status, "learnware_id": repo.format_id(learnware_id)})
-        ended = settle(s, job_id)  # the bulk submission it belongs to, if any
-    bulk_submit.release(ended)
-    log.info(
-        "learnware %s %s",
-        repo.format_id(learnware_id),
-        status,
-        extra={"job_id": job_id, "learnware_id": repo.format_id(learnware_id), "status": status},
-    )
-    return status
 
 
 def _reject_poison(s, job_id: str, lw, reason: str) -> None:
@@ -254,12 +283,17 @@ def search(self: JobTask, job_id: str) -> str:
     give_up = liveness.over_loss_limit(job, settings)
     if give_up is not None:
         raise SearchAbandoned(give_up)  # JobTask.on_failure fails the job, removes its spec
-    with liveness.heartbeat(catalog(), job_id, settings):
-        result = run_search(catalog(), store(), settings, request)
+    try:
+        with liveness.heartbeat(catalog(), job_id, settings):
+            result = run_search(catalog(), store(), settings, request)
+    except liveness.JobCancelled:
+        return "cancelled"  # its spec was deleted by the cancellation
     with catalog().session() as s:
-        repo.finish_job(s, job_id, result)
+        done = repo.finish_job(s, job_id, result)
     if request.get("spec_key"):
         store().delete(request["spec_key"])
+    if not done:
+        return "ended meanwhile"
     stats = result.get("stats", {})
     log.info(
         "search %s: %d results from %d candidates",

@@ -59,13 +59,14 @@ def submit(
     """Store the package and queue its check; poll the returned job for the outcome.
 
     The market holds each package once: content already here is ``409``, except the caller's
-    own *rejected* learnware sent again (perhaps with a fixed semantic spec), which is checked
-    again under its id (``resubmitted``)."""
+    own learnware that awaits a check, sent again (perhaps with a fixed semantic spec): a
+    *rejected* one, or a *pending* one with no check under way (its submission's check could
+    not be queued: the answer was 503). It is checked again under its id (``resubmitted``)."""
     semantic = semantic_spec_field(semantic_spec)
     sha256, size = _hash(package.file)
-    own_rejected = _refuse_duplicate(services, sha256, user, rejected_ok=True)
-    if own_rejected is not None:
-        return _check_again(services, session, user, own_rejected, sha256, semantic)
+    own = _refuse_duplicate(services, sha256, user, resumable_ok=True)
+    if own is not None:
+        return _check_again(services, session, user, own, sha256, semantic)
     key = _store_package(services, session, package.file)
     try:
         lw = repo.create_learnware(session, user.id, semantic, sha256, key, size)
@@ -86,13 +87,14 @@ def _check_again(
     sha256: str,
     semantic: dict[str, Any],
 ) -> Submission:
-    """The owner's rejected learnware, sent again with the same package: its semantic spec
-    becomes the one sent, and it goes back to ``pending`` for a new check."""
+    """The owner's learnware that awaits a check (:func:`_resumable`), sent again with the
+    same package: its semantic spec becomes the one sent, and it is (back) ``pending`` with
+    a new check."""
     try:
         lw = repo.update_semantic(session, learnware_id, semantic)  # locks the row
     except LearnwareNotFound:  # deleted meanwhile: the sender may simply try again
         raise Problem(409, "an identical package was being deleted; try again") from None
-    if lw.status != LearnwareStatus.rejected or lw.content_sha256 != sha256:
+    if not _resumable(session, lw) or lw.content_sha256 != sha256:
         session.rollback()  # changed meanwhile: answer as for any package already here
         raise _conflict(services, learnware_id, user)
     repo.replace_package(
@@ -240,7 +242,7 @@ def edit(
             new_package = (sha256, _store_package(services, session, package.file), size)
     recheck = (
         new_package is not None
-        or lw.status == LearnwareStatus.rejected
+        or _resumable(session, lw)
         or (semantic is not None and _checked_fields(semantic) != _checked_fields(lw.semantic_spec))
     )
     if semantic is not None:
@@ -368,23 +370,31 @@ def _hash(f: BinaryIO) -> tuple[str, int]:
 
 
 def _refuse_duplicate(
-    services: Services, sha256: str, user: User, *, rejected_ok: bool = False
+    services: Services, sha256: str, user: User, *, resumable_ok: bool = False
 ) -> int | None:
-    """409 if the package is here already; with ``rejected_ok``, the id of the caller's own
-    rejected learnware that holds it instead (to be checked again). A read-only look-up: on
-    SQLite a read in the request's session would take the write lock (the insert still
-    refuses a duplicate that arrives meanwhile)."""
+    """409 if the package is here already; with ``resumable_ok``, the id of the caller's own
+    learnware that holds it and awaits a check (:func:`_resumable`) instead (to be checked
+    again). A read-only look-up: on SQLite a read in the request's session would take the
+    write lock (the insert still refuses a duplicate that arrives meanwhile)."""
     with services.catalog.session(read_only=True) as session:
         existing = repo.find_by_sha256(session, sha256)
         if existing is None:
             return None
-        if (
-            rejected_ok
-            and existing.owner_id == user.id
-            and existing.status == LearnwareStatus.rejected
-        ):
+        if resumable_ok and existing.owner_id == user.id and _resumable(session, existing):
             return existing.id
         raise _conflict_with(existing, user)
+
+
+def _resumable(session: Session, lw: Learnware) -> bool:
+    """Whether ``lw`` awaits a check that nothing will run unless it is asked for again: it
+    was rejected (its check cancelled, perhaps), or it is pending with no check queued or
+    running (its check could not be queued, or failed for the market's fault)."""
+    if lw.status == LearnwareStatus.rejected:
+        return True
+    if lw.status != LearnwareStatus.pending:
+        return False
+    job = repo.latest_job_for(session, lw.id, JobKind.check)
+    return job is None or job.state not in repo.UNFINISHED
 
 
 def _conflict(services: Services, existing_id: int, user: User) -> Problem:

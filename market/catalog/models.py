@@ -73,6 +73,7 @@ class JobState(enum.StrEnum):
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
+    cancelled = "cancelled"  # by its owner or an admin (DELETE /v1/jobs/{id})
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -267,7 +268,9 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The worker process running it ("host:pid"), its last sign of life, and how many
-    # workers died running it (market.catalog.repo.start_job, workers.heartbeats).
+    # workers died running it (market.catalog.repo.start_job, workers.liveness). While the
+    # job is queued, ``heartbeat_at`` is when its message was last sent to the broker, or is
+    # due (a retry's countdown); ``None``: when it was created (workers.reconcile).
     worker: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     worker_losses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

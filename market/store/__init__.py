@@ -18,6 +18,7 @@ Both behave the same way for every caller:
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .base import (
@@ -57,6 +58,7 @@ __all__ = [
     "StoredObject",
     "copy_to_file",
     "make_store",
+    "sweep_partial_uploads",
     "validate_key",
 ]
 
@@ -78,3 +80,19 @@ def make_store(settings: Settings, *, create_bucket: bool = False) -> ObjectStor
         create_bucket=create_bucket,
         public_endpoint_url=settings.s3_public_endpoint_url,
     )
+
+
+def sweep_partial_uploads(store: ObjectStore, settings: Settings) -> int:
+    """Remove what unfinished writes left in the store (:meth:`ObjectStore.sweep_partial`,
+    ``WHARF_STORE_PARTIAL_MAX_AGE_S``), saying so in the log; a store that fails is logged
+    too, and the next sweep tries again. Run when the API and the workers start, and
+    periodically by the workers."""
+    log = logging.getLogger("wharf.store")
+    try:
+        removed = store.sweep_partial(settings.store_partial_max_age_s)
+    except StoreError as exc:
+        log.warning("could not sweep the object store's partial uploads: %s", exc)
+        return 0
+    if removed:
+        log.warning("removed %d partial upload(s) left in the object store", removed)
+    return removed

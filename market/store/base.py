@@ -202,6 +202,12 @@ class ObjectStore(ABC):
     def check(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store can be used (for ``/readyz``)."""
 
+    def sweep_partial(self, max_age_s: float) -> int:
+        """Remove what writes that never finished left behind (a process killed while it
+        put an object): those whose writer is known to be gone at once, the others once
+        ``max_age_s`` seconds old. Returns how many were removed; this default has none."""
+        return 0
+
 
 def copy_to_file(src: Readable, path: str | os.PathLike[str]) -> None:
     """Write what ``src`` yields to a local file, whole or not at all (a renamed temporary

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
 import secrets
+import socket
 import tempfile
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -25,12 +29,23 @@ from .base import (
     validate_key,
 )
 
+#: A partial write's file names its writer (pid and a digest of the host name), so that
+#: :meth:`LocalStore.sweep_partial` can tell the leftovers of a dead process at once.
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_PARTIAL = re.compile(r"^\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-.*\.part$")
+
+
+def _writer() -> str:
+    return f"{os.getpid()}-{_HOST_TAG}"
+
 
 class LocalStore(ObjectStore):
     """Objects as files under ``root`` (created if missing); keys map to relative paths.
 
-    A put writes a hidden temporary file next to the target, fsyncs it, renames it into
-    place and fsyncs the directory: a crash leaves either the old object or the new one.
+    A put writes a hidden temporary file next to the target (``.<pid>-<host>-….part``),
+    fsyncs it, renames it into place and fsyncs the directory: a crash leaves either the old
+    object or the new one, and perhaps the ``.part`` file, which :meth:`sweep_partial`
+    removes.
     """
 
     def __init__(self, root: str | os.PathLike[str]):
@@ -50,7 +65,7 @@ class LocalStore(ObjectStore):
         reader = _MeteredReader(key, stream, max_bytes)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_writer()}-", suffix=".part")
         except OSError as exc:
             raise StoreError(f"cannot write {key!r}: {exc}") from exc
         try:
@@ -83,7 +98,7 @@ class LocalStore(ObjectStore):
         try:
             for key, data in items:
                 path = self._path(key)
-                tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.part")
+                tmp = str(path.parent / f".{_writer()}-{path.name}.{secrets.token_hex(6)}.part")
                 try:
                     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 except FileNotFoundError:
@@ -168,11 +183,45 @@ class LocalStore(ObjectStore):
         validate_key(key)
         return None
 
+    def sweep_partial(self, max_age_s: float) -> int:
+        """Remove ``.part`` files whose writer was a process of this host that is gone, and
+        any other ``.part`` file not written to for ``max_age_s`` seconds."""
+        removed = 0
+        oldest = time.time() - max_age_s
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                if not name.endswith(".part"):
+                    continue
+                path = os.path.join(folder, name)
+                found = _PARTIAL.match(name)
+                gone = (
+                    found is not None
+                    and found["host"] == _HOST_TAG
+                    and not _alive(int(found["pid"]))
+                )
+                try:
+                    if gone or os.lstat(path).st_mtime < oldest:
+                        os.unlink(path)
+                        removed += 1
+                except OSError:
+                    pass  # renamed into place or removed meanwhile
+        return removed
+
     def check(self) -> None:
         if not self.root.is_dir():
             raise StoreUnavailable(f"the store directory {self.root} does not exist")
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise StoreUnavailable(f"the store directory {self.root} is not writable")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_files(paths: list[str]) -> None:

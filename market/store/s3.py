@@ -6,6 +6,7 @@ import io
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from .base import (
@@ -247,6 +248,28 @@ class S3Store(ObjectStore):
                 Params={"Bucket": self.bucket, "Key": key},
                 ExpiresIn=int(expires_s),
             )
+
+    def sweep_partial(self, max_age_s: float) -> int:
+        """Abort the multipart uploads started more than ``max_age_s`` seconds ago and never
+        completed (their writer was killed): S3 keeps, and bills, their parts until then."""
+        oldest = datetime.now(UTC) - timedelta(seconds=max_age_s)
+        aborted = 0
+        with self._errors():
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket
+            )
+            stale = [
+                (upload["Key"], upload["UploadId"])
+                for page in pages
+                for upload in page.get("Uploads", ())
+                if upload["Initiated"] < oldest
+            ]
+            for key, upload_id in stale:
+                self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id
+                )
+                aborted += 1
+        return aborted
 
     def check(self) -> None:
         if self._probe is None:

@@ -17,7 +17,12 @@ from ..models import (
     utcnow,
 )
 
-_UNFINISHED = (JobState.queued, JobState.running)
+#: A job in one of these states may still run; one in :data:`ENDED` never will.
+UNFINISHED = (JobState.queued, JobState.running)
+ENDED = (JobState.succeeded, JobState.failed, JobState.cancelled)
+#: Where a queued job's request counts the times the reconciler found its broker message gone
+#: and sent it again (``workers.reconcile``).
+LOST_MESSAGES = "lost_messages"
 
 
 def create_job(
@@ -58,7 +63,7 @@ def lock_job(s: Session, job_id: str) -> Job | None:
 def unfinished_checks(s: Session, owner_id: int) -> int:
     """How many check jobs of ``owner_id`` are queued or running."""
     stmt = select(func.count()).where(
-        Job.owner_id == owner_id, Job.kind == JobKind.check, Job.state.in_(_UNFINISHED)
+        Job.owner_id == owner_id, Job.kind == JobKind.check, Job.state.in_(UNFINISHED)
     )
     return s.scalar(stmt) or 0
 
@@ -66,7 +71,7 @@ def unfinished_checks(s: Session, owner_id: int) -> int:
 def unfinished_jobs(s: Session, owner_id: int, kind: JobKind | str) -> list[Job]:
     """The queued or running jobs of ``owner_id`` of one kind."""
     stmt = select(Job).where(
-        Job.owner_id == owner_id, Job.kind == JobKind(kind), Job.state.in_(_UNFINISHED)
+        Job.owner_id == owner_id, Job.kind == JobKind(kind), Job.state.in_(UNFINISHED)
     )
     return list(s.scalars(stmt))
 
@@ -155,9 +160,18 @@ def silent_jobs(s: Session, before: datetime, kinds: Iterable[JobKind]) -> list[
     return list(s.scalars(stmt))
 
 
-def requeue_job(s: Session, job_id: str, *, holder: str | None, lost: bool) -> bool:
+def requeue_job(
+    s: Session,
+    job_id: str,
+    *,
+    holder: str | None,
+    lost: bool,
+    due: datetime | None = None,
+) -> bool:
     """``running`` → ``queued`` (sent again): after a retry, or after its ``holder`` was lost
-    (``lost``: counted). ``False`` if it is no longer running under ``holder``."""
+    (``lost``: counted). ``due``: when the message sent with it is to be delivered (a retry's
+    countdown; default now), so that the reconciler does not take it for lost before then.
+    ``False`` if it is no longer running under ``holder``."""
     held = Job.worker.is_(None) if holder is None else Job.worker == holder
     result = s.execute(
         update(Job)
@@ -165,12 +179,55 @@ def requeue_job(s: Session, job_id: str, *, holder: str | None, lost: bool) -> b
         .values(
             state=JobState.queued,
             worker=None,
-            heartbeat_at=None,
+            heartbeat_at=due or utcnow(),
             worker_losses=Job.worker_losses + (1 if lost else 0),
         )
         .execution_options(synchronize_session="fetch")
     )
     return result.rowcount == 1
+
+
+def _sent_at() -> Any:
+    """When a queued job's message was last sent (or is due)."""
+    return func.coalesce(Job.heartbeat_at, Job.created_at)
+
+
+def quiet_queued_jobs(s: Session, before: datetime, kinds: Iterable[JobKind]) -> list[Job]:
+    """Queued jobs of ``kinds`` whose message was last sent (or was due) before ``before``:
+    those a worker should have started by now, unless the broker lost their message."""
+    stmt = select(Job).where(
+        Job.state == JobState.queued, Job.kind.in_(list(kinds)), _sent_at() < before
+    )
+    return list(s.scalars(stmt.order_by(Job.created_at)))
+
+
+def mark_sent(
+    s: Session,
+    job_id: str,
+    *,
+    before: datetime | None = None,
+    request: Mapping[str, Any] | None = None,
+    states: Iterable[JobState] = (JobState.queued,),
+) -> bool:
+    """Record that a job's message was sent again now (and its new ``request``, if given).
+    With ``before``, only if it was last sent before then: of two reconcilers that found the
+    same message gone, one wins. ``False`` if the job is not in ``states`` (any more)."""
+    stmt = update(Job).where(Job.id == job_id, Job.state.in_(list(states)))
+    if before is not None:
+        stmt = stmt.where(_sent_at() < before)
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if request is not None:
+        values["request"] = dict(request)
+    result = s.execute(stmt.values(**values).execution_options(synchronize_session="fetch"))
+    return result.rowcount == 1
+
+
+def unfinished(s: Session, kinds: Iterable[JobKind] | None = None) -> list[Job]:
+    """Every queued or running job (of ``kinds``), oldest first."""
+    stmt = select(Job).where(Job.state.in_(UNFINISHED))
+    if kinds is not None:
+        stmt = stmt.where(Job.kind.in_(list(kinds)))
+    return list(s.scalars(stmt.order_by(Job.created_at, Job.id)))
 
 
 def set_progress(s: Session, job_id: str, progress: float, stage: str | None = None) -> bool:
@@ -200,7 +257,7 @@ def finish_job(s: Session, job_id: str, result: Mapping[str, Any] | None = None)
         _job_update(
             s,
             job_id,
-            _UNFINISHED,
+            UNFINISHED,
             state=JobState.succeeded,
             progress=1.0,
             result=None if result is None else dict(result),
@@ -216,7 +273,20 @@ def fail_job(s: Session, job_id: str, error: str) -> bool:
         s,
         job_id,
         _job_update(
-            s, job_id, _UNFINISHED, state=JobState.failed, error=error, finished_at=utcnow()
+            s, job_id, UNFINISHED, state=JobState.failed, error=error, finished_at=utcnow()
+        ),
+    )
+
+
+def cancel_job(s: Session, job_id: str, reason: str) -> bool:
+    """``queued`` or ``running`` → ``cancelled``, saying who cancelled it (``reason``, in
+    ``error``); ``False`` if it had ended. A worker running it stops at its next heartbeat
+    (``workers.liveness``), and a delivery of it runs nothing."""
+    return _job_ended(
+        s,
+        job_id,
+        _job_update(
+            s, job_id, UNFINISHED, state=JobState.cancelled, error=reason, finished_at=utcnow()
         ),
     )
 

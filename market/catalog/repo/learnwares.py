@@ -258,6 +258,22 @@ def reset_to_pending(s: Session, learnware_id: int) -> bool:
     return _transition(s, learnware_id, LearnwareStatus.checking, status=LearnwareStatus.pending)
 
 
+def reject_unchecked(s: Session, learnware_id: int, log: str) -> bool:
+    """``pending`` or ``checking`` → ``rejected`` with ``log``, nothing judged: its check was
+    cancelled. Like any rejected learnware, it is checked again when its owner edits it or
+    sends its package again, and can be deleted. ``False`` if it was neither."""
+    result = s.execute(
+        update(Learnware)
+        .where(
+            Learnware.id == learnware_id,
+            Learnware.status.in_((LearnwareStatus.pending, LearnwareStatus.checking)),
+        )
+        .values(status=LearnwareStatus.rejected, check_log=log, checked_at=utcnow())
+        .execution_options(synchronize_session="fetch")
+    )
+    return result.rowcount == 1
+
+
 def spec_columns(spec_meta: Mapping[str, Any] | None) -> dict[str, Any]:
     if spec_meta is None:
         return dict.fromkeys(("spec_type", "spec_shape", "spec_gamma", "spec_points", "num_points"))
