@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
-from wharf.market.catalog import Learnware, Role, User, repo
+from wharf.market.catalog import Learnware, User, repo
 from wharf.specification.errors import SpecificationError
 from wharf.specification.files import loads_spec
 from wharf.specification.semantic import VOCABULARIES
@@ -25,6 +25,7 @@ from ..routes import searches as search_routes
 from ..routes.jobs import ENDED, read_job, wait_for_job
 from . import query as browse_query
 from . import specplot, views
+from .listing import browse_page
 from .render import PageError, page
 from .session import CSRF_FIELD, PageReader, can_see_private, check_csrf
 
@@ -46,19 +47,7 @@ def _vocabulary() -> dict[str, tuple[str, ...]]:
 @router.get("/", response_class=HTMLResponse)
 def browse(request: Request, session: SessionDep, user: PageReader) -> HTMLResponse:
     q = browse_query.parse(request.query_params)
-    items, total = repo.list_learnwares(
-        session,
-        data_type=q.data or None,
-        task_type=q.task or None,
-        library=q.library or None,
-        license=q.license or None,
-        scenario=list(q.scenario) or None,
-        name=q.q or None,
-        restricted=not (user is not None and user.role == Role.admin),
-        viewer_id=user.id if user else None,
-        limit=q.per_page,
-        offset=q.offset,
-    )
+    items, total = browse_page(session, q, user)
     pages = max(1, -(-total // q.per_page))
     return page(
         request,
@@ -138,9 +127,7 @@ def download(
     """The package, as ``GET /v1/learnwares/{id}/package`` sends it, for this visitor."""
     lw = _learnware(session, learnware_id, user)
     try:
-        return learnware_routes.download(
-            services, session, user, repo.format_id(lw.id), redirect=True
-        )
+        return learnware_routes.package_response(services, lw, redirect=True)
     except Problem as exc:
         raise PageError(exc.status, exc.detail) from None
 

@@ -20,6 +20,13 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 
+  // Filters folded on a phone are open on a wide screen.
+  if (window.matchMedia("(min-width: 48rem)").matches) {
+    for (const details of document.querySelectorAll("details[data-open-wide]")) {
+      details.open = true;
+    }
+  }
+
   // A spec file dropped anywhere on the drop zone goes into its file input.
   for (const zone of document.querySelectorAll("[data-drop]")) {
     const input = zone.querySelector("input[type=file]");

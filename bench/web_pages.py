@@ -1,0 +1,177 @@
+"""Server time of the pages for people on a 5,000-learnware market, against the JSON API.
+
+Run: ``PYTHONPATH=. python -m bench.web_pages [--learnwares 5000] [--runs 50]``
+
+A fresh embedded market (SQLite catalog, local store) is filled with synthetic accepted
+learnwares (``bench.search_scale.Market``: K = 50 points of d = 10, through
+``bench.search_workers.populate``). The API application is built as ``wharf up`` builds it and
+called in process; each request's server time runs from the moment the application receives it
+to the last byte of its answer (an ASGI wrapper around the whole app, middleware included), so
+no client or network time is counted. Each page is asked ``--runs`` times after one warm-up;
+a learnware page "first view" asks a different learnware each time (its spec read and its
+picture drawn), "again" the same one (the picture cached). The baseline is the JSON API's
+answer to the same question in the same run: ``GET /v1/learnwares`` for a browse page,
+``GET /v1/learnwares/{id}`` for a learnware page, ``GET /v1/jobs/{id}`` for a search result.
+Target: every page ≤ 200 ms (p95).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._common import table, verdict, write_results
+from .search_scale import Market
+from .search_workers import populate
+
+TARGET_S = 0.200
+
+
+class ServerTimer:
+    """ASGI wrapper: how long the app took for each request, start to the end of the body."""
+
+    def __init__(self, app):
+        self.app = app
+        self.last = 0.0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+
+        async def timed_send(message):
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self.last = time.perf_counter() - start
+
+        await self.app(scope, receive, timed_send)
+
+
+def finished_search(catalog, ids: list[str]) -> str:
+    """A search job that ended with 20 singles and a mixture of 3, as a worker leaves it."""
+    from wharf.market.catalog import JobKind, repo
+
+    singles = [
+        {
+            "id": i,
+            "name": "synthetic",
+            "mmd2": 0.01 * n,
+            "reference_score": 0.9 - 0.01 * n,
+            "similarity": 0.95 - 0.01 * n,
+        }
+        for n, i in enumerate(ids[:20])
+    ]
+    mixture = {
+        "ids": ids[:3],
+        "names": ["synthetic"] * 3,
+        "weights": [0.5, 0.3, 0.2],
+        "mmd2": 0.005,
+        "reference_score": 0.95,
+        "similarity": 0.97,
+    }
+    with catalog.session() as s:
+        job = repo.create_job(s, JobKind.search, request={})
+        repo.finish_job(
+            s, job.id, {"singles": singles, "mixture": mixture, "semantic_only": False, "stats": {}}
+        )
+        return job.id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--learnwares", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args()
+
+    from fastapi.testclient import TestClient
+    from wharf.api.app import create_app
+    from wharf.market.catalog import Catalog, repo
+    from wharf.market.settings import Settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="wharf-bench-web-"))
+    settings = Settings(data_dir=tmp, rate_limit_enabled=False)
+    catalog = Catalog.create(settings.catalog_url)
+    t0 = time.perf_counter()
+    populate(catalog, Market(args.learnwares, 50, 10, 0.1), args.learnwares)
+    print(
+        f"filled the catalog with {args.learnwares:,} learnwares in "
+        f"{time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
+    ids = [repo.format_id(i) for i in range(1, args.learnwares + 1)]
+    job_id = finished_search(catalog, ids)
+    timer = ServerTimer(create_app(settings))
+    client = TestClient(timer)
+    rng = np.random.default_rng(0)
+    cold_ids = iter(rng.permutation(ids).tolist())
+    deep = args.learnwares // 20 // 2  # a page in the middle
+
+    cases = [
+        # (label, url, baseline?)
+        ("browse `/`", lambda: "/", False),
+        (
+            "browse, 4 filters + text, page in the middle",
+            lambda: f"/?q=synthetic&data=Table&task=Classification&scenario=Business&page={deep}",
+            False,
+        ),
+        ("browse, text matching nothing (scans every row)", lambda: "/?q=no+such+model", False),
+        ("learnware page, first view", lambda: f"/learnwares/{next(cold_ids)}", False),
+        ("learnware page, again", lambda: f"/learnwares/{ids[0]}", False),
+        ("search form `/search`", lambda: "/search", False),
+        ("search result (20 singles, mixture of 3)", lambda: f"/searches/{job_id}", False),
+        ("baseline: `GET /v1/learnwares?limit=20`", lambda: "/v1/learnwares?limit=20", True),
+        (
+            "baseline: same filters + text, same page",
+            lambda: (
+                "/v1/learnwares?name=synthetic&data_type=Table&task_type=Classification"
+                f"&scenario=Business&limit=20&offset={(deep - 1) * 20}"
+            ),
+            True,
+        ),
+        ("baseline: `GET /v1/learnwares/{id}`", lambda: f"/v1/learnwares/{ids[0]}", True),
+        ("baseline: `GET /v1/jobs/{id}`", lambda: f"/v1/jobs/{job_id}", True),
+    ]
+    rows, worst = [], 0.0
+    for label, url, baseline in cases:
+        times, size = [], 0
+        for turn in range(args.runs + 1):
+            r = client.get(url())
+            assert r.status_code == 200, (url(), r.status_code, r.text[:300])
+            if turn:  # the first turn warms up
+                times.append(timer.last)
+                size = len(r.content)
+        p50, p95 = statistics.median(times), float(np.percentile(times, 95))
+        if not baseline:
+            worst = max(worst, p95)
+        rows.append(
+            [
+                label,
+                f"{1e3 * p50:.1f} ms",
+                f"{1e3 * p95:.1f} ms",
+                f"{1e3 * max(times):.1f} ms",
+                f"{size / 1024:.1f} KiB",
+            ]
+        )
+        print(rows[-1], flush=True)
+    body = "\n".join(
+        [
+            __doc__.split("\n\n", 1)[1].strip(),
+            "",
+            f"{args.learnwares:,} accepted learnwares; {args.runs} requests per row.",
+            "",
+            table(["request", "server p50", "server p95", "max", "answer"], rows),
+            "",
+            f"Slowest page p95: {1e3 * worst:.1f} ms, target ≤ {1e3 * TARGET_S:.0f} ms: "
+            f"{verdict(worst <= TARGET_S)}.",
+        ]
+    )
+    write_results("web_pages", "Pages for people: server time on a 5,000-learnware market", body)
+
+
+if __name__ == "__main__":
+    main()
