@@ -18,7 +18,7 @@ from wharf.market.settings import Settings, get_settings
 from wharf.market.store import make_store, sweep_partial_uploads
 from wharf.workers.app import make_celery
 
-from . import docs_pages, metrics, problems, ratelimit, web
+from . import compat, docs_pages, metrics, problems, ratelimit, web
 from .deps import Services, storable_query
 from .limits import BodySizeLimit, BodyTimeout, CloseUnreadBody
 from .routes import bulk, bulk_submissions, health, hetero, jobs, learnwares, searches, tokens
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             bulk.PATH: settings.bulk_max_bytes + FORM_OVERHEAD_BYTES,
             bulk_submissions.PATH: settings.bulk_max_bytes + FORM_OVERHEAD_BYTES,
             searches.PATH: settings.max_spec_bytes + FORM_OVERHEAD_BYTES,
+            **compat.body_limits(settings, FORM_OVERHEAD_BYTES),
             web.SEARCH_PATH: settings.max_spec_bytes + FORM_OVERHEAD_BYTES,
         },
     )
@@ -95,4 +96,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CloseUnreadBody)
     for module in (learnwares, jobs, searches, tokens, bulk, bulk_submissions, health, hetero):
         app.include_router(module.router)
+    compat.install(app)  # /api: the deployed market's API, for the reference client
     return app

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .problems import problem_response
+from .problems import problem_response_for
 
 #: Methods whose bodies the API never reads.
 _NO_BODY = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
@@ -84,7 +84,7 @@ class BodySizeLimit:
         limit = self.limit(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            response = problem_response(413, _too_large(limit))
+            response = problem_response_for(scope, 413, _too_large(limit))
             await response(scope, receive, send)
             return
         seen = 0
@@ -164,5 +164,5 @@ async def _answering_refusals(
         await app(scope, wrapped, tracking_send)
     except _BodyRefused as exc:
         if not started:
-            response = problem_response(exc.status_code, exc.detail)
+            response = problem_response_for(scope, exc.status_code, exc.detail)
             await response(scope, receive, send)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import Scope
 from wharf.market.store import StoreUnavailable
 
 PROBLEM_JSON = "application/problem+json"
@@ -65,10 +67,33 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+#: Renders an error in another shape: ``(status, detail, headers, **extra) -> Response``.
+Renderer = Callable[..., Response]
+
+
+def answer_elsewhere(app: FastAPI, prefix: str, renderer: Renderer) -> None:
+    """Answer every error at ``prefix`` and below with ``renderer`` instead of problem+json
+    (the compatible API's envelope), the middlewares' refusals included."""
+    renderers = getattr(app.state, "error_renderers", [])
+    app.state.error_renderers = [*renderers, (prefix.rstrip("/"), renderer)]
+
+
+def problem_response_for(
+    scope: Scope, status: int, detail: str, headers: dict | None = None, **extra: Any
+) -> Response:
+    """:func:`problem_response`, or the shape the app answers with at the request's path."""
+    state = getattr(scope.get("app"), "state", None)
+    path = scope.get("path", "")
+    for prefix, render in getattr(state, "error_renderers", ()):
+        if path == prefix or path.startswith(prefix + "/"):
+            return render(status, detail, headers, **extra)
+    return problem_response(status, detail, headers, **extra)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
-    async def _problem(_: Request, exc: Problem):
-        return problem_response(exc.status, exc.detail, exc.headers, **exc.extra)
+    async def _problem(request: Request, exc: Problem):
+        return problem_response_for(request.scope, exc.status, exc.detail, exc.headers, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
@@ -83,36 +108,40 @@ def install(app: FastAPI) -> None:
                 allowed = ", ".join(_methods(request))
                 headers = {**(headers or {}), "Allow": allowed}
                 detail = f"{asked} is not allowed; this path takes {allowed}"
-        return problem_response(exc.status_code, detail, headers)
+        return problem_response_for(request.scope, exc.status_code, detail, headers)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception):
+    async def _unexpected(request: Request, exc: Exception):
         # Answered by the outermost middleware, which then lets the error reach the log.
-        return problem_response(
-            500, "the market failed to answer this request; it was logged, try again later"
+        return problem_response_for(
+            request.scope,
+            500,
+            "the market failed to answer this request; it was logged, try again later",
         )
 
     @app.exception_handler(StoreUnavailable)
-    async def _store_down(_: Request, exc: StoreUnavailable):
+    async def _store_down(request: Request, exc: StoreUnavailable):
         # The store client already retried with backoff; nothing was recorded in the catalog.
         # Why it failed names the endpoint and the bucket: for the log, not for clients.
         log.warning("the package store is unavailable: %s", exc)
-        return problem_response(
+        return problem_response_for(
+            request.scope,
             503,
             "the package store is unavailable; nothing was saved, try again later",
             {"Retry-After": str(RETRY_AFTER_S)},
         )
 
     @app.exception_handler(OperationalError)
-    async def _catalog_down(_: Request, exc: OperationalError):
-        return problem_response(
+    async def _catalog_down(request: Request, exc: OperationalError):
+        return problem_response_for(
+            request.scope,
             503,
             "the catalog database is unavailable; nothing was saved, try again later",
             {"Retry-After": str(RETRY_AFTER_S)},
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError):
+    async def _validation(request: Request, exc: RequestValidationError):
         errors = [
             {
                 "field": ".".join(str(p) for p in err["loc"] if p != "body") or "body",
@@ -121,7 +150,7 @@ def install(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem_response(422, detail, errors=errors)
+        return problem_response_for(request.scope, 422, detail, errors=errors)
 
 
 def _message(error: dict[str, Any]) -> str:

@@ -42,12 +42,15 @@ from redis.retry import Retry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wharf.market.settings import Settings
 
-from .problems import problem_response
+from .problems import problem_response_for
 
 log = logging.getLogger("wharf.ratelimit")
 
 WINDOW_S = 60
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Writes that spend the read budget: the reference client's chunks of at most 1 MiB, a
+#: package of 256 MiB being 256 of them (their total is bounded by the upload's own limits).
+READ_BUDGET_PATHS = frozenset({"/api/user/chunked_upload"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 KEY_PREFIX = "wharf:ratelimit:"
 #: After Redis fails, requests pass unlimited this long before it is asked again, so a Redis
@@ -291,7 +294,7 @@ class RateLimit:
         s = self.settings
         token = _bearer_token(scope)
         address = client_address(scope, s.trusted_proxies)
-        write = scope["method"] in WRITE_METHODS
+        write = scope["method"] in WRITE_METHODS and scope["path"] not in READ_BUDGET_PATHS
         kind = "write" if write else "read"
         bad_tokens = f"bad-token:{address}"
         if token is not None:
@@ -313,7 +316,9 @@ class RateLimit:
             self.rejected.labels("bad-token" if outcome.gate else client, kind).inc()
             headers = {**_headers(outcome), "Retry-After": str(outcome.reset_s)}
             detail = _refusal(outcome, client, kind, address)
-            response = problem_response(429, detail, headers, retry_after=outcome.reset_s)
+            response = problem_response_for(
+                scope, 429, detail, headers, retry_after=outcome.reset_s
+            )
             await response(scope, receive, send)
             return
         status = 0
