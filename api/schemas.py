@@ -92,6 +92,12 @@ class TokenCreate(BaseModel):
         description="admin only: create for this user (1 to 100 characters, not blank)",
     )
     role: str | None = Field(default=None, description="admin only: role of a new user")
+    email: str | None = Field(
+        default=None,
+        max_length=254,
+        description="admin only: email of a new user (default USER@localhost), what the "
+        "learnware client logs in with",
+    )
     expires_in_days: int | None = Field(
         default=None,
         ge=1,

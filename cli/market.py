@@ -122,6 +122,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="a label for the token")
     p.add_argument("--user", help="the user it is for (created if new; admin only)")
     p.add_argument("--role", choices=["user", "admin"], help="role of a new user")
+    p.add_argument(
+        "--email", help="email of a new user (default USER@localhost), for the learnware client"
+    )
     p.add_argument("--expires-in-days", type=int)
     add_common(p)
     p.set_defaults(func=cmd_token_create)
@@ -380,7 +383,11 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_token_create(args: argparse.Namespace) -> int:
     with client_for(args) as client:
         out = client.create_token(
-            args.name, user=args.user, role=args.role, expires_in_days=args.expires_in_days
+            args.name,
+            user=args.user,
+            role=args.role,
+            expires_in_days=args.expires_in_days,
+            email=args.email,
         )
     print(f"token {out['id']} for {out['user']}: {out['token']}")
     expires = f"; it expires at {out['expires_at']}" if out.get("expires_at") else ""

@@ -264,8 +264,11 @@ class WharfClient:
         user: str | None = None,
         role: str | None = None,
         expires_in_days: int | None = None,
+        email: str | None = None,
     ) -> dict[str, Any]:
         body = {"name": name, "user": user, "role": role, "expires_in_days": expires_in_days}
+        if email is not None:
+            body["email"] = email  # a new user's; markets before emails do not take the field
         return self._json(self.http.post("/v1/tokens", json=body))
 
     def revoke_token(self, token_id: int) -> None:

@@ -299,6 +299,23 @@ def test_tokens_create_list_revoke(api):
     assert r.status_code == 201 and r.json()["user"] == "carol"
 
 
+def test_a_new_users_email_is_set_with_their_first_token(api):
+    admin = auth(api, "admin")
+    body = {"name": "x", "user": "dave", "email": "Dave@Example.org"}
+    assert api.post("/v1/tokens", headers=admin, json=body).status_code == 201
+    with api.catalog.session() as s:
+        assert repo.get_user_by_email(s, "dave@example.org").name == "dave"
+        assert repo.get_user_by_name(s, "alice").email == "alice@localhost"
+    taken = {"name": "x", "user": "erin", "email": "dave@example.org"}
+    assert api.post("/v1/tokens", headers=admin, json=taken).status_code == 409
+    bad = {"name": "x", "user": "erin", "email": "erin"}
+    assert api.post("/v1/tokens", headers=admin, json=bad).status_code == 422
+    again = {"name": "x", "user": "dave", "email": "other@example.org"}
+    assert api.post("/v1/tokens", headers=admin, json=again).status_code == 422
+    mine = {"name": "x", "email": "a@example.org"}
+    assert api.post("/v1/tokens", headers=auth(api, "alice"), json=mine).status_code == 422
+
+
 def test_tokens_live_the_market_lifetime_at_most(api, tmp_path):
     from datetime import UTC, datetime, timedelta
 

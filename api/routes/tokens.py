@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from wharf.market.catalog import ApiToken, Role, User, repo
+from wharf.market.catalog import ApiToken, EmailTaken, Role, User, repo
 from wharf.specification import semantic
 
 from ..deps import CurrentUser, IdentityFirstRoute, ServicesDep, SessionDep, forget_token
@@ -34,9 +34,16 @@ def create_token(
             role = Role(body.role) if body.role in {r.value for r in Role} else None
             if body.role is not None and role is None:
                 raise Problem(422, f"role must be one of {[r.value for r in Role]}", field="role")
-            owner = repo.create_user(session, body.user, role or Role.user)
-    elif body.role is not None:
-        raise Problem(422, "role applies only when an admin creates a token for a new user")
+            try:
+                owner = repo.create_user(session, body.user, role or Role.user, email=body.email)
+            except EmailTaken:
+                raise Problem(409, "another user has this email", field="email") from None
+            except ValueError as exc:
+                raise Problem(422, f"email: {exc}", field="email") from None
+        elif body.email is not None:
+            raise Problem(422, "email applies only when an admin creates a token for a new user")
+    elif body.role is not None or body.email is not None:
+        raise Problem(422, "role and email apply only when an admin creates a token for a new user")
     plaintext, token = repo.create_token(session, owner.id, body.name, expires_at=expires)
     session.commit()
     return _out(token, owner, plaintext)
