@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from wharf.cli.serve import LocalMarket
 from wharf.client import WharfClient
@@ -278,6 +279,68 @@ def test_search_with_a_spec_file_and_open_the_result(browser, market, examples, 
     shot(browser, "result")
     navigates(browser, rows[0].find_element(By.TAG_NAME, "a").click)
     assert browser.find_element(By.TAG_NAME, "h1").text == "Linear model: digits 5-9"
+
+
+def test_a_spec_computed_in_the_browser_from_a_csv_finds_the_learnware(
+    browser, market, examples, tmp_path
+):
+    """The page fits the RKME of a CSV in the browser and sends only the spec."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ex = next(e for e in examples if e.name == "diabetes female")
+    csv = tmp_path / "my-data.csv"
+    header = ",".join(f"x{i}" for i in range(ex.X_test.shape[1]))
+    np.savetxt(csv, ex.X_test, fmt="%.8g", delimiter=",", header=header, comments="")
+    visit(browser, market.url + "/search")
+    field = browser.find_element(By.ID, "f-csv")
+    assert field.is_displayed() and not field.get_attribute("name")  # never a form field
+    field.send_keys(str(csv))
+    status = browser.find_element(By.ID, "csv-status")
+    WebDriverWait(browser, 120).until(lambda d: "Computed" in status.text or ":" in status.text)
+    assert f"{len(ex.X_test)} rows × 10 columns" in status.text, status.text
+    search = browser.find_element(By.CSS_SELECTOR, "form.search button[type=submit]")
+    navigates(browser, search.click)
+    assert errors(browser) == []
+    first = browser.find_element(By.CSS_SELECTOR, "section[aria-labelledby=h-singles] tbody tr")
+    assert market.ids["diabetes female"] in first.text
+
+
+FIT_IN_PAGE = """
+const [text, done] = arguments;
+const script = document.createElement("script");
+script.src = "/static/web/rkme.js";
+script.onload = () => {
+  const started = performance.now();
+  const spec = self.WharfRKME.fit(self.WharfRKME.parseCSV(text), {});
+  done({spec: spec, ms: performance.now() - started});
+};
+document.head.appendChild(script);
+"""
+
+
+def test_the_browser_fits_a_spec_as_well_as_wharf_spec_fit(browser, market, examples):
+    """The page's fit against RKME.fit on the same rows: its MMD² to the data is as small,
+    and far smaller than K rows drawn at random."""
+    from wharf.specification.mmd import mmd2
+
+    ex = next(e for e in examples if e.name == "digits 5-9")
+    X = ex.X_test
+    text = "\n".join(",".join(f"{v:.10g}" for v in row) for row in X)
+    visit(browser, market.url + "/search")
+    browser.set_script_timeout(120)
+    out = browser.execute_async_script(FIT_IN_PAGE, text)
+    page = RKME.from_arrays(np.array(out["spec"]["z"]), np.array(out["spec"]["beta"]), 0.1, len(X))
+    python = RKME(n_points=100, seed=0, device="cpu").fit(X)
+
+    def uniform(rows):
+        return RKME.from_arrays(rows, np.full(len(rows), 1 / len(rows)), 0.1, len(rows))
+
+    data = uniform(X)
+    drawn = uniform(X[np.random.default_rng(0).choice(len(X), len(page.z_), replace=False)])
+    assert len(page.z_) == len(python.z_)
+    assert mmd2(page, data) <= 1.25 * mmd2(python, data)
+    assert mmd2(page, data) <= 0.3 * mmd2(drawn, data)
 
 
 def test_a_bad_spec_file_is_explained_on_the_form(browser, market, tmp_path):

@@ -284,6 +284,9 @@ def test_the_search_form_says_how_to_make_a_spec(market):
     assert "wharf spec fit" in r.text and 'enctype="multipart/form-data"' in r.text
     assert 'name="csrf_token"' in r.text
     assert '<label for="f-spec">' in r.text and 'id="f-spec"' in r.text
+    # The CSV a spec can be computed from in the browser is no form field: it is never sent.
+    csv_input = re.search(r'<input id="f-csv"[^>]*>', r.text).group(0)
+    assert "name=" not in csv_input
 
 
 def test_a_search_from_the_form_is_queued_and_its_result_shown(market, monkeypatch):
@@ -403,7 +406,7 @@ def test_a_spec_over_the_limit_is_refused_before_it_is_read(tmp_path):
 
 
 def test_the_static_assets_are_served(market):
-    for name in ("web.css", "web.js", "icon.svg"):
+    for name in ("web.css", "web.js", "icon.svg", "rkme.js", "rkme-worker.js"):
         assert market.client.get(f"/static/web/{name}").status_code == 200
 
 

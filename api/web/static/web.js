@@ -20,6 +20,55 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 
+  // A spec computed from a CSV in the browser (rkme.js, in a worker): the CSV stays here.
+  const csvBlock = document.querySelector("[data-csv]");
+  const specInput = document.getElementById("f-spec");
+  if (csvBlock && specInput && window.Worker && window.DataTransfer && window.FileReader) {
+    csvBlock.hidden = false;
+    const csvInput = document.getElementById("f-csv");
+    const gammaInput = document.getElementById("f-gamma");
+    const status = document.getElementById("csv-status");
+    const maxBytes = 50 * 1024 * 1024;
+    let worker = null;
+    csvInput.addEventListener("change", () => {
+      const file = csvInput.files && csvInput.files[0];
+      if (!file) return;
+      const gamma = Number(gammaInput.value);
+      if (!(gamma > 0)) {
+        status.textContent = "γ must be a number above 0.";
+        return;
+      }
+      if (file.size > maxBytes) {
+        status.textContent = "This CSV is over 50 MB: fit its spec with wharf spec fit instead.";
+        return;
+      }
+      if (worker) worker.terminate();
+      worker = new Worker("/static/web/rkme-worker.js");
+      status.textContent = `Computing the spec of ${file.name}…`;
+      worker.onmessage = (event) => {
+        const answer = event.data;
+        worker.terminate();
+        worker = null;
+        if (answer.error) {
+          status.textContent = `${file.name}: ${answer.error}`;
+          return;
+        }
+        const name = file.name.replace(/\.csv$/i, "") + "-spec.json";
+        const spec = new File([JSON.stringify(answer.spec)], name, { type: "application/json" });
+        const transfer = new DataTransfer();
+        transfer.items.add(spec);
+        specInput.files = transfer.files;
+        status.textContent =
+          `Computed from ${answer.n} rows × ${answer.d} columns in ${(answer.ms / 1000).toFixed(1)} s: ` +
+          `${answer.spec.beta.length} points, γ = ${answer.spec.gamma}. It is in the spec field; press Search.`;
+      };
+      worker.onerror = () => {
+        status.textContent = "The spec could not be computed here: use wharf spec fit.";
+      };
+      file.text().then((text) => worker.postMessage({ text: text, options: { gamma: gamma } }));
+    });
+  }
+
   // Filters folded on a phone are open on a wide screen.
   if (window.matchMedia("(min-width: 48rem)").matches) {
     for (const details of document.querySelectorAll("details[data-open-wide]")) {
