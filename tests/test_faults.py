@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from wharf.cli.serve import LocalMarket, free_port
-from wharf.client import WharfClient
+from wharf.client import WharfClient, WharfError
 from wharf.examples.learnwares import build_examples
 from wharf.market.catalog import Catalog, repo
 from wharf.market.settings import Settings
@@ -373,3 +373,190 @@ def test_a_check_that_keeps_killing_its_worker_is_given_up_with_a_reason(
             assert c.learnware(honest["learnware_id"])["status"] == "accepted"
     finally:
         redis.stop()
+
+
+def _job_state(data_dir: Path, job_id: str) -> str:
+    return str(_job_row(data_dir, job_id).state)
+
+
+def _wait_ended(data_dir: Path, ids: list[str], timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {j: _job_state(data_dir, j) for j in ids}
+        if all(s not in ("queued", "running") for s in states.values()):
+            return states
+        assert time.monotonic() < deadline, states
+        time.sleep(0.3)
+
+
+def test_redis_restarted_without_persistence_loses_no_queued_job(
+    examples, tmp_path, embedded, monkeypatch
+):
+    """Redis comes back empty while checks and searches wait in it: the workers' reconciler
+    finds the jobs whose message is gone and sends them again; every one ends."""
+    redis = RedisServer(tmp_path)  # --save "" --appendonly no
+    redis.start()
+    monkeypatch.setenv("WHARF_BROKER_URL", redis.url)
+    monkeypatch.setenv("WHARF_JOB_LOST_AFTER_S", "6")  # a reconciler pass every 2 s
+    ex = examples[0]
+    requirement = {"Name": {"Type": "String", "Values": "digits"}}
+    try:
+        with LocalMarket(tmp_path / "m", workers=1) as m, WharfClient(m.url, m.token) as c:
+            slow = _slow_package(tmp_path, ex, 2.0)
+            ids = [c.submit(slow, ex.semantic)["job_id"]]
+            deadline = time.monotonic() + 60
+            while _job_state(m.data_dir, ids[0]) != "running":  # the worker is busy...
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            ids.append(c.submit(ex.package, ex.semantic)["job_id"])  # ...and these wait
+            ids += [c.start_search(semantic=requirement) for _ in range(3)]
+            redis.stop()
+            redis.start()  # empty
+            states = _wait_ended(m.data_dir, ids, timeout=180)
+            assert set(states.values()) == {"succeeded"}, states
+            resent = [_job_row(m.data_dir, j).request.get("lost_messages") for j in ids[1:]]
+            assert all(n == 1 for n in resent), resent  # each was sent again once
+    finally:
+        redis.stop()
+
+
+def _scratch_left(tmp: Path) -> list[Path]:
+    """What worker processes that are gone left in the scratch folder of ``tmp``."""
+    left = []
+    for host in (tmp / "wharf-scratch").glob("*"):
+        for folder in host.iterdir():
+            pid = int(folder.name.partition("-")[0])
+            if not Path(f"/proc/{pid}").exists():
+                left.append(folder)
+    return left
+
+
+def test_checks_killed_again_and_again_leave_no_scratch_behind(
+    examples, tmp_path, embedded, monkeypatch
+):
+    """Every process that runs this check is killed (SIGKILL), until the loss limit gives it
+    up: the folder each one worked in is swept, nothing else of them stays on disk."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setenv("WHARF_JOB_LOST_AFTER_S", "6")
+    ex = examples[0]
+    with LocalMarket(tmp_path / "m", workers=1) as m, WharfClient(m.url, m.token) as c:
+        sub = c.submit(_slow_package(tmp_path, ex, 30.0), ex.semantic)
+        killed: set[str] = set()
+        deadline = time.monotonic() + 180
+        while _job_state(m.data_dir, sub["job_id"]) in ("queued", "running"):
+            assert time.monotonic() < deadline
+            row = _job_row(m.data_dir, sub["job_id"])
+            pid = int(row.worker.rpartition(":")[2]) if row.worker else None
+            if row.state == "running" and pid and row.worker not in killed:
+                folder = next((tmp / "wharf-scratch").glob(f"*/{pid}-*"), None)
+                if folder is not None and list(folder.glob("wharf-check-*/package.zip")):
+                    time.sleep(0.5)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    killed.add(row.worker)
+            time.sleep(0.1)
+        assert len(killed) == 3 and "lost 3 times" in c.job(sub["job_id"])["error"]
+        deadline = time.monotonic() + 30
+        while _scratch_left(tmp):  # the next reconciler pass sweeps the last one
+            assert time.monotonic() < deadline, _scratch_left(tmp)
+            time.sleep(0.5)
+        assert not list(tmp.glob("wharf-check-*"))  # nothing outside the scratch folders
+    assert _scratch_left(tmp) == []  # a worker stopped cleanly removes its own
+
+
+def _sandboxes() -> list[int]:
+    """Processes running a sandboxed model (bwrap's, or the model's child program)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"bwrap" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
+                    found.append(int(entry.name))
+    return found
+
+
+def test_a_running_check_cancelled_kills_its_sandbox_and_leaves_a_learnware_to_act_on(
+    examples, tmp_path, embedded, monkeypatch
+):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setenv("WHARF_JOB_HEARTBEAT_S", "1")
+    ex = examples[0]
+    before = set(_sandboxes())
+    with LocalMarket(tmp_path / "m", workers=1) as m, WharfClient(m.url, m.token) as c:
+        sub = c.submit(_slow_package(tmp_path, ex, 120.0), ex.semantic)
+        deadline = time.monotonic() + 90
+        while not (running := set(_sandboxes()) - before):  # the model is running
+            assert time.monotonic() < deadline, c.job(sub["job_id"])
+            time.sleep(0.2)
+        job = c.cancel(sub["job_id"])
+        assert job["state"] == "cancelled" and job["error"] == "cancelled by admin"
+        cancelled_at = time.monotonic()
+        while running & set(_sandboxes()):
+            assert time.monotonic() - cancelled_at < 15, "the sandbox still runs"
+            time.sleep(0.2)
+        lw = c.learnware(sub["learnware_id"])
+        assert lw["status"] == "rejected"
+        assert "cancelled by admin" in c.log(sub["learnware_id"])
+        deadline = time.monotonic() + 15
+        while list(tmp.glob("wharf-scratch/*/*/wharf-check-*")):  # its folder goes with it
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        # the worker lives on: the same learnware, sent again with a fixed package, passes
+        again = c.update(sub["learnware_id"], package=ex.package)
+        assert c.wait(again["job_id"], timeout=180)["state"] == "succeeded"
+        assert c.learnware(sub["learnware_id"])["status"] == "accepted"
+        assert _job_row(m.data_dir, sub["job_id"]).state == "cancelled"  # nothing recorded
+
+
+def test_the_api_killed_while_it_stores_a_package_leaves_no_part_file(
+    examples, tmp_path, embedded, monkeypatch
+):
+    """The API dies while the package streams into the store: the next API's start removes
+    the half-written file, and the package can be sent again."""
+    monkeypatch.setenv("WHARF_MAX_UPLOAD_BYTES", str(400 * 1024 * 1024))
+    ex = examples[0]
+    objects = tmp_path / "m" / "objects"
+    caught = None
+    for attempt in range(3):
+        big = tmp_path / f"big{attempt}.zip"
+        with zipfile.ZipFile(ex.package) as src, zipfile.ZipFile(big, "w") as dst:
+            for info in src.infolist():
+                dst.writestr(info, src.read(info))
+            dst.writestr("padding.bin", os.urandom(150 * 1024 * 1024))
+        with LocalMarket(tmp_path / "m", workers=0) as m:
+            api = m.procs[-1]
+
+            def send(m=m, big=big):
+                with contextlib.suppress(httpx.HTTPError), open(big, "rb") as fh:
+                    httpx.post(
+                        f"{m.url}/v1/learnwares",
+                        headers={"Authorization": f"Bearer {m.token}"},
+                        files={"package": ("p.zip", fh, "application/zip")},
+                        data={"semantic_spec": json.dumps(ex.semantic)},
+                        timeout=120,
+                    )
+
+            sender = __import__("threading").Thread(target=send, daemon=True)
+            sender.start()
+            while sender.is_alive() and not caught:
+                caught = next(objects.rglob("*.part"), None) if objects.exists() else None
+            if caught:
+                os.killpg(api.pid, signal.SIGKILL)  # the API dies mid-write
+                api.wait()
+            sender.join(timeout=120)
+        if caught:
+            break
+    assert caught, "the store write was never caught in progress"
+    assert caught.exists()  # left behind by the killed API
+    with LocalMarket(tmp_path / "m", workers=0) as m, WharfClient(m.url, m.token) as c:
+        deadline = time.monotonic() + 30
+        while caught.exists():  # the API sweeps at its start
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert list(objects.rglob("*.part")) == []
+        with contextlib.suppress(WharfError):  # a duplicate if the first upload had finished
+            c.submit(ex.package, ex.semantic)
