@@ -220,7 +220,7 @@ class Settings(BaseSettings):
     # asks); hetero_epochs passes over the eligible learnwares, each taking a few of every
     # RKME's points; where training and mapping run ("auto": CUDA when present).
     hetero_retrain_after: int = Field(default=100, ge=0)
-    hetero_epochs: int = Field(default=3, ge=1, le=1000)
+    hetero_epochs: int = Field(default=2, ge=1, le=1000)
     hetero_seed: int = Field(default=0, ge=0)
     hetero_device: str = "auto"
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .averaging import Averaging
 from .ensemble_pruning import EnsemblePruning
+from .feature_align import HeteroMapAlign
 from .feature_augment import FeatureAugment
 from .job_selector import JobSelector
 from .runner import Learnware
@@ -72,9 +74,19 @@ def from_search(
     *,
     mixture: bool = True,
     top: int | None = None,
+    user_descriptions: Sequence[str] | None = None,
+    hetero_map: Any = None,
     **load_kwargs: Any,
-) -> list[Learnware]:
+) -> list[Any]:
     """Download and load the learnwares of a search result.
+
+    A heterogeneous result (one with ``result["hetero"]["map_version"]``: its learnwares take
+    other columns than the user's) gives a :class:`HeteroMapAlign` per learnware instead,
+    not fitted: ``fit(X)`` aligns the user's columns to the learnware's, ``fit(X, y)`` adds a
+    :class:`FeatureAugment` on a few labels. It needs ``user_descriptions`` (what each of
+    the user's columns is) and the market's map of that version: ``hetero_map`` (a
+    ``HeteroMap``, or the path of its file), else ``client.download_hetero_map(version,
+    path)``.
 
     Parameters
     ----------
@@ -95,10 +107,11 @@ def from_search(
 
     Returns
     -------
-    list of Learnware
+    list of Learnware (or of HeteroMapAlign around them)
         In the mixture's or the ranking's order; close them when done.
     """
     ids = _chosen_ids(result, mixture=mixture, top=top)
+    hetero = _hetero_of(result, user_descriptions)
     folder = Path(dest_dir)
     folder.mkdir(parents=True, exist_ok=True)
     loaded: list[Learnware] = []
@@ -111,11 +124,54 @@ def from_search(
             loaded.append(
                 Learnware.load(path, learnware_id=learnware_id, semantic=semantic, **load_kwargs)
             )
+        if hetero is not None:
+            hmap = _hetero_map(client, hetero, hetero_map, folder)
+            return [
+                HeteroMapAlign(lw, hmap, list(user_descriptions or ()), task=_task_of(lw))
+                for lw in loaded
+            ]
     except BaseException:
         for lw in loaded:
             lw.close()
         raise
     return loaded
+
+
+def _hetero_of(result: Any, user_descriptions: Sequence[str] | None) -> int | None:
+    """The map version of a heterogeneous result, ``None`` for a homogeneous one."""
+    hetero = result.get("hetero") if isinstance(result, dict) else None
+    if not hetero:
+        return None
+    version = hetero.get("map_version") if isinstance(hetero, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"the search result's hetero entry has no map version: {hetero!r:.80}")
+    if not user_descriptions:
+        raise ValueError(
+            "this is a heterogeneous result: give user_descriptions, what each of your "
+            "columns is, to align them with the learnwares' columns"
+        )
+    return version
+
+
+def _hetero_map(client: Any, version: int, given: Any, folder: Path) -> Any:
+    from wharf.specification.hetero.model import HeteroMap
+
+    if isinstance(given, HeteroMap):
+        return given
+    if given is None:
+        download = getattr(client, "download_hetero_map", None)
+        if download is None:
+            raise ValueError(
+                f"give hetero_map (the market's map version {version}): this client cannot "
+                "download it"
+            )
+        given = download(version, folder / f"hetero-map-v{version}.pt")
+    return HeteroMap.from_bytes(Path(given).read_bytes())
+
+
+def _task_of(lw: Any) -> str:
+    task = ((getattr(lw, "semantic", None) or {}).get("Task") or {}).get("Values") or []
+    return "regression" if list(task) == ["Regression"] else "classification"
 
 
 def _chosen_ids(result: dict[str, Any], *, mixture: bool, top: int | None) -> list[str]:

@@ -13,13 +13,17 @@ from wharf.market.catalog import Catalog, MapState, repo
 from wharf.market.hetero import maps, versions
 from wharf.market.hetero.eligible import count_eligible_since, eligible_learnwares
 from wharf.market.settings import Settings
+from wharf.market.store import make_store
 from wharf.specification.files import dumps_spec
 from wharf.specification.hetero import loads_hetero_spec
+from wharf.specification.hetero.model import HeteroMap
+from wharf.specification.hetero.network import HeteroMapConfig
 from wharf.specification.rkme import RKME
 from wharf.specification.semantic import generate_semantic_spec
 
 from .test_api import auth, make_api
 
+TINY = HeteroMapConfig(hidden_dim=16, num_heads=2, ffn_dim=16, projection_dim=8, num_layers=1)
 WORDS = ("age", "income", "height", "rainfall", "price", "speed", "weight", "score", "rate")
 
 
@@ -181,8 +185,15 @@ def test_the_api_names_the_field_and_says_when_there_is_no_map(tmp_path):
     assert api.get("/v1/hetero/maps/1", headers=auth(api, "bob")).json()["specs"] == 0
     assert api.get("/v1/hetero/maps/9", headers=auth(api, "bob")).status_code == 404
 
+    assert api.get("/v1/hetero/maps/1/file", headers=auth(api, "bob")).status_code == 404
+    tiny = HeteroMap.initial(TINY, seed=0, device="cpu")
+    key = maps.save_map(make_store(Settings(data_dir=tmp_path)), 1, tiny)
     with api.catalog.session() as s:
         row = versions.get_version(s, 1)
-        row.state = MapState.ready
+        row.state, row.object_key = MapState.ready, key
     r = check(api, semantic(3), rkme(3, 0))
     assert r.status_code == 200 and r.json() == {"map_version": 1, "columns": 3}
+    r = api.get("/v1/hetero/maps/1/file", headers=auth(api, "bob"))
+    assert r.status_code == 200 and int(r.headers["content-length"]) == len(r.content)
+    loaded = HeteroMap.from_bytes(r.content, device="cpu")
+    assert loaded.config == TINY

@@ -7,14 +7,17 @@ use only once every eligible learnware's spec is computed with it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi.responses import StreamingResponse
 from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
 from wharf.market.hetero import versions
 from wharf.market.hetero.versions import NoHeteroMap
 from wharf.market.settings import Settings
+from wharf.market.store import ObjectNotFound
 from wharf.specification.errors import SemanticSpecError, SpecificationError
 from wharf.specification.files import loads_spec
 from wharf.specification.hetero import check_hetero_input
@@ -71,6 +74,36 @@ def get_map(session: SessionDep, user: Reader, version: int) -> dict[str, Any]:
     if row is None:
         raise Problem(404, f"no map version {version}")
     return versions.version_view(row, specs=versions.spec_count(session, version))
+
+
+@router.get("/maps/{version}/file", responses={200: {"content": {"application/octet-stream": {}}}})
+def download_map(
+    services: ServicesDep, session: SessionDep, user: Reader, version: int
+) -> StreamingResponse:
+    """A trained version's map (what a user's ``HeteroMapAlign`` reads their columns with):
+    a torch file of tensors only, loaded with ``HeteroMap.from_bytes``."""
+    row = versions.get_version(session, version) if 1 <= version <= 2**31 - 1 else None
+    if row is None or row.object_key is None:
+        raise Problem(404, f"no trained map version {version}")
+    try:
+        size = services.store.size(row.object_key)
+        stream = services.store.open(row.object_key)
+    except ObjectNotFound:
+        raise Problem(404, f"map version {version} is missing from the object store") from None
+    return StreamingResponse(
+        _chunks(stream),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="hetero-map-v{version}.pt"',
+            "Content-Length": str(size),
+        },
+    )
+
+
+def _chunks(stream) -> Iterator[bytes]:
+    with stream:
+        while chunk := stream.read(1 << 20):
+            yield chunk
 
 
 @router.post("/check", dependencies=[FormFields])
