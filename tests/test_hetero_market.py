@@ -197,3 +197,16 @@ def test_the_api_names_the_field_and_says_when_there_is_no_map(tmp_path):
     assert r.status_code == 200 and int(r.headers["content-length"]) == len(r.content)
     loaded = HeteroMap.from_bytes(r.content, device="cpu")
     assert loaded.config == TINY
+
+
+def test_the_check_log_says_whether_a_learnware_takes_part():
+    from wharf.market.checker.submission import log_hetero_eligibility
+    from wharf.sandbox.log import CheckLog
+    from wharf.specification.semantic import SemanticSpec
+
+    log = CheckLog()
+    log_hetero_eligibility(SemanticSpec.from_dict(semantic(3)), rkme(3, 0), log)
+    log_hetero_eligibility(SemanticSpec.from_dict(semantic(4, described=1)), rkme(4, 0), log)
+    text = log.text()
+    assert "heterogeneous market: takes part" in text
+    assert "does not take part, Input.Description: 3 of 4 columns have no description" in text

@@ -35,9 +35,10 @@ from wharf.sandbox.requirements import Decision, plan_requirements
 from wharf.sandbox.runner import remove_tree
 from wharf.specification.errors import PackageError, SemanticSpecError, SpecificationError
 from wharf.specification.herding import herd
+from wharf.specification.hetero import hetero_problem
 from wharf.specification.image import IMAGE_SPEC_TYPE, RKMEImage
 from wharf.specification.package import LearnwarePackage, read_package
-from wharf.specification.rkme import RKME
+from wharf.specification.rkme import RKME, TABLE_SPEC_TYPE
 from wharf.specification.semantic import SemanticSpec, check_semantic_spec
 from wharf.specification.text import TEXT_SPEC_TYPE
 
@@ -136,6 +137,7 @@ def _check(
         )
         if spec is None:
             raise _Rejected
+        log_hetero_eligibility(semantic, spec, log)
     with _step(log, "preparing the model run"):
         package_dir = _extract(package, scratch / "package", log)
         _write_inputs(spec, scratch / "in", log)
@@ -254,6 +256,21 @@ def _check_semantic(semantic_spec: dict, log: CheckLog) -> SemanticSpec:
         f"Input.Dimension {semantic.input_dim}, Output.Dimension {semantic.output_dim}"
     )
     return semantic
+
+
+def log_hetero_eligibility(semantic: SemanticSpec, spec: RKME | RKMEImage, log: CheckLog) -> None:
+    """Say whether a table learnware takes part in the heterogeneous market and, if not,
+    which field keeps it out; never a reason to reject it."""
+    if spec.spec_type != TABLE_SPEC_TYPE:
+        return
+    problem = hetero_problem(semantic, spec.spec_type, spec.n_features_in_)
+    if problem is None:
+        log.info("heterogeneous market: takes part (every input column is described)")
+    else:
+        log.info(
+            f"heterogeneous market: does not take part, {problem}; users whose columns "
+            "differ will not find it (the check goes on: this is no reason to reject)"
+        )
 
 
 def _log_requirements(decisions: list[Decision], package: LearnwarePackage, log: CheckLog) -> None:
