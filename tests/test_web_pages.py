@@ -445,3 +445,58 @@ def test_json_in_the_requirement_is_built_from_the_chosen_tags():
     }
     assert chosen == {"data": "Image", "scenario": "Nature"}
     assert _requirement(FormData([])) == (None, {})
+
+
+def contrast(foreground: str, background: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    hi, lo = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_text_colours_have_enough_contrast():
+    """Every text colour of the style sheet on the backgrounds it is used on: at least 4.5:1
+    (WCAG AA for body text)."""
+    from pathlib import Path
+
+    from wharf.api import web
+
+    css = (Path(web.__file__).parent / "static" / "web.css").read_text()
+    var = dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-fA-F]{6})", css))
+    pairs = [
+        (var["ink"], var["bg"]),
+        (var["ink"], var["panel"]),
+        (var["muted"], var["bg"]),
+        (var["muted"], var["panel"]),
+        (var["accent"], var["bg"]),
+        (var["accent"], var["panel"]),
+        (var["accent-ink"], var["accent"]),  # buttons
+        ("#ffffff", "#0d3b6e"),  # the header
+        (var["ok"], var["bg"]),
+        (var["warn"], var["bg"]),
+        (var["bad"], var["bg"]),
+        ("#133a63", "#e4ecf5"),  # tags
+        ("#344217", "#eef2e6"),
+        ("#5b2e0b", "#f5ece4"),
+    ]
+    for foreground, background in pairs:
+        assert foreground.lower() in css.lower() or foreground in var.values()
+        assert contrast(foreground, background) >= 4.5, (foreground, background)
+
+
+def test_a_form_that_is_not_one_is_a_page_too(market):
+    r = market.client.post(
+        "/search",
+        content=b"--x\r\nbroken",
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
+    assert r.status_code == 400 or r.status_code == 422
+    assert r.headers["content-type"].startswith("text/html")
+    files = [("stat_spec", (f"{i}.json", b"{}", "application/json")) for i in range(3)]
+    r = market.client.post("/search", files=files)
+    assert_page(r, 400)

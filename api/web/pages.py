@@ -1,7 +1,7 @@
 """The page routes: browse (``/``), a learnware's page and its download, the statistical
-search form and a search's result. Each reads the catalog through ``repo`` and queues
-searches through the code behind ``POST /v1/searches``; what they show follows the same
-visibility rules as the API."""
+search form and a search's result. They read the catalog as ``/v1`` does, queue searches
+through the code behind ``POST /v1/searches`` and wait for them as ``?wait=`` does; what
+they show follows the API's visibility rules."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from wharf.market.catalog import Learnware, User, repo
 from wharf.specification.errors import SpecificationError
 from wharf.specification.files import loads_spec
@@ -176,7 +177,10 @@ async def search(
     request: Request, services: ServicesDep, session: SessionDep, user: PageReader
 ) -> Response:
     """Queue a search with the uploaded spec and the chosen tags; 303 to its result page."""
-    form = await request.form(max_files=1, max_fields=len(_SEARCH_FIELDS) + 1)
+    try:
+        form = await request.form(max_files=1, max_fields=len(_SEARCH_FIELDS) + 1)
+    except StarletteHTTPException as exc:  # a malformed body, or too many parts
+        raise PageError(exc.status_code, f"The form could not be read: {exc.detail}") from None
     try:
         unknown = sorted(set(form) - _SEARCH_FIELDS)
         if unknown:
@@ -191,7 +195,7 @@ async def search(
                 chosen=chosen,
                 status=422,
             )
-        try:
+        try:  # the checks, storage and queueing of POST /v1/searches, as they are there
             job_id = await run_in_threadpool(
                 search_routes._queue_search,
                 services,
@@ -242,6 +246,7 @@ async def search_result(
             "singles": result.get("singles") or [],
             "mixture": _mixture(result.get("mixture")),
             "withdrawn": result.get("withdrawn") or [],
+            # A search answered in the heterogeneous partition marks its result so.
             "hetero": bool(result.get("hetero")),
             "semantic_only": bool(result.get("semantic_only")),
         },
