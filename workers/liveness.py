@@ -186,16 +186,21 @@ def heartbeat(catalog: Catalog, job_id: str, settings: Settings) -> Iterator[Non
 
 
 def reap(catalog: Catalog, celery: Celery, settings: Settings) -> list[str]:
-    """Send again every check and search whose worker is gone; returns their job ids."""
+    """Send again every check and search whose worker is gone; returns their job ids. The
+    look is read-only: on SQLite an idle worker takes no write lock."""
     before = utcnow() - timedelta(seconds=settings.job_heartbeat_s)
-    lost: list[tuple[str, JobKind, int | None, str | None]] = []
-    with catalog.session() as s:
-        for job in repo.silent_jobs(s, before, RESENT):
-            found = (job.id, JobKind(job.kind), job.learnware_id, job.worker)
-            if holder_gone(job, settings) and repo.requeue_job(
-                s, job.id, holder=job.worker, lost=True
-            ):
-                lost.append(found)
+    with catalog.session(read_only=True) as s:
+        gone = [
+            (job.id, JobKind(job.kind), job.learnware_id, job.worker)
+            for job in repo.silent_jobs(s, before, RESENT)
+            if holder_gone(job, settings)
+        ]
+    if not gone:
+        return []
+    with catalog.session() as s:  # each one only if still held by the lost worker
+        lost = [
+            found for found in gone if repo.requeue_job(s, found[0], holder=found[3], lost=True)
+        ]
     for job_id, kind, learnware_id, holder in lost:
         send(celery, kind, job_id, learnware_id)
         log.warning("job %s: its worker %s is gone; sent again", job_id, holder)
