@@ -129,7 +129,8 @@ def test_browse_lists_accepted_learnwares_newest_first(market):
     assert_page(r)
     assert names_listed(r.text) == ["second", "first"]  # pending: its owner's only
     assert "2 learnwares" in r.text
-    assert 'href="/static/web/web.css"' in r.text and 'src="/static/web/web.js"' in r.text
+    assert re.search(r'href="/static/web/web.css\?v=[0-9a-f]{12}"', r.text)
+    assert re.search(r'src="/static/web/web.js\?v=[0-9a-f]{12}"', r.text)
 
 
 def test_an_empty_market_says_how_to_fill_it(market):
@@ -407,7 +408,9 @@ def test_a_spec_over_the_limit_is_refused_before_it_is_read(tmp_path):
 
 def test_the_static_assets_are_served(market):
     for name in ("web.css", "web.js", "icon.svg", "rkme.js", "rkme-worker.js"):
-        assert market.client.get(f"/static/web/{name}").status_code == 200
+        r = market.client.get(f"/static/web/{name}")
+        assert r.status_code == 200 and "max-age" in r.headers["cache-control"]
+    assert market.client.get("/static/web/../pages.py").status_code == 404
 
 
 def test_the_picture_gives_each_point_an_area_proportional_to_its_weight():

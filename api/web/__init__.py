@@ -12,20 +12,19 @@ what ``WHARF_PUBLIC_READ`` lets anyone see.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 
 from . import pages
+from .assets import STATIC, Assets
 from .render import PageError, page_error
 
-STATIC = "/static/web"
+__all__ = ["SEARCH_PATH", "STATIC", "install"]
+
 #: The page routes that take an upload, with the form's size cap set by the app.
 SEARCH_PATH = pages.SEARCH_PATH
 
 
 def install(app: FastAPI) -> None:
-    app.mount(STATIC, StaticFiles(directory=Path(__file__).parent / "static"), name="web-assets")
+    app.mount(STATIC, Assets(), name="web-assets")
     app.add_exception_handler(PageError, page_error)
     app.include_router(pages.router)

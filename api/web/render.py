@@ -39,12 +39,14 @@ def page(
     request: Request, template: str, context: dict[str, Any], status: int = 200
 ) -> HTMLResponse:
     """The rendered page, with the security headers."""
+    from .assets import VERSION
     from .session import csrf_token  # the session module renders error pages too
 
     html = _env.get_template(template).render(
         request=request,
         user=request.scope.get("state", {}).get("wharf_page_user"),
         csrf_token=csrf_token(request),
+        asset_version=VERSION,
         **context,
     )
     return HTMLResponse(html, status_code=status, headers=HEADERS)
