@@ -503,3 +503,41 @@ def test_a_form_that_is_not_one_is_a_page_too(market):
     files = [("stat_spec", (f"{i}.json", b"{}", "application/json")) for i in range(3)]
     r = market.client.post("/search", files=files)
     assert_page(r, 400)
+
+
+def test_an_image_learnware_page_pictures_its_spec(market):
+    """Image specs' points are images: the picture projects them flattened."""
+    from wharf.specification import RKMEImage
+
+    rng = np.random.default_rng(3)
+    spec = RKMEImage.from_arrays(rng.normal(size=(6, 3, 32, 32)), np.full(6, 1 / 6), 40)
+    data = package(99)
+    key = f"packages/{hashlib.sha256(data).hexdigest()}.zip"
+    market.store.put(key, io.BytesIO(data))
+    with market.catalog.session() as s:
+        lw = repo.create_learnware(
+            s,
+            market.alice,
+            semantic("digit pictures", data="Image", task="Classification"),
+            hashlib.sha256(data).hexdigest(),
+            key,
+            len(data),
+        )
+        assert repo.claim_for_check(s, lw.id)
+        meta = {
+            "type": spec.spec_type,
+            "shape": [3, 32, 32],
+            "gamma": 1.0,
+            "points": 6,
+            "num_points": 40,
+        }
+        repo.finish_check(
+            s, lw.id, accepted=True, log="ok", spec_meta=meta, stat_spec_json=dumps_spec(spec)
+        )
+        lid = repo.format_id(lw.id)
+    r = market.client.get(f"/learnwares/{lid}")
+    assert_page(r)
+    assert "image RKME" in r.text and "3×32×32" in r.text
+    assert r.text.count("<circle ") == 6
+    r = market.client.get("/?data=Image")
+    assert "image RKME · K = 6 · points of 3×32×32" in r.text
