@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -109,3 +110,27 @@ def test_the_reference_client_works_with_wharf_unchanged(reference_python, marke
     outputs = np.load(work / "built_outputs.npy")
     np.testing.assert_allclose(outputs, expected, atol=1e-9)
     assert sys.executable != str(reference_python)
+
+
+def test_the_readme_snippet_runs_as_written(reference_python, market, tmp_path):
+    """The README's example for the reference client, run by the reference's interpreter
+    against the market (its URL put in place of wharf up's)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## The reference client", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'LearnwareClient(host="http://127.0.0.1:8000/api")' in snippet
+    snippet = snippet.replace("http://127.0.0.1:8000", market.url)
+    (tmp_path / "wharf-data").mkdir()
+    (tmp_path / "wharf-data" / "admin-token").write_text(market.token + "\n")
+    (tmp_path / "snippet.py").write_text(snippet)
+    run = subprocess.run(
+        [str(reference_python), "snippet.py"],
+        cwd=tmp_path,
+        env={**os.environ, "LEARNWARE_STORAGE_PATH": str(tmp_path / "storage")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, f"{run.stdout[-4000:]}\n{run.stderr[-8000:]}"
+    rows = [line for line in run.stdout.splitlines() if line.startswith("[[")]
+    assert rows, run.stdout[-2000:]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import threading
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -156,9 +158,9 @@ def _queue_search(
             spec = loads_spec(text, services.settings.spec_limits)
         except SpecificationError as exc:
             raise CompatError(SPEC_ERROR, f"statistical_specification: {exc}", status=422) from None
-        with services.catalog.session(read_only=True) as s:
-            partitions = repo.spec_partitions(s)
-        problem = requirement_problem(spec, requirement, partitions)
+        problem = requirement_problem(spec, requirement, _partitions(services))
+        if problem is not None:  # perhaps a partition newer than the cached list
+            problem = requirement_problem(spec, requirement, _partitions(services, fresh=True))
         if problem is not None:
             raise CompatError(SPEC_ERROR, f"statistical_specification: {problem}", status=422)
         key = request["spec_key"] = f"searches/{uuid.uuid4().hex}.json"
@@ -180,6 +182,24 @@ def _queue_search(
         raise
     enqueue_search(services, session, job)
     return job.id
+
+
+#: Seconds the market's partitions are reused between searches (a spec that matches none of
+#: them is checked against a fresh list, so a new partition is never refused for the cache).
+PARTITIONS_TTL_S = 30.0
+_partitions_cache: tuple[float, list] = (0.0, [])
+_partitions_lock = threading.Lock()
+
+
+def _partitions(services: Services, *, fresh: bool = False) -> list:
+    global _partitions_cache
+    with _partitions_lock:
+        at, parts = _partitions_cache
+        if fresh or time.monotonic() - at > PARTITIONS_TTL_S:
+            with services.catalog.session(read_only=True) as s:
+                parts = repo.spec_partitions(s)
+            _partitions_cache = (time.monotonic(), parts)
+        return parts
 
 
 def _answer(
