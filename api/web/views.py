@@ -5,7 +5,6 @@ still makes a page of reasonable size."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from wharf.market.catalog import Learnware, repo
@@ -37,7 +36,6 @@ class Card:
     tags: list[tuple[str, str]]
     spec: str
     status: str
-    updated_at: datetime
 
 
 def tags(semantic: dict[str, Any]) -> list[tuple[str, str]]:
@@ -79,7 +77,6 @@ def card(lw: Learnware) -> Card:
         tags=tags(lw.semantic_spec or {}),
         spec=spec_line(lw),
         status=str(lw.status),
-        updated_at=lw.updated_at,
     )
 
 
