@@ -77,7 +77,7 @@ def test_migrations_create_exactly_the_model_schema(database_url: str):
         with catalog.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
-            assert context.get_current_revision() == "0008"
+            assert context.get_current_revision() == "0009"
             tables = set(inspect(conn).get_table_names())
         assert {"users", "api_tokens", "learnwares", "learnware_scenarios", "jobs"} <= tables
         catalog.check()

@@ -9,6 +9,7 @@ in :mod:`market.catalog.repo` that take a session::
 """
 
 from . import repo
+from .account_tables import WebSession
 from .db import Catalog, make_engine, make_sessionmaker
 from .errors import (
     CatalogError,
@@ -32,6 +33,7 @@ from .models import (
     LearnwareStatus,
     Role,
     User,
+    UserState,
 )
 from .repo import format_id, parse_id
 
@@ -57,6 +59,8 @@ __all__ = [
     "NameTaken",
     "Role",
     "User",
+    "UserState",
+    "WebSession",
     "format_id",
     "make_engine",
     "make_sessionmaker",

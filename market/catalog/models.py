@@ -55,6 +55,15 @@ class Role(enum.StrEnum):
     admin = "admin"
 
 
+class UserState(enum.StrEnum):
+    """``pending``: signed up on a market whose admins approve accounts, not yet approved;
+    ``disabled``: turned off by an admin. Only ``active`` users may sign in."""
+
+    active = "active"
+    pending = "pending"
+    disabled = "disabled"
+
+
 class LearnwareStatus(enum.StrEnum):
     pending = "pending"
     checking = "checking"
@@ -133,6 +142,13 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(254), unique=True)
     role: Mapped[Role] = mapped_column(_enum(Role, "role"), default=Role.user)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Who may sign in to the pages (:class:`UserState`); API tokens of a user who is not
+    #: active are revoked when the state changes.
+    state: Mapped[UserState] = mapped_column(
+        _enum(UserState, "user_state"), default=UserState.active, server_default="active"
+    )
+    #: The argon2id hash of the pages' password; ``None``: no password (tokens only).
+    password_hash: Mapped[str | None] = mapped_column(String(255))
 
     def __repr__(self) -> str:
         return f"User(id={self.id}, name={self.name!r}, role={self.role})"
