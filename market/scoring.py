@@ -30,16 +30,20 @@ belongs to (:class:`PartitionKey`), the name matching of the semantic stage
 
 The Gram matrix of the mixture pool and the user's inner products are computed once per
 search, on centred points (no GEMM cancellation), and each QP is warm-started from the previous
-round's weights. For image specs the Gram matrix of the mixture pool is filled a column at a
-time, only for the members the greedy search picks (an NNGP block costs far more than a
-Gaussian one), and the user's inner products come from the single distances already computed.
+round's weights. The greedy search reads only the Gram columns of the members it picks, so
+where it can, the matrix is filled a column at a time, for those members alone: for image specs
+(an NNGP block costs far more than a Gaussian one), whose user inner products come from the
+single distances already computed, and for table and text specs ranked by the index, which
+hands over the user's inner products its distances were made of (:func:`_table_pool`: at most
+``max_search_num − 1`` columns, where the whole matrix was three quarters of a search's kernel
+values).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -106,11 +110,27 @@ class SearchResult:
         """Plain data (str, float, int, bool, None, lists, dicts) for JSON."""
         mixture = None
         if self.mixture is not None:
-            mixture = asdict(self.mixture)
-            mixture["ids"] = list(self.mixture.ids)
-            mixture["weights"] = [float(w) for w in self.mixture.weights]
+            m = self.mixture
+            mixture = {
+                "ids": list(m.ids),
+                "weights": [float(w) for w in m.weights],
+                "mmd2": m.mmd2,
+                "reference_score": m.reference_score,
+                "similarity": m.similarity,
+            }
+        # Field by field: dataclasses.asdict deep-copies each value through a recursive walk,
+        # a few times the cost of the search's own bookkeeping.
+        singles = [
+            {
+                "id": s.id,
+                "mmd2": s.mmd2,
+                "reference_score": s.reference_score,
+                "similarity": s.similarity,
+            }
+            for s in self.singles
+        ]
         return {
-            "singles": [asdict(s) for s in self.singles],
+            "singles": singles,
             "mixture": mixture,
             "semantic_only": self.semantic_only,
             "stats": self.stats,
@@ -369,11 +389,13 @@ def _round(gram, cross, chosen, tried, w0, scale):
         w = a + ((1.0 - a.sum(1)) / b.sum(1))[:, None] * b
     except np.linalg.LinAlgError:
         w = np.full(c.shape, -1.0)
+    interior = np.isfinite(w).all(1) & (w > 0).all(1)
+    with np.errstate(all="ignore"):  # the rows of non-finite weights are not read
+        objective = 0.5 * np.einsum("bi,bij,bj->b", w, K, w) - np.einsum("bi,bi->b", c, w)
     out = []
     for i, j in enumerate(tried):
-        if np.isfinite(w[i]).all() and (w[i] > 0).all():
-            obj = 0.5 * w[i] @ K[i] @ w[i] - c[i] @ w[i]
-            out.append((j, float(obj), w[i]))
+        if interior[i]:
+            out.append((j, float(objective[i]), w[i]))
         else:
             qp = solve_simplex_qp(K[i], c[i], w0=w0)
             out.append((j, qp.objective, qp.w))
@@ -392,6 +414,7 @@ def score_ranking(
     stats: dict[str, Any],
     user_self: float | None = None,
     device: str = "cpu",
+    cross: np.ndarray | None = None,
 ) -> tuple[list[SingleMatch], MixtureMatch | None]:
     """Steps 4–5 of the module docstring on learnwares already ranked by exact MMD².
 
@@ -399,7 +422,10 @@ def score_ranking(
     ``pool_specs(ids)`` returns the specs (``z_``, ``beta_``) of the first
     ``max_search_num²`` of them, for the mixture. ``stats`` gets ``mixture_pool`` and
     ``qp_solves``. ``device`` computes the image pool's kernel columns (tables stay on the
-    CPU: their Gram matrix is small and float64).
+    CPU: their Gram matrix is small and float64). ``cross``, when the ranking kept them, are
+    the user's inner products ⟨Φ_u, Φ_i⟩ in the same order: a table pool then computes only
+    the Gram columns of the members the greedy search picks (:func:`_table_pool`), not the
+    whole matrix.
     """
     if user_self is None:
         user_self = user_self_term(spec)
@@ -416,11 +442,13 @@ def score_ranking(
         members = pool_specs(pool)
         column = None
         if image:
-            gram, cross, column = _image_pool(members, dists, self_terms, user_self, device)
+            gram, pool_cross, column = _image_pool(members, dists, self_terms, user_self, device)
+        elif cross is not None:
+            gram, pool_cross, column = _table_pool(members, cross, self_terms, gamma)
         else:
             full = inner_product_matrix([spec, *members], gamma)
-            gram, cross = full[1:, 1:], full[0, 1:]
-        mix = greedy_mixture(gram, cross, user_self, max_search_num, column=column)
+            gram, pool_cross = full[1:, 1:], full[0, 1:]
+        mix = greedy_mixture(gram, pool_cross, user_self, max_search_num, column=column)
         stats["qp_solves"] = mix.qp_solves
         if len(mix.members) < 2:
             mix = None
@@ -467,6 +495,53 @@ def _image_pool(members, dists, self_terms, user_self, device):
     np.fill_diagonal(gram, selfs)
     cross = (user_self + selfs - np.asarray(dists[:n], dtype=np.float64)) / 2.0
     return gram, cross, lambda j: inner_products(members[j], members, device=device)
+
+
+#: Kernel values per tile of a table pool's Gram column (512 KiB of float64, in cache).
+COLUMN_TILE_ENTRIES = 1 << 16
+
+
+def _table_pool(members, cross, self_terms, gamma: float):
+    """The mixture pool of table (or text) specs whose inner products with the user the
+    ranking already computed: a Gram matrix knowing only its diagonal (the specs' self-terms,
+    from direct differences), those inner products, and the column callback that fills the
+    rest on demand. The greedy search reads the columns of the members it picks alone, at
+    most ``max_search_num − 1`` of the pool's: a few percent of the kernel values of the
+    whole matrix. Each column is one kernel block between a member's points and the pool's,
+    in the augmented GEMM form of :func:`inner_product_matrix` on points centred at their
+    mean, a cache-sized tile at a time."""
+    n = len(members)
+    z = [np.asarray(s.z_, dtype=np.float64).reshape(len(s.beta_), -1) for s in members]
+    beta = np.concatenate([np.asarray(s.beta_, dtype=np.float64).reshape(-1) for s in members])
+    sizes = np.array([len(x) for x in z], dtype=np.int64)
+    starts = np.cumsum(sizes) - sizes
+    stacked = np.concatenate(z)
+    stacked -= stacked.mean(0)
+    d = stacked.shape[1]
+    right = np.empty((len(stacked), d + 2))
+    right[:, :d] = stacked
+    right[:, d] = 1.0
+    np.einsum("ij,ij->i", stacked, stacked, out=right[:, d + 1])
+    left = np.concatenate(
+        [(2.0 * gamma) * stacked, -gamma * right[:, d + 1 :], np.full((len(stacked), 1), -gamma)],
+        1,
+    )
+
+    def column(j: int) -> np.ndarray:
+        a, b = starts[j], starts[j] + sizes[j]
+        member = left[a:b].T
+        v = np.empty(len(right))
+        tile = max(1, COLUMN_TILE_ENTRIES // (b - a))
+        for s in range(0, len(right), tile):
+            e = right[s : s + tile] @ member
+            kernel_exp_(e)
+            np.dot(e, beta[a:b], out=v[s : s + tile])
+        v *= beta
+        return np.add.reduceat(v, starts)
+
+    gram = np.full((n, n), np.nan)
+    np.fill_diagonal(gram, np.asarray(self_terms[:n], dtype=np.float64))
+    return gram, np.asarray(cross[:n], dtype=np.float64), column
 
 
 def user_self_term(spec: RKME) -> float:

@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from importlib import import_module
 from typing import TypeVar
 
 import numpy as np
@@ -39,26 +40,42 @@ def augment_query(z: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.cat([(2.0 * gamma) * z, -gamma * (z * z).sum(1, keepdim=True), col], 1)
 
 
-#: Elements per torch call in :func:`kernel_exp_`: few enough that torch runs each call on the
-#: calling thread (its thread pool stays asleep), enough that the calls cost a few percent.
-EXP_CHUNK = 1 << 15
+def _numpy_exp_is_vectorised() -> bool:
+    """Whether numpy's float64 ``exp`` runs its SIMD loop here: numpy dispatches one on CPUs
+    with AVX-512F and calls the scalar libm ``exp`` elsewhere."""
+    for module in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
+        try:
+            return bool(import_module(module).__cpu_features__.get("AVX512F"))
+        except (ImportError, AttributeError):
+            continue
+    return False
+
+
+#: numpy's float64 ``exp`` is vectorised on this CPU (AVX-512F): :func:`kernel_exp_` uses it.
+NUMPY_SIMD_EXP = _numpy_exp_is_vectorised()
+#: Elements per torch call in :func:`kernel_exp_` where numpy's ``exp`` is scalar: torch runs
+#: an ``exp`` of up to 2,048 float64 values on the calling thread; a longer one wakes its
+#: OpenMP team, whose threads then spin on the cores that the rest of the market needs (a
+#: search's kernel values took 5 ms a call on average on a busy 2-core machine).
+EXP_CHUNK = 2048
 
 
 def kernel_exp_(e: np.ndarray) -> np.ndarray:
     """Kernel values from their exponents −γ‖x − y‖², in place: ``e ← exp(min(e, 0))``
     (rounding can leave an exponent just above 0; no kernel value exceeds 1).
 
-    Through torch's vectorised float64 ``exp`` (within 1 ulp of numpy's), a chunk at a time
-    while it is in cache: on CPUs without AVX-512 numpy's float64 ``exp`` is scalar, and on
-    this project's 2-core machine (AMD EPYC, AVX2) torch's takes 1.1 ns an element where
-    numpy's takes 5. The kernel sums of a search are mostly ``exp``.
+    Always on the calling thread. With numpy's vectorised float64 ``exp`` where it has one
+    (AVX-512F: about 1.1 ns an element, no thread pool); elsewhere numpy's is scalar (5 ns on
+    an AVX2 AMD EPYC) and torch's vectorised one (within 1 ulp of numpy's) takes over, in
+    chunks short enough that torch does not hand them to its thread pool. The kernel sums of
+    a search are mostly ``exp``.
     """
-    if e.dtype != np.float64 or not e.flags.c_contiguous or not e.flags.writeable:
-        np.minimum(e, 0.0, out=e)
+    np.minimum(e, 0.0, out=e)
+    if NUMPY_SIMD_EXP or e.dtype != np.float64 or not e.flags.c_contiguous or not e.flags.writeable:
         return np.exp(e, out=e)
     flat = torch.from_numpy(e).view(-1)
     for start in range(0, flat.numel(), EXP_CHUNK):
-        flat[start : start + EXP_CHUNK].clamp_(max=0.0).exp_()
+        flat[start : start + EXP_CHUNK].exp_()
     return e
 
 

@@ -121,3 +121,22 @@ def test_mmd2_symmetric_nonnegative_and_zero_on_itself(pa, pb):
     bank = SpecBank(0.3, 3)
     bank.add([a, b])
     np.testing.assert_allclose(bank.mmd2(a), [mmd2(a, a), ab], atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("numpy_exp", [True, False])
+def test_kernel_exp_is_exp_of_the_clamped_exponents_on_the_calling_thread(monkeypatch, numpy_exp):
+    """Both ways of kernel_exp_ (numpy's vectorised exp, or torch's in chunks it keeps on
+    the calling thread) give exp(min(e, 0)) within an ulp, in place."""
+    from wharf.specification import kernel
+
+    monkeypatch.setattr(kernel, "NUMPY_SIMD_EXP", numpy_exp)
+    rng = np.random.default_rng(0)
+    e = -rng.exponential(3.0, size=(300, 37))  # not a multiple of the torch chunk
+    e[0, :3] = [1e-17, 0.0, -800.0]  # rounding above 0; an underflow
+    want = np.exp(np.minimum(e, 0.0))
+    got = e.copy()
+    assert kernel.kernel_exp_(got) is got
+    np.testing.assert_allclose(got, want, rtol=4e-16, atol=0)
+    assert got[0, 0] == 1.0 and got[0, 2] == 0.0
+    strided = e.T  # not contiguous: numpy's exp
+    assert np.allclose(kernel.kernel_exp_(strided.copy(order="F")), want.T, rtol=4e-16, atol=0)

@@ -357,6 +357,55 @@ def test_greedy_finds_the_best_pair_of_an_exhaustive_search(mixture_market):
     assert greedy.mmd2 == pytest.approx(pair_mmd2(*best), abs=1e-12)
 
 
+def test_table_pool_columns_give_the_mixture_of_the_full_gram_matrix():
+    """With the user's inner products from the ranking, a table pool computes only the Gram
+    columns of the members the greedy search picks: the same mixture, a fraction of the
+    kernel values."""
+    from wharf.market.scoring import _table_pool, score_ranking
+
+    rng = np.random.default_rng(12)
+    specs = [random_spec(rng, k=int(rng.integers(3, 9)), offset=o) for o in rng.normal(size=25)]
+    user = random_spec(rng, k=6, offset=0.1)
+    full = inner_product_matrix([user, *specs], user.gamma)
+    selfs = np.diag(full)[1:]
+    gram, cross, column = _table_pool(specs, full[0, 1:], selfs, user.gamma)
+    assert np.isnan(gram[0, 1]) and np.array_equal(np.diag(gram), selfs)
+    np.testing.assert_allclose(column(3), full[1:, 4], rtol=1e-13, atol=1e-16)
+
+    want = greedy_mixture(full[1:, 1:].copy(), full[0, 1:], full[0, 0], 5, decay_rate=1.0)
+    called = []
+    got = greedy_mixture(
+        gram, cross, full[0, 0], 5, decay_rate=1.0, column=lambda j: called.append(j) or column(j)
+    )
+    assert got.members == want.members and len(got.members) >= 3
+    np.testing.assert_allclose(got.weights, want.weights, atol=1e-10)
+    assert got.mmd2 == pytest.approx(want.mmd2, abs=1e-14)
+    assert called == got.members[: len(called)] and len(called) < len(got.members) + 1
+
+    dists = full[0, 0] + selfs - 2 * full[0, 1:]
+    order = np.argsort(dists)
+    ids = [f"lw{i}" for i in order]
+
+    def ranked(cross):
+        stats: dict = {}
+        return score_ranking(
+            user,
+            ids,
+            dists[order],
+            selfs[order],
+            lambda pool: [specs[int(i[2:])] for i in pool],
+            max_search_num=5,
+            stats=stats,
+            cross=cross,
+        )
+
+    (a, mix_a), (b, mix_b) = ranked(None), ranked(full[0, 1:][order])
+    assert a == b and mix_a.ids == mix_b.ids
+    np.testing.assert_allclose(mix_a.weights, mix_b.weights, atol=1e-10)
+    assert mix_a.mmd2 == pytest.approx(mix_b.mmd2, abs=1e-14)
+    assert mix_a.similarity == pytest.approx(mix_b.similarity, abs=1e-14)
+
+
 def test_no_mixture_of_one_when_nothing_helps():
     rng = np.random.default_rng(8)
     specs = [random_spec(rng, offset=o) for o in (0.0, 30.0, 60.0)]

@@ -29,8 +29,13 @@ from wharf.specification.rkme import same_gamma
 
 #: Rows per chunk of stored points (8 · dim · this many bytes each).
 CHUNK_ROWS = 1 << 18
-#: Kernel entries computed per block of a query: bounds its working memory.
-BLOCK_ENTRIES = 1 << 19
+#: Stored points gathered at a time for a query (whole specs; a larger spec alone): bounds the
+#: working memory of a scan to about 8 · (dim + 3) · this many bytes.
+GATHER_ROWS = 1 << 16
+#: Kernel values per tile of a query: the tile's exponents, their exp and its weighted sums
+#: stay in the core's cache (512 KiB of float64), where a tile of 4 MiB went to memory and
+#: back at each step.
+TILE_ENTRIES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -277,29 +282,49 @@ class PackedSpecs:
 
     # -- reading -----------------------------------------------------------------------
     def _gather(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        chunk, start, count = self._chunk.view, self._start.view, self._count.view
-        zs, bs = [], []
-        for s in slots:
-            c, a, k = chunk[s], start[s], count[s]
-            zs.append(self._z[c][a : a + k])
-            bs.append(self._beta[c][a : a + k])
-        if not zs:
+        """The points and weights of these slots, stacked in that order (one fancy index per
+        chunk, no Python loop over the specs)."""
+        if len(slots) == 0:
             return np.empty((0, self.dim)), np.empty(0)
-        return np.concatenate(zs), np.concatenate(bs)
+        chunk = self._chunk.view[slots]
+        count = self._count.view[slots].astype(np.int64)
+        ends = np.cumsum(count)
+        rows = np.arange(int(ends[-1]), dtype=np.int64)
+        rows += np.repeat(self._start.view[slots] - (ends - count), count)
+        first = int(chunk[0])
+        if (chunk == first).all():
+            return self._z[first][rows], self._beta[first][rows]
+        z, beta = np.empty((len(rows), self.dim)), np.empty(len(rows))
+        where = np.repeat(chunk, count)
+        for c in np.unique(chunk).tolist():
+            mask = where == c
+            z[mask], beta[mask] = self._z[c][rows[mask]], self._beta[c][rows[mask]]
+        return z, beta
 
     def spec(self, learnware_id: int) -> StoredSpec:
         """The stored spec of one learnware (points back in the original coordinates)."""
-        z, beta = self._gather(self.slots([learnware_id]))
-        return StoredSpec(z + self.center, beta, self.gamma)
+        slot = self.slots([learnware_id])[0]
+        c, a = int(self._chunk.view[slot]), int(self._start.view[slot])
+        k = int(self._count.view[slot])
+        z, beta = self._z[c][a : a + k], self._beta[c][a : a + k]
+        return StoredSpec(z + self.center, beta.copy(), self.gamma)
 
     def self_terms(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         return self._self.view[self.slots(ids)]
 
     def mmd2(self, query: KernelMeanEmbedding, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Squared MMD from ``query`` to the specs of ``ids``, in that order."""
+        return self.distances(query, ids)[0]
+
+    def distances(
+        self, query: KernelMeanEmbedding, ids: Sequence[int] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Squared MMD from ``query`` to the specs of ``ids``, the inner products
+        ⟨Φ_q, Φ_s⟩ it is made of (a search's mixture uses them) and the specs' self-terms
+        ⟨Φ_s, Φ_s⟩, in that order."""
         slots = self.slots(ids)
         if len(slots) == 0:
-            return np.empty(0)
+            return np.empty(0), np.empty(0), np.empty(0)
         if not same_gamma(query.gamma, self.gamma):
             raise SpecificationError(f"query gamma {query.gamma} differs from {self.gamma}")
         zq = np.asarray(query.z_, dtype=np.float64).reshape(len(query.beta_), -1)
@@ -310,35 +335,38 @@ class PackedSpecs:
         # The query's own ⟨Φ_q, Φ_q⟩ from direct differences, in numpy (a torch call here
         # would wake torch's thread pool), tile by tile whatever its K.
         self_q = self_inner_product(zq, bq, self.gamma)
-        g = self.gamma
+        g, d = self.gamma, self.dim
         qa = np.concatenate(
             [2.0 * g * zq, -g * (zq * zq).sum(1, keepdims=True), np.full((len(zq), 1), -g)], 1
         )
         counts = self._count.view[slots]
-        # Blocks of whole specs, about BLOCK_ENTRIES kernel entries each.
-        per_block = max(1, BLOCK_ENTRIES // max(1, len(zq)))
+        # Groups of whole specs, about GATHER_ROWS points each (a larger spec alone).
         bounds = [0]
         rows = 0
-        for i, k in enumerate(counts):
-            rows += int(k)
-            if rows >= per_block:
+        for i, k in enumerate(counts.tolist()):
+            rows += k
+            if rows >= GATHER_ROWS:
                 bounds.append(i + 1)
                 rows = 0
         if bounds[-1] != len(slots):
             bounds.append(len(slots))
+        tile = max(1, TILE_ENTRIES // len(qa))  # stored points per tile
 
-        def block(lo: int, hi: int) -> np.ndarray:
+        def group(lo: int, hi: int) -> np.ndarray:
             z, beta = self._gather(slots[lo:hi])
-            za = np.concatenate([z.T, np.ones((1, len(z))), (z * z).sum(1)[None]], 0)
-            v = np.zeros(len(z))
-            step = max(1, BLOCK_ENTRIES // max(1, len(z)))  # query rows: one spec may be large
-            for s in range(0, len(qa), step):
-                e = qa[s : s + step] @ za
+            za = np.empty((len(z), d + 2))
+            za[:, :d] = z
+            za[:, d] = 1.0
+            np.einsum("ij,ij->i", z, z, out=za[:, d + 1])
+            v = np.empty(len(z))
+            for s in range(0, len(z), tile):
+                e = za[s : s + tile] @ qa.T
                 kernel_exp_(e)
-                v += bq[s : s + step] @ e
+                np.dot(e, bq, out=v[s : s + tile])
             v *= beta
-            offsets = np.concatenate([[0], np.cumsum(counts[lo:hi])[:-1]])
-            return np.add.reduceat(v, offsets)
+            k = counts[lo:hi]
+            return np.add.reduceat(v, np.cumsum(k) - k)
 
-        cross = np.concatenate(map_ranges(block, list(pairwise(bounds))))
-        return self_q + self._self.view[slots] - 2.0 * cross
+        cross = np.concatenate(map_ranges(group, list(pairwise(bounds))))
+        self_terms = self._self.view[slots]
+        return self_q + self_terms - 2.0 * cross, cross, self_terms

@@ -54,6 +54,9 @@ class Ranked:
     in_scope: int  # learnwares the query could match in this partition
     pool: list  # the specs of the first ``pool`` ids (StoredSpec), read with the ranking
     dropped_language: int = 0  # text learnwares in scope lacking one of the query's languages
+    #: ⟨Φ_query, Φ_s⟩ of each id, from the same kernel sums as ``mmd2`` (``None``: not kept,
+    #: as in image partitions)
+    cross: np.ndarray | None = None
 
 
 class PartitionIndex:
@@ -175,13 +178,27 @@ class PartitionIndex:
             else:
                 ids = self.coarse.search(self._embed([query])[0], c, scope)
                 method = "coarse"
-            dist = self.specs.mmd2(query, ids)
-            self_terms = self.specs.self_terms(ids)
+            if self.image:
+                dist, cross = self.specs.mmd2(query, ids), None
+                self_terms = self.specs.self_terms(ids)
+            else:
+                dist, cross, self_terms = self.specs.distances(query, ids)
             finite = np.isfinite(dist)
-            ids, dist, self_terms = ids[finite], dist[finite], self_terms[finite]
+            if not finite.all():
+                ids, dist, self_terms = ids[finite], dist[finite], self_terms[finite]
+                cross = None if cross is None else cross[finite]
             order = np.lexsort((ids, dist))
-            specs = [self.specs.spec(i) for i in ids[order][:pool]]
-        return Ranked(ids[order], dist[order], self_terms[order], method, in_scope, specs, dropped)
+            specs = [self.specs.spec(i) for i in ids[order][:pool].tolist()]
+        return Ranked(
+            ids[order],
+            dist[order],
+            self_terms[order],
+            method,
+            in_scope,
+            specs,
+            dropped,
+            None if cross is None else cross[order],
+        )
 
     def describe(self) -> dict:
         """Size, index kind and measured recall, for search stats and metrics."""

@@ -75,6 +75,7 @@ def search_index(
             stats=stats,
             user_self=user_self,
             device=part.config.image_device,
+            cross=ranked.cross,
         )
     t2 = time.perf_counter()
     timings.update(rank=1e3 * (t1 - t0), mixture=1e3 * (t2 - t1), total=1e3 * (t2 - t0))
