@@ -9,6 +9,11 @@ API process keeps one subscription to the channel where workers announce the job
 request also reads the job again every :data:`RECHECK_S` in case an announcement was lost.
 Without Redis (the embedded broker), or while Redis is unreachable, it reads the job after
 :data:`FIRST_PAUSE_S`, then at pauses growing by half up to :data:`LONGEST_PAUSE_S`.
+
+A request that makes the job it waits for (``POST /v1/searches?wait=S``) starts a
+:meth:`JobWaiter.watch` before the job exists: when the subscription stayed up from then on,
+every end announced since is known to it, so the wait skips the read that would find the job
+just queued, and reads it once it ends.
 """
 
 from __future__ import annotations
@@ -36,6 +41,24 @@ RECONNECT_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 T = TypeVar("T")
 
 
+class Watch:
+    """The ends announced while a request makes its job (:meth:`JobWaiter.watch`)."""
+
+    def __init__(self, waiter: JobWaiter, epoch: int | None):
+        self.waiter = waiter
+        #: The subscription this watch started under (``None``: none was up).
+        self.epoch = epoch
+        self.seen: set[str] = set()
+
+    def unbroken(self) -> bool:
+        """Whether every end announced since the watch started has reached it."""
+        return self.epoch is not None and self.waiter._live and self.epoch == self.waiter._epoch
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.waiter._watches.remove(self)
+
+
 class JobWaiter:
     """The requests of one API process that wait for jobs, and their wake-up calls.
 
@@ -50,7 +73,9 @@ class JobWaiter:
         self._waiting: dict[str, set[asyncio.Event]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._live = False  # subscribed: announcements arrive
+        self._epoch = 0  # counts subscriptions: a watch spans one
         self._tried: asyncio.Event | None = None  # the first attempt to subscribe is over
+        self._watches: list[Watch] = []
 
     async def wait(
         self,
@@ -58,9 +83,13 @@ class JobWaiter:
         read: Callable[[], Awaitable[T]],
         ended: Callable[[T], bool],
         seconds: float,
+        *,
+        since: Watch | None = None,
     ) -> T:
         """``read()`` the job until ``ended`` says so or ``seconds`` have passed; returns the
-        last read."""
+        last read. ``since``: a watch started before the job was made; while it is unbroken
+        and has not seen the job end, the job has not ended, and the first read waits for
+        its announcement (or :data:`RECHECK_S`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         woken = asyncio.Event()
@@ -69,6 +98,9 @@ class JobWaiter:
         try:
             await self._subscribed()  # before the first read: no announcement falls between
             pause = FIRST_PAUSE_S
+            if since is not None and since.unbroken() and job_id not in since.seen:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), min(seconds, RECHECK_S))
             while True:
                 woken.clear()
                 job = await read()
@@ -89,6 +121,15 @@ class JobWaiter:
                 if not events:
                     del self._waiting[job_id]
 
+    def watch(self) -> Watch:
+        """Start recording the ends announced from now on (call it from the event loop that
+        will wait, before the job exists); :meth:`Watch.close` it once the wait is over."""
+        self._bind(asyncio.get_running_loop())
+        watch = Watch(self, self._epoch if self._live else None)
+        if watch.epoch is not None:
+            self._watches.append(watch)
+        return watch
+
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Use ``loop`` (a server has one; a test client may make one per request)."""
         if loop is self._loop:
@@ -96,7 +137,9 @@ class JobWaiter:
         if self._listener is not None:
             self._listener.cancel()
         self._loop, self._listener, self._live, self._tried = loop, None, False, None
+        self._epoch += 1
         self._waiting.clear()
+        self._watches.clear()
 
     async def _subscribed(self) -> None:
         if self.redis_url is None:
@@ -132,6 +175,7 @@ class JobWaiter:
                 if failures:
                     log.info("announcements of ended jobs arrive again")
                 self._live, failures = True, 0
+                self._epoch += 1
                 self._tried_over()
                 self._wake_all()  # what ended while nothing was subscribed is read now
                 while True:
@@ -146,6 +190,8 @@ class JobWaiter:
                         exc,
                     )
             finally:
+                if self._live:
+                    self._epoch += 1  # the watches of that subscription are broken
                 self._live = False
                 self._tried_over()
                 with contextlib.suppress(Exception):
@@ -161,6 +207,8 @@ class JobWaiter:
 
     def _wake(self, data: Any) -> None:
         job_id = data.decode() if isinstance(data, bytes) else str(data)
+        for watch in self._watches:
+            watch.seen.add(job_id)
         for event in self._waiting.get(job_id, ()):
             event.set()
 

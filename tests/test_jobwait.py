@@ -3,6 +3,7 @@ workers' Redis announcer, and the API's waiter (api/waiting.py) on real Redis, w
 and with Redis down."""
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -102,6 +103,92 @@ def test_a_waiter_wakes_on_the_announcement_without_reading_meanwhile(redis_url,
     assert out == {"state": "succeeded"}
     assert job.reads == 2  # once before waiting, once when woken
     assert elapsed < 5.0  # woken, not timed out
+
+
+async def _live(waiter: JobWaiter) -> None:
+    """Bring the waiter's subscription up (its first wait does)."""
+    done = Job()
+    done.ended = True
+    await waiter.wait("0" * 32, done.read, ended, 1.0)
+
+
+@pytest.mark.parametrize("ends", ["before the wait", "during the wait"])
+def test_a_watched_wait_reads_its_job_once_it_has_ended(redis_url, monkeypatch, ends):
+    """POST /v1/searches?wait: a watch started before the job exists lets the wait skip the
+    read that would find the job just queued; an end announced before the wait begins (a
+    very quick job) is not missed."""
+    monkeypatch.setattr(waiting, "RECHECK_S", 30.0)
+    job, job_id = Job(), "1" * 32
+
+    async def scenario():
+        waiter = JobWaiter(redis_url)
+        await _live(waiter)
+        watch = waiter.watch()
+        assert watch.unbroken()
+
+        async def end(delay: float):
+            await asyncio.sleep(delay)
+            job.ended = True
+            await asyncio.to_thread(RedisAnnouncer(redis_url), [job_id])
+
+        if ends == "before the wait":
+            await end(0.0)
+            for _ in range(100):  # until the subscription has passed it on
+                if job_id in watch.seen:
+                    break
+                await asyncio.sleep(0.01)
+            ender = None
+        else:
+            ender = asyncio.create_task(end(0.3))
+        t0 = time.monotonic()
+        try:
+            out = await waiter.wait(job_id, job.read, ended, 10.0, since=watch)
+        finally:
+            watch.close()
+        elapsed = time.monotonic() - t0
+        if ender is not None:
+            await ender
+        assert not waiter._watches
+        await waiter.close()
+        return out, elapsed
+
+    out, elapsed = asyncio.run(scenario())
+    assert out == {"state": "succeeded"}
+    assert job.reads == 1  # only once it had ended
+    assert elapsed < 5.0
+
+
+def test_a_watch_without_a_live_subscription_reads_at_once():
+    job = Job()
+    job.ended = True
+
+    async def scenario():
+        waiter = JobWaiter(None)  # no Redis: nothing is announced
+        watch = waiter.watch()
+        assert not watch.unbroken()
+        t0 = time.monotonic()
+        out = await waiter.wait("2" * 32, job.read, ended, 10.0, since=watch)
+        watch.close()
+        return out, time.monotonic() - t0
+
+    out, elapsed = asyncio.run(scenario())
+    assert out == {"state": "succeeded"} and job.reads == 1 and elapsed < 0.5
+
+
+def test_a_watch_spans_one_subscription(redis_url):
+    async def scenario():
+        waiter = JobWaiter(redis_url)
+        await _live(waiter)
+        watch = waiter.watch()
+        assert watch.unbroken()
+        waiter._listener.cancel()  # the subscription ends (as when Redis goes away)
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter._listener
+        assert not watch.unbroken()
+        watch.close()
+        await waiter.close()
+
+    asyncio.run(scenario())
 
 
 def test_without_redis_a_waiter_reads_at_growing_pauses_until_the_end(monkeypatch):

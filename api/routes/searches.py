@@ -27,7 +27,7 @@ from ..enqueue import enqueue_search, job_url
 from ..forms import semantic_spec_field
 from ..problems import Problem
 from ..schemas import SearchAccepted
-from .jobs import ENDED, Wait, wait_for_job
+from .jobs import ENDED, Wait, read_job
 
 PATH = "/v1/searches"
 router = APIRouter(prefix=PATH, tags=["searches"], route_class=IdentityFirstRoute)
@@ -56,14 +56,27 @@ async def create_search(
     max_search_num: Annotated[int, Form(ge=1, le=10, description="mixture size")] = 5,
     wait: Wait = 0,
 ) -> SearchAccepted:
-    job_id = await run_in_threadpool(
-        _queue_search, services, session, user, semantic_spec, stat_spec, top, max_search_num
-    )
-    accepted = SearchAccepted(job_id=job_id, status_url=job_url(request, job_id))
-    if wait > 0:
-        accepted.job = await wait_for_job(services, job_id, user, wait)
-        if accepted.job.state in ENDED:
-            response.status_code = 200
+    # Watched from before the job exists: the wait then reads the job once it has ended,
+    # not once more while it is just queued (api.waiting).
+    watch = services.job_waiter.watch() if wait > 0 else None
+    try:
+        job_id = await run_in_threadpool(
+            _queue_search, services, session, user, semantic_spec, stat_spec, top, max_search_num
+        )
+        accepted = SearchAccepted(job_id=job_id, status_url=job_url(request, job_id))
+        if watch is not None:
+            accepted.job = await services.job_waiter.wait(
+                job_id,
+                lambda: run_in_threadpool(read_job, services, job_id, user),
+                lambda job: job.state in ENDED,
+                min(wait, services.settings.job_wait_max_s),
+                since=watch,
+            )
+            if accepted.job.state in ENDED:
+                response.status_code = 200
+    finally:
+        if watch is not None:
+            watch.close()
     return accepted
 
 
