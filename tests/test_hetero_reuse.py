@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -95,3 +98,11 @@ def test_from_search_needs_the_users_descriptions_for_a_hetero_result(tmp_path):
         from_search(object(), result, tmp_path)
     with pytest.raises(ValueError, match="no map version"):
         from_search(object(), {**result, "hetero": {"map_version": "x"}}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "module", ["wharf.reuse.feature_align", "wharf.specification.hetero.model"]
+)
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
