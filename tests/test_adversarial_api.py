@@ -37,6 +37,9 @@ from wharf.specification.semantic import (
 
 from tests.test_api import SEMANTIC, zip_bytes
 
+#: SEMANTIC as the market stores it: with the Model a spec without one has.
+STORED = {**SEMANTIC, "Model": {"Type": "Optional", "Values": ["Others"]}}
+
 pytestmark = [pytest.mark.adversarial, pytest.mark.services]
 
 MiB = 1024 * 1024
@@ -780,7 +783,7 @@ def test_an_edit_cannot_change_status_or_owner(market):
     lw = httpx.get(url, headers=carol).json()
     assert (lw["status"], lw["owner"], lw["name"]) == ("pending", "carol", "renamed")
     # what the market stores and shows is the spec it understood, not whatever came along
-    assert lw["semantic_spec"] == {**SEMANTIC, "Name": {"Type": "String", "Values": "renamed"}}
+    assert lw["semantic_spec"] == {**STORED, "Name": {"Type": "String", "Values": "renamed"}}
     problem(httpx.get(url, headers=who(market, "mallory")), 404, f"no learnware {lid}")
 
 
@@ -1145,7 +1148,7 @@ HOSTILE_SPECS = {
         422,
         'semantic_spec.Task.Type: must be \'Class\' ({"Type": "Class", "Values": [...]} with '
         "allowed values: Classification, Regression, Feature Extraction, Segmentation, Object "
-        "Detection, Others), got 'Tag'",
+        "Detection, Text Generation, Others), got 'Tag'",
     ),
     "a NUL in the Name": (
         '{"Name": {"Type": "String", "Values": "sales\\u0000"}}',
@@ -1227,7 +1230,7 @@ def test_a_hostile_submission_spec_is_refused_or_tamed(market):
     lid = r.json()["learnware_id"]
     r = httpx.get(url, headers=dave, params={"mine": "true", "limit": 500})
     assert r.status_code == 200 and lid in {x["id"] for x in r.json()["items"]}
-    assert httpx.get(f"{url}/{lid}", headers=dave).json()["semantic_spec"] == SEMANTIC
+    assert httpx.get(f"{url}/{lid}", headers=dave).json()["semantic_spec"] == STORED
     assert httpx.get(url, headers=who(market, "admin"), params={"limit": 500}).status_code == 200
 
 

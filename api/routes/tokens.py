@@ -42,8 +42,10 @@ def create_token(
                 raise Problem(422, f"email: {exc}", field="email") from None
         elif body.email is not None:
             raise Problem(422, "email applies only when an admin creates a token for a new user")
-    elif body.role is not None or body.email is not None:
-        raise Problem(422, "role and email apply only when an admin creates a token for a new user")
+    elif body.role is not None:
+        raise Problem(422, "role applies only when an admin creates a token for a new user")
+    elif body.email is not None:
+        raise Problem(422, "email applies only when an admin creates a token for a new user")
     plaintext, token = repo.create_token(session, owner.id, body.name, expires_at=expires)
     session.commit()
     return _out(token, owner, plaintext)
