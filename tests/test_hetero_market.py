@@ -210,3 +210,23 @@ def test_the_check_log_says_whether_a_learnware_takes_part():
     text = log.text()
     assert "heterogeneous market: takes part" in text
     assert "does not take part, Input.Description: 3 of 4 columns have no description" in text
+
+
+def test_the_admin_command_starts_a_version_and_shows_it(tmp_path, monkeypatch, capsys):
+    from wharf.cli.main import main
+    from wharf.market.settings import get_settings
+
+    monkeypatch.setenv("WHARF_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        Catalog.create(Settings(data_dir=tmp_path).catalog_url).dispose()
+        assert main(["admin", "hetero", "status"]) == 0
+        assert "no map is ready yet" in capsys.readouterr().out
+        assert main(["admin", "hetero", "train"]) == 0  # no worker here: the task waits
+        assert main(["admin", "hetero", "train"]) == 0
+        out = capsys.readouterr().out
+        assert "training map version 1" in out and "version 1 is already being made" in out
+        assert main(["admin", "hetero", "status"]) == 0
+        assert "version 1: training (admin)" in capsys.readouterr().out
+    finally:
+        get_settings.cache_clear()
