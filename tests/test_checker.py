@@ -948,6 +948,38 @@ def test_text_model_gets_strings_and_is_accepted(market, text_spec_json) -> None
     assert report.spec_meta["spec_type"] == "RKMETextSpecification"
 
 
+GENERATION_MODEL = """
+class Model:
+    input_shape = None
+    output_shape = None
+
+    def predict(self, X):
+        assert isinstance(X, list) and all(isinstance(t, str) for t in X), type(X)
+        return [t[::-1] + " (continued)" for t in X]
+"""
+
+
+def test_a_text_generation_learnware_is_accepted_with_its_semantic_spec(
+    market, text_spec_json
+) -> None:
+    """The reference's 0.4 vocabulary: Task Text Generation and a Model of a text learnware.
+    A model that answers strings with strings passes; its spec is a text RKME."""
+    package = market.package(
+        GENERATION_MODEL, spec_class="RKMETextSpecification", spec_json=text_spec_json
+    )
+    sem = semantic(
+        "Text Generation",
+        None,
+        Data={"Type": "Class", "Values": ["Text"]},
+        Model={"Type": "Optional", "Values": ["Fine-tuned Model"]},
+        Input=None,
+    )
+    report = market.check(package, sem)
+    assert report.accepted, report.log
+    assert "Task Text Generation" in report.log
+    assert report.spec_meta["spec_type"] == "RKMETextSpecification"
+
+
 def test_a_spec_file_of_another_type_than_declared_is_rejected(market, image_spec_json) -> None:
     package = market.package(
         TEXT_MODEL, spec_class="RKMETextSpecification", spec_json=image_spec_json

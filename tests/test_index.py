@@ -373,3 +373,10 @@ def test_semantic_candidates_filter_tags_in_sql(catalog, owner):
         req = SemanticSpec.from_dict(generate_semantic_spec(name="alpha"), requirement=True)
         rows = repo.semantic_candidates(s, req, with_text=True)
         assert [r[0] for r in rows if "alpha" in r[1]] == [a]
+        # Model, the reference's 0.4 key: a learnware stored without it is Others.
+        others = generate_semantic_spec(model_type="Others")
+        req = SemanticSpec.from_dict(others, requirement=True)
+        assert len(repo.semantic_candidates(s, req, with_text=False)) == 2
+        base = generate_semantic_spec(model_type=["Base Model", "PEFT Model"])
+        req = SemanticSpec.from_dict(base, requirement=True)
+        assert repo.semantic_candidates(s, req, with_text=False) == []
