@@ -149,6 +149,8 @@ def pack_bundle(bundle: Path, out: Path) -> Path:
             rel = file.relative_to(bundle).as_posix()
             if rel == MANIFEST or file.name.startswith(".") or file.is_symlink():
                 continue
+            if rel.startswith("reference/"):  # an export's copies for people: not imported
+                continue
             if file.is_file():
                 tar.add(file, arcname=rel, recursive=False, filter=_plain)
     return out

@@ -4,6 +4,8 @@ A bundle is a directory::
 
     manifest.jsonl          one JSON object per line, one line per learnware
     packages/<sha256>.zip   the package bytes, as the market stored them
+    reference/<id>.zip      (an export's) the package as Wharf serves it, which the
+                            reference's loader reads; importers ignore it
 
 and a manifest line holds what the catalog knows of an accepted learnware::
 

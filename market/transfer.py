@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -30,7 +31,9 @@ from wharf.market.catalog import Catalog, Learnware, LearnwareStatus, repo
 from wharf.market.catalog.bulk import AcceptedRow, insert_accepted, packages_by_sha256
 from wharf.market.packages import new_package_key, open_package
 from wharf.market.store import ObjectNotFound, ObjectStore, StoreError
+from wharf.specification.errors import PackageError
 from wharf.specification.limits import SpecLimits
+from wharf.specification.reference_layout import write_reference_layout
 
 from .bundle import (
     MANIFEST,
@@ -42,6 +45,10 @@ from .bundle import (
     package_path,
     read_entry,
 )
+
+log = logging.getLogger("wharf.transfer")
+#: The export's folder of packages in the reference's layout, one per learnware, by id.
+REFERENCE_FOLDER = "reference"
 
 #: Rows per catalog transaction.
 BATCH_SIZE = 1000
@@ -454,6 +461,7 @@ def export_bundle(
             for lw in page:  # the session is closed: no transaction while bytes are copied
                 reason = _copy_package(store, lw, out)
                 if reason is None:
+                    _write_reference_copy(lw, out)
                     manifest.write(manifest_line(lw) + "\n")
                     report.exported += 1
                 else:
@@ -475,6 +483,24 @@ def _chosen_ids(s: Session, ids: Iterable[int] | None) -> list[int]:
         shown = ", ".join(missing[:20]) + (" …" if len(missing) > 20 else "")
         raise BundleError(f"not accepted learnwares of this market (or no such ids): {shown}")
     return wanted
+
+
+def _write_reference_copy(lw: Learnware, out: Path) -> None:
+    """``reference/<id>.zip``: the exported package as Wharf serves it, which the reference's
+    loader reads (importers use ``packages/``, the bytes as uploaded, and ignore it)."""
+    lid = repo.format_id(lw.id)
+    folder = out / REFERENCE_FOLDER
+    folder.mkdir(exist_ok=True)
+    try:
+        write_reference_layout(
+            out / package_path(lw.content_sha256),
+            folder / f"{lid}.zip",
+            semantic_spec=lw.semantic_spec,
+            learnware_id=lid,
+        )
+    except PackageError as exc:  # an accepted package reads; an imported one may not
+        (folder / f"{lid}.zip").unlink(missing_ok=True)
+        log.warning("learnware %s is exported without a copy in the reference layout: %s", lid, exc)
 
 
 def _copy_package(store: ObjectStore, lw: Learnware, out: Path) -> str | None:

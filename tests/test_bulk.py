@@ -8,9 +8,11 @@ import hashlib
 import io
 import json
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from wharf.examples.bundles import write_bundle
 from wharf.market.bundle import MANIFEST, BundleError
@@ -192,6 +194,11 @@ def test_export_round_trip(market, tmp_path):
         assert (tmp_path / "out" / got["package"]).read_bytes() == (
             tmp_path / "bundle" / want["package"]
         ).read_bytes()
+        # Beside the bytes as uploaded, a copy the reference's loader reads.
+        served = zipfile.ZipFile(tmp_path / "out" / "reference" / f"{got['source_id']}.zip")
+        manifest = yaml.safe_load(served.read("learnware.yaml"))
+        assert manifest["id"] == got["source_id"]
+        assert json.loads(served.read(manifest["semantic_specification"]["file_name"]))["Model"]
 
     with pytest.raises(BundleError, match="already holds a bundle"):
         export_bundle(catalog, store, tmp_path / "out")
