@@ -601,3 +601,19 @@ def test_model_filters_like_a_class_and_absent_means_others():
     assert tags_match(spec_of(Model=["Others"]), legacy)
     assert not tags_match(spec_of(Model=["Base Model"]), stored)
     assert tags_match(spec_of(Model=["Base Model", "Others"]), stored)
+
+
+def test_the_reference_checkers_default_spec_is_accepted():
+    """What learnware 0.4's LearnwareClient.check_learnware checks a package with when given
+    no semantic spec, as its generate_semantic_spec writes it (Model filled in)."""
+    default = {
+        "Data": {"Type": "Class", "Values": ["Text"]},
+        "Task": {"Type": "Class", "Values": ["Text Generation"]},
+        "Model": {"Type": "Optional", "Values": ["Others"]},
+        "Library": {"Type": "Class", "Values": ["Scikit-learn"]},
+        "License": {"Type": "Class", "Values": ["Apache-2.0"]},
+        "Scenario": {"Type": "Tag", "Values": ["Financial"]},
+        "Name": {"Type": "String", "Values": "test"},
+        "Description": {"Type": "String", "Values": "test"},
+    }
+    assert check_semantic_spec(default).to_dict() == default
