@@ -124,6 +124,17 @@ class Settings(BaseSettings):
     # Reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For names the client address.
     trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
 
+    # Accounts on the pages (api/web): sign-up "open" (active at once), "approval" (an admin
+    # approves each new account) or "closed" (admins create users); a sign-in lasts
+    # session_days; sign-ins are limited per client address and per email, a minute. The
+    # session cookie is Secure when cookie_secure says so, or, left unset, when the request
+    # came over HTTPS (the scheme uvicorn takes from a trusted proxy's X-Forwarded-Proto).
+    signup: Literal["open", "approval", "closed"] = "approval"
+    session_days: float = Field(default=14.0, gt=0, le=365)
+    login_per_minute: int = Field(default=10, ge=1)
+    login_per_account_per_minute: int = Field(default=5, ge=1)
+    cookie_secure: bool | None = None
+
     # Slow clients get 408. A request's headers must be complete within
     # request_header_timeout_s of the connection's start or of its previous answer, however
     # they trickle in (a server run with `--http wharf.api.server:HttpProtocol`); a body gets

@@ -5,16 +5,16 @@ package (no JavaScript build, nothing fetched from elsewhere). Every page carrie
 Content-Security-Policy: scripts and styles come from ``/static/web`` only. The pages read the
 catalog through the same domain code as ``/v1`` and queue searches the same way.
 
-Accounts (sign-up, login, sessions) come later: :mod:`.session` is where a page learns who is
-looking and where forms get their CSRF token; until then every visitor is anonymous and sees
-what ``WHARF_PUBLIC_READ`` lets anyone see.
+Accounts (:mod:`.accounts`): sign-up, sign-in with a server-side session in an HttpOnly
+cookie (:mod:`.session`, where a page learns who is looking and every form gets its CSRF
+token), a password change, and the user's API tokens.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import pages
+from . import accounts, pages
 from .assets import STATIC, Assets
 from .render import PageError, page_error
 
@@ -28,3 +28,4 @@ def install(app: FastAPI) -> None:
     app.mount(STATIC, Assets(), name="web-assets")
     app.add_exception_handler(PageError, page_error)
     app.include_router(pages.router)
+    app.include_router(accounts.router)

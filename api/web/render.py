@@ -22,7 +22,7 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
-    # Pages may show a signed-in user's own learnwares once accounts exist: never shared.
+    # Pages show a signed-in user's own learnwares and tokens: never kept by shared caches.
     "Cache-Control": "private, no-cache",
 }
 
@@ -40,26 +40,40 @@ def page(
 ) -> HTMLResponse:
     """The rendered page, with the security headers."""
     from .assets import VERSION
-    from .session import csrf_token  # the session module renders error pages too
+    from .session import CSRF_COOKIE, NEW_CSRF_KEY, csrf_token, set_cookie
 
+    token = csrf_token(request)
     html = _env.get_template(template).render(
         request=request,
         user=request.scope.get("state", {}).get("wharf_page_user"),
-        csrf_token=csrf_token(request),
+        csrf_token=token,
         asset_version=VERSION,
         **context,
     )
-    return HTMLResponse(html, status_code=status, headers=HEADERS)
+    response = HTMLResponse(html, status_code=status, headers=HEADERS)
+    new_csrf = request.scope.get("state", {}).get(NEW_CSRF_KEY)
+    if new_csrf:  # an anonymous visitor's first form: the cookie its token repeats
+        set_cookie(request, response, CSRF_COOKIE, new_csrf, None)
+    return response
 
 
 class PageError(Exception):
     """Raise in a page route: the visitor gets an HTML page with this status and message."""
 
-    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        sign_in: bool = False,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        #: The page offers a link to sign in and come back.
+        self.sign_in = sign_in
 
 
 _TITLES = {
@@ -77,8 +91,12 @@ _TITLES = {
 async def page_error(request: Request, exc: Exception) -> HTMLResponse:
     assert isinstance(exc, PageError)
     title = _TITLES.get(exc.status, "Error")
+    back = request.url.path if request.method == "GET" else "/"
     response = page(
-        request, "error.html", {"title": title, "message": exc.message}, status=exc.status
+        request,
+        "error.html",
+        {"title": title, "message": exc.message, "sign_in": exc.sign_in, "back": back},
+        status=exc.status,
     )
     response.headers.update(exc.headers)
     return response
