@@ -460,6 +460,39 @@ def test_user_names_are_unique(catalog: Catalog):
         assert repo.get_user_by_name(s, "carol") is None
 
 
+def test_migrations_0006_and_0007_fill_in_emails_and_models(database_url: str):
+    """Users and learnwares that exist before the columns get NAME@localhost and Others."""
+    from sqlalchemy import text
+    from wharf.market.catalog import make_engine
+    from wharf.market.catalog.models import utcnow
+
+    upgrade(database_url, "0005")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO users (name, role, created_at) VALUES ('Old Timer', 'user', :t)"),
+                {"t": utcnow().replace(tzinfo=None)},
+            )
+            user_id = conn.execute(text("SELECT id FROM users")).scalar_one()
+            conn.execute(
+                text(
+                    "INSERT INTO learnwares (owner_id, status, semantic_spec, scenarios, "
+                    "content_sha256, package_key, package_size, created_at, updated_at) VALUES "
+                    "(:u, 'accepted', '{}', '[]', :sha, 'packages/x.zip', 1, :t, :t)"
+                ),
+                {"u": user_id, "sha": "a" * 64, "t": utcnow().replace(tzinfo=None)},
+            )
+        upgrade(database_url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT email FROM users")).scalar_one() == (
+                "old timer@localhost"
+            )
+            assert conn.execute(text("SELECT model_type FROM learnwares")).scalar_one() == "Others"
+    finally:
+        engine.dispose()
+
+
 def test_users_have_an_email_unique_in_any_case(catalog: Catalog):
     with catalog.session() as s:
         assert repo.create_user(s, "Alice").email == "alice@localhost"

@@ -134,12 +134,17 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    # A unique index rather than a constraint: adding it to a SQLite catalog needs no copy of
+    # the table (which its foreign keys would forbid).
+    __table_args__ = (
+        Index("ix_users_email", "email", unique=True),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     #: Lower case; what the learnware client logs in with (``/api/auth/login_by_token``).
-    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    email: Mapped[str | None] = mapped_column(String(254))
     role: Mapped[Role] = mapped_column(_enum(Role, "role"), default=Role.user)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: Who may sign in to the pages (:class:`UserState`); API tokens of a user who is not

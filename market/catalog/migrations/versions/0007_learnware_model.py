@@ -21,8 +21,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("learnwares") as batch:
-        batch.add_column(sa.Column("model_type", sa.String(length=64), nullable=True))
+    op.add_column("learnwares", sa.Column("model_type", sa.String(length=64), nullable=True))
     learnwares = sa.table("learnwares", sa.column("model_type", sa.String))
     op.execute(learnwares.update().values(model_type="Others"))
     op.create_index(op.f("ix_learnwares_model_type"), "learnwares", ["model_type"])
