@@ -21,23 +21,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(
-            sa.Column(
-                "state",
-                sa.Enum(
-                    "active",
-                    "pending",
-                    "disabled",
-                    name="user_state",
-                    native_enum=False,
-                    length=16,
-                ),
-                nullable=False,
-                server_default="active",
-            )
-        )
-        batch.add_column(sa.Column("password_hash", sa.String(length=255), nullable=True))
+    # Plain ADD COLUMN: SQLite needs no copy of the table, which the foreign keys that point
+    # at users would refuse.
+    state = sa.Enum(
+        "active", "pending", "disabled", name="user_state", native_enum=False, length=16
+    )
+    op.add_column("users", sa.Column("state", state, nullable=False, server_default="active"))
+    op.add_column("users", sa.Column("password_hash", sa.String(length=255), nullable=True))
     op.create_table(
         "web_sessions",
         sa.Column("id", sa.Integer(), sa.Identity(always=False), nullable=False),
