@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import hetero
+from . import hetero, users
 
 
 def add_parsers(admin_sub: argparse._SubParsersAction) -> None:
@@ -50,6 +50,7 @@ def add_parsers(admin_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user", default="admin", help="the admin who will own the learnwares")
     p.set_defaults(func=cmd_import)
     hetero.add_parser(admin_sub)
+    users.add_parser(admin_sub)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
