@@ -66,5 +66,12 @@ def test_training_mapping_and_new_acceptances(tmp_path, monkeypatch):
                 assert wharf.learnware(sub["learnware_id"])["status"] == "accepted"
             body = wait_for(client, "/v1/hetero/maps/1", lambda b: b["specs"] == 5, timeout=120)
             assert body["specs"] == 5
+            # An edit that leaves a column undescribed keeps the status but drops the spec.
+            with WharfClient(market.url, market.token) as wharf:
+                edited = json.loads(json.dumps(example.semantic))
+                edited["Input"]["Description"].pop("0")
+                assert wharf.update(sub["learnware_id"], semantic_spec=edited)["job_id"] == ""
+            body = wait_for(client, "/v1/hetero/maps/1", lambda b: b["specs"] == 4, timeout=120)
+            assert body["specs"] == 4
             r = client.get("/v1/hetero/maps/1/file")
             assert r.status_code == 200 and len(r.content) > 1_000_000

@@ -230,3 +230,20 @@ def test_the_admin_command_starts_a_version_and_shows_it(tmp_path, monkeypatch, 
         assert "version 1: training (admin)" in capsys.readouterr().out
     finally:
         get_settings.cache_clear()
+
+
+def test_an_edit_that_leaves_the_market_drops_the_spec(market, local_store, tmp_path):
+    catalog, _, ids = market
+    settings = Settings(data_dir=tmp_path, hetero_epochs=1, hetero_device="cpu")
+    with catalog.session() as s:
+        versions.request_training(s, "admin")
+    maps.train_version(catalog, local_store, settings, 1)
+    maps.compute_specs(catalog, local_store, settings, 1)
+    edited = semantic(3)
+    edited["Input"]["Description"] = {"0": "age"}  # two columns undescribed now
+    with catalog.session() as s:
+        repo.update_semantic(s, ids[0], edited)
+    maps.after_acceptance(catalog, local_store, settings, ids[0])
+    with catalog.session(read_only=True) as s:
+        assert ids[0] not in dict(versions.specs_of_version(s, 1))
+        assert len(dict(versions.specs_of_version(s, 1))) == 4

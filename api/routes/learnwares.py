@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from kombu.exceptions import OperationalError
 from sqlalchemy.orm import Session
 from wharf.market.catalog import (
     DuplicateContent,
@@ -29,6 +31,7 @@ from wharf.market.packages import (
 from wharf.market.store import ObjectNotFound, ObjectTooLarge
 from wharf.specification.errors import PackageError
 from wharf.specification.semantic import MAX_REQUIREMENT_NAME_CHARS, SemanticSpec
+from wharf.workers.app import HETERO_ACCEPTED_TASK, INDEX_QUEUE
 
 from ..deps import (
     CurrentUser,
@@ -44,6 +47,7 @@ from ..forms import semantic_spec_field
 from ..problems import Problem
 from ..schemas import LearnwareOut, LearnwarePage, SpecSummary, Submission
 
+log = logging.getLogger("wharf.api")
 PATH = "/v1/learnwares"
 router = APIRouter(prefix=PATH, tags=["learnwares"], route_class=IdentityFirstRoute)
 
@@ -273,8 +277,22 @@ def edit(
         _release(services, *old)
     if job_id:
         enqueue_check(services, session, repo.get_job(session, job_id), lw.id)
+    elif semantic is not None:
+        _remap_hetero(services, lw.id)
     session.refresh(lw)
     return Submission(learnware_id=repo.format_id(lw.id), job_id=job_id, status=lw.status)
+
+
+def _remap_hetero(services: Services, learnware_id: int) -> None:
+    """An edit kept the status: its column descriptions may have changed, so the learnware's
+    heterogeneous spec is computed again (or dropped) by an index worker. A lost message leaves
+    the old spec until the next map version."""
+    try:
+        services.celery.send_task(
+            HETERO_ACCEPTED_TASK, args=[learnware_id], queue=INDEX_QUEUE, ignore_result=True
+        )
+    except OperationalError:
+        log.warning("learnware %s: could not queue its hetero spec's update", learnware_id)
 
 
 def _checked_fields(semantic: dict[str, Any]) -> tuple:

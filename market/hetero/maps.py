@@ -150,9 +150,10 @@ def compute_specs(catalog: Catalog, store: ObjectStore, settings: Settings, vers
 def after_acceptance(
     catalog: Catalog, store: ObjectStore, settings: Settings, learnware_id: int
 ) -> int | None:
-    """Map a newly accepted learnware with the current version and the one being computed
-    (if eligible); the version to train when enough eligible learnwares arrived since the
-    newest map (``hetero_retrain_after``), else ``None``."""
+    """Map a newly accepted (or edited) learnware with the current version and the one being
+    computed, or drop its specs if it does not take part; the version to train when enough
+    eligible learnwares arrived since the newest map (``hetero_retrain_after``), else
+    ``None``."""
     with catalog.session(read_only=True) as s:
         eligible = eligible_learnware(s, learnware_id)
         targets = [
@@ -160,7 +161,9 @@ def after_acceptance(
             for row in (versions.current_version(s), versions.in_the_making(s))
             if row is not None and row.state in (MapState.ready, MapState.computing)
         ]
-    if eligible is None:
+    if eligible is None:  # not (or no longer, after an edit) taking part
+        with catalog.session() as s:
+            versions.drop_specs(s, learnware_id)
         return None
     for version, key in targets:
         hmap = load_map(store, version, key, device=settings.hetero_device)

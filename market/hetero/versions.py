@@ -147,6 +147,11 @@ def put_spec(s: Session, learnware_id: int, version: int, sha256: str, spec_json
         row.content_sha256, row.spec, row.created_at = sha256, spec_json, utcnow()
 
 
+def drop_specs(s: Session, learnware_id: int) -> None:
+    """Remove a learnware's specs under every version (it does not take part any more)."""
+    s.execute(delete(HeteroSpec).where(HeteroSpec.learnware_id == learnware_id))
+
+
 def mapped_ids(s: Session, version: int) -> set[int]:
     """Learnwares that have a spec under ``version``."""
     return set(s.scalars(select(HeteroSpec.learnware_id).where(HeteroSpec.map_version == version)))
