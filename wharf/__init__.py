@@ -25,10 +25,13 @@ _EXPORTS = {
     "load_spec": "wharf.specification",
     "save_spec": "wharf.specification",
     "mmd2": "wharf.specification",
+    "HeteroMapTableSpecification": "wharf.specification.hetero",
     "Learnware": "wharf.reuse",
     "Averaging": "wharf.reuse",
     "EnsemblePruning": "wharf.reuse",
     "FeatureAugment": "wharf.reuse",
+    "FeatureAlign": "wharf.reuse",
+    "HeteroMapAlign": "wharf.reuse",
     "JobSelector": "wharf.reuse",
     "from_search": "wharf.reuse",
 }
