@@ -10,9 +10,11 @@ import signal
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from wharf.cli.serve import free_port
 
 pytestmark = pytest.mark.services  # a real market, started as the README says
@@ -81,9 +83,14 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
         assert "learnware 00000001: accepted" in out.splitlines()
         rows = out[out.index("learnware  name") :].splitlines()
         assert rows[1].startswith("00000001 "), rows  # the digits 0-4 learnware comes first
-        assert (tmp_path / "found.zip").read_bytes() == (
-            tmp_path / "ex" / "digits-0-4.zip"
-        ).read_bytes()
+        # The same files, served with the learnware's id in learnware.yaml.
+        found = zipfile.ZipFile(tmp_path / "found.zip")
+        example = zipfile.ZipFile(tmp_path / "ex" / "digits-0-4.zip")
+        assert sorted(found.namelist()) == sorted(example.namelist())
+        for name in example.namelist():
+            if name != "learnware.yaml":
+                assert found.read(name) == example.read(name), name
+        assert yaml.safe_load(found.read("learnware.yaml"))["id"] == "00000001"
         last = out.splitlines()[-1]
         assert last == "learnware 00000001 deleted; its package can be submitted again"
     finally:
