@@ -88,7 +88,7 @@ def test_only_described_tables_are_eligible(market):
         assert count_eligible_since(s, None) == 5
 
 
-def test_a_version_is_trained_computed_and_then_used(market, local_store, tmp_path):
+def test_a_version_is_trained_computed_and_then_used(market, local_store, tmp_path, monkeypatch):
     catalog, owner, ids = market
     settings = Settings(data_dir=tmp_path, hetero_epochs=1, hetero_device="cpu")
     with catalog.session() as s:
@@ -107,7 +107,13 @@ def test_a_version_is_trained_computed_and_then_used(market, local_store, tmp_pa
         row = versions.get_version(s, 1)
         assert row.state == MapState.computing and row.learnwares == 5
         assert versions.current_version(s) is None  # not until every spec is computed
-    assert maps.compute_specs(catalog, local_store, settings, 1)
+    # A spec task out of time stops between batches (after one at least) and goes on later.
+    monkeypatch.setattr(maps, "SPEC_BATCH", 2)
+    assert maps.compute_specs(catalog, local_store, settings, 1, budget_s=0.0) == "more"
+    with catalog.session(read_only=True) as s:
+        assert versions.current_version(s) is None and len(versions.mapped_ids(s, 1)) == 2
+        assert versions.get_version(s, 1).progress == pytest.approx(0.4)
+    assert maps.compute_specs(catalog, local_store, settings, 1) == "ready"
     with catalog.session(read_only=True) as s:
         assert versions.current_version(s).version == 1
         specs = dict(versions.specs_of_version(s, 1))
@@ -116,7 +122,7 @@ def test_a_version_is_trained_computed_and_then_used(market, local_store, tmp_pa
     assert spec.z_.shape == (6, 128) and np.allclose(spec.beta_, 1 / 6)
     # Running the tasks again changes nothing.
     assert maps.train_version(catalog, local_store, settings, 1) is False
-    assert maps.compute_specs(catalog, local_store, settings, 1) is False
+    assert maps.compute_specs(catalog, local_store, settings, 1) == "nothing"
 
     # A new acceptance is mapped with the current version; enough of them start a training.
     new = accept(catalog, owner, "new", semantic(5), rkme(5, 42))
@@ -133,7 +139,7 @@ def test_a_version_is_trained_computed_and_then_used(market, local_store, tmp_pa
     assert maps.train_version(catalog, local_store, eager, 2)
     with catalog.session(read_only=True) as s:
         assert versions.current_version(s).version == 1
-    assert maps.compute_specs(catalog, local_store, eager, 2)
+    assert maps.compute_specs(catalog, local_store, eager, 2) == "ready"
     with catalog.session(read_only=True) as s:
         assert versions.current_version(s).version == 2
         assert len(dict(versions.specs_of_version(s, 2))) == 6
@@ -247,3 +253,14 @@ def test_an_edit_that_leaves_the_market_drops_the_spec(market, local_store, tmp_
     with catalog.session(read_only=True) as s:
         assert ids[0] not in dict(versions.specs_of_version(s, 1))
         assert len(dict(versions.specs_of_version(s, 1))) == 4
+
+
+def test_a_large_market_trains_on_a_seeded_sample(market, local_store, tmp_path, monkeypatch):
+    catalog, _, _ = market
+    monkeypatch.setattr(maps, "MAX_TRAINING_LEARNWARES", 3)
+    settings = Settings(data_dir=tmp_path, hetero_epochs=1, hetero_device="cpu")
+    with catalog.session() as s:
+        versions.request_training(s, "admin")
+    assert maps.train_version(catalog, local_store, settings, 1)
+    with catalog.session(read_only=True) as s:
+        assert versions.get_version(s, 1).learnwares == 3

@@ -31,6 +31,8 @@ log = logging.getLogger("wharf.worker")
 #: Training 1,000 learnwares takes about two minutes on two cores; these stop one that hangs.
 TRAIN_SOFT_TIME_LIMIT_S = 3600
 SPECS_SOFT_TIME_LIMIT_S = 3600
+#: A spec task maps for this long, then sends the rest to a task of its own.
+SPECS_BUDGET_S = 600
 
 
 def _catalog() -> Catalog:
@@ -88,8 +90,10 @@ def train(version: int) -> str:
     **RETRY,
 )
 def specs(version: int) -> str:
-    done = maps.compute_specs(_catalog(), _store(), get_settings(), version)
-    return "ready" if done else "nothing to do"
+    outcome = maps.compute_specs(_catalog(), _store(), get_settings(), version, SPECS_BUDGET_S)
+    if outcome == "more":  # the next batches in a task of their own
+        app.send_task(HETERO_SPECS_TASK, args=[version], queue=INDEX_QUEUE, ignore_result=True)
+    return outcome
 
 
 @app.task(name=HETERO_ACCEPTED_TASK, ignore_result=True, soft_time_limit=300, **RETRY)

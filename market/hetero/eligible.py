@@ -65,6 +65,12 @@ def eligible_learnware(s: Session, learnware_id: int) -> Eligible | None:
     return _eligible(row, True) if row is not None else None
 
 
+def eligible_among(s: Session, learnware_ids: list[int]) -> list[Eligible]:
+    """Those of ``learnware_ids`` that are accepted and eligible, with their RKME JSON."""
+    stmt = _candidates(True).where(Learnware.id.in_(learnware_ids))
+    return [e for e in (_eligible(row, True) for row in s.execute(stmt)) if e is not None]
+
+
 def count_eligible_since(s: Session, since: datetime | None) -> int:
     """Eligible learnwares accepted after ``since`` (all of them with ``None``)."""
     return sum(1 for row in s.execute(_candidates(False, since)) if _eligible(row, False))

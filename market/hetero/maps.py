@@ -10,9 +10,11 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 from wharf.market.catalog import Catalog, MapState
 from wharf.market.settings import Settings
 from wharf.market.store import ObjectStore
@@ -25,12 +27,20 @@ from wharf.specification.rkme import RKME
 from wharf.specification.semantic import SemanticSpec
 
 from . import versions
-from .eligible import Eligible, count_eligible_since, eligible_learnware, eligible_learnwares
+from .eligible import (
+    Eligible,
+    count_eligible_since,
+    eligible_among,
+    eligible_learnware,
+    eligible_learnwares,
+)
 
 log = logging.getLogger("wharf.hetero")
 
-#: Learnwares mapped per transaction when a version's specs are computed.
+#: Learnwares read (and mapped) per transaction when a version is trained or computed.
 SPEC_BATCH = 100
+#: The most learnwares one training reads (a seeded sample of them beyond this).
+MAX_TRAINING_LEARNWARES = 20_000
 #: The largest map file read back (the default map is about 17 MB).
 MAX_MAP_BYTES = 512 * 1024 * 1024
 _cache: dict[int, HeteroMap] = {}
@@ -90,11 +100,16 @@ def train_version(
         if row is None or row.state != MapState.training:
             return row is not None and row.state == MapState.computing
     with catalog.session(read_only=True) as s:
-        items = list(eligible_learnwares(s))
+        ids = [e.learnware_id for e in eligible_learnwares(s, with_spec=False)]
+    if len(ids) > MAX_TRAINING_LEARNWARES:  # a seeded sample: the same one if run again
+        rng = np.random.default_rng(settings.hetero_seed)
+        ids = sorted(rng.choice(ids, MAX_TRAINING_LEARNWARES, replace=False).tolist())
     tables = []
-    for item in items:
-        rkme = loads_spec(item.stat_spec)
-        tables.append((rkme.z_flat, item.descriptions))
+    for start in range(0, len(ids), SPEC_BATCH):  # only the points are kept, not the JSON
+        with catalog.session(read_only=True) as s:
+            batch = eligible_among(s, ids[start : start + SPEC_BATCH])
+        for item in batch:
+            tables.append((loads_spec(item.stat_spec).z_flat, item.descriptions))
     if not tables:
         with catalog.session() as s:
             versions.mark_failed(
@@ -119,32 +134,43 @@ def train_version(
     return True
 
 
-def compute_specs(catalog: Catalog, store: ObjectStore, settings: Settings, version: int) -> bool:
+def compute_specs(
+    catalog: Catalog,
+    store: ObjectStore,
+    settings: Settings,
+    version: int,
+    budget_s: float | None = None,
+) -> str:
     """Map every eligible learnware with ``version`` (those not mapped yet), then make the
-    version ready; ``False`` if it is not ``computing``."""
+    version ready: ``"ready"``. After ``budget_s`` seconds it stops between batches and
+    answers ``"more"`` (call it again: a task of its own, so none runs for hours);
+    ``"nothing"`` if the version is not ``computing``."""
+    started = time.monotonic()
     with catalog.session() as s:
         row = versions.get_version(s, version)
         if row is None or row.state != MapState.computing:
-            return False
+            return "nothing"
         key = row.object_key
         done = versions.mapped_ids(s, version)
     hmap = load_map(store, version, key, device=settings.hetero_device)
     with catalog.session(read_only=True) as s:
-        todo = [e.learnware_id for e in eligible_learnwares(s, with_spec=False)]
-    todo = [i for i in todo if i not in done]
+        eligible = [e.learnware_id for e in eligible_learnwares(s, with_spec=False)]
+    todo = [i for i in eligible if i not in done]
     for start in range(0, len(todo), SPEC_BATCH):
-        ids = todo[start : start + SPEC_BATCH]
+        if start and budget_s is not None and time.monotonic() - started > budget_s:
+            return "more"
         with catalog.session(read_only=True) as s:
-            batch = [e for e in (eligible_learnware(s, i) for i in ids) if e is not None]
+            batch = eligible_among(s, todo[start : start + SPEC_BATCH])
         specs = [(e, map_learnware(hmap, e)) for e in batch]  # no write lock held meanwhile
         with catalog.session() as s:
-            for eligible, spec in specs:
-                versions.put_spec(s, eligible.learnware_id, version, eligible.content_sha256, spec)
-            versions.set_progress(s, version, (start + len(ids)) / len(todo))
+            for item, spec in specs:
+                versions.put_spec(s, item.learnware_id, version, item.content_sha256, spec)
+            mapped = len(eligible) - len(todo) + start + SPEC_BATCH
+            versions.set_progress(s, version, min(1.0, mapped / max(1, len(eligible))))
     with catalog.session() as s:
         versions.mark_ready(s, version)
     log.info("hetero map version %d ready (%d specs computed)", version, len(todo))
-    return True
+    return "ready"
 
 
 def after_acceptance(
