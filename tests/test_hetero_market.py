@@ -143,6 +143,18 @@ def test_a_version_is_trained_computed_and_then_used(market, local_store, tmp_pa
     with catalog.session(read_only=True) as s:
         assert versions.current_version(s).version == 2
         assert len(dict(versions.specs_of_version(s, 2))) == 6
+        assert len(dict(versions.specs_of_version(s, 1))) == 6  # kept for searches under way
+
+    # Version 3 drops version 1's specs and its map object.
+    with catalog.session() as s:
+        versions.request_training(s, "admin")
+        first_key = versions.get_version(s, 1).object_key
+    assert maps.train_version(catalog, local_store, eager, 3)
+    assert maps.compute_specs(catalog, local_store, eager, 3) == "ready"
+    with catalog.session(read_only=True) as s:
+        assert versions.mapped_ids(s, 1) == set() and len(versions.mapped_ids(s, 2)) == 6
+        assert versions.get_version(s, 1).object_key is None
+    assert not local_store.exists(first_key)
 
 
 def test_a_market_without_eligible_learnwares_fails_the_version(catalog, local_store, tmp_path):

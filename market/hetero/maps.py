@@ -168,7 +168,9 @@ def compute_specs(
             mapped = len(eligible) - len(todo) + start + SPEC_BATCH
             versions.set_progress(s, version, min(1.0, mapped / max(1, len(eligible))))
     with catalog.session() as s:
-        versions.mark_ready(s, version)
+        stale = versions.mark_ready(s, version)
+    for old_key in stale:
+        store.delete(old_key)
     log.info("hetero map version %d ready (%d specs computed)", version, len(todo))
     return "ready"
 

@@ -119,16 +119,27 @@ def set_progress(s: Session, version: int, progress: float) -> None:
         row.progress = float(progress)
 
 
-def mark_ready(s: Session, version: int) -> None:
-    """Make ``version`` the one searches use; drop the specs of versions before the one it
-    replaces (a search that read the previous version a moment ago still finds its specs)."""
+def mark_ready(s: Session, version: int) -> list[str]:
+    """Make ``version`` the one searches use. Only its specs and those of the version it
+    replaces are kept (a search that read the previous version a moment ago still finds its
+    specs); the map objects of the versions before those two are returned, for the caller to
+    delete from the store once this commits (users may still download the previous map)."""
     row = s.get(HeteroMapVersion, version, with_for_update=True)
     if row is None or row.state != MapState.computing:
-        return
+        return []
     previous = current_version(s)
     row.state, row.progress, row.ready_at = MapState.ready, 1.0, utcnow()
-    if previous is not None and previous.version < version:
-        s.execute(delete(HeteroSpec).where(HeteroSpec.map_version < previous.version))
+    keep = [version] + ([previous.version] if previous is not None else [])
+    s.execute(delete(HeteroSpec).where(HeteroSpec.map_version.not_in(keep)))
+    older = s.scalars(
+        select(HeteroMapVersion).where(
+            HeteroMapVersion.version.not_in(keep), HeteroMapVersion.object_key.is_not(None)
+        )
+    ).all()
+    keys = [v.object_key for v in older]
+    for v in older:
+        v.object_key = None  # its map is gone: GET .../file answers 404
+    return keys
 
 
 def put_spec(s: Session, learnware_id: int, version: int, sha256: str, spec_json: str) -> None:
