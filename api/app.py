@@ -87,7 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             bulk_submissions.PATH: settings.bulk_max_bytes + FORM_OVERHEAD_BYTES,
             searches.PATH: settings.max_spec_bytes + FORM_OVERHEAD_BYTES,
             **compat.body_limits(settings, FORM_OVERHEAD_BYTES),
-            web.SEARCH_PATH: settings.max_spec_bytes + FORM_OVERHEAD_BYTES,
+            **web.body_limits(
+                settings.max_spec_bytes, settings.max_upload_bytes, FORM_OVERHEAD_BYTES
+            ),
         },
     )
     # Next to outermost: a refused request costs one counter look-up and nothing else.

@@ -14,14 +14,23 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import accounts, pages
+from . import accounts, pages, submit
 from .assets import STATIC, Assets
 from .render import PageError, page_error
 
-__all__ = ["SEARCH_PATH", "STATIC", "install"]
+__all__ = ["SEARCH_PATH", "STATIC", "body_limits", "install"]
 
 #: The page routes that take an upload, with the form's size cap set by the app.
 SEARCH_PATH = pages.SEARCH_PATH
+
+
+def body_limits(max_spec_bytes: int, max_upload_bytes: int, overhead: int) -> dict[str, int]:
+    """The page routes that take an upload, each with its body's cap."""
+    return {
+        SEARCH_PATH: max_spec_bytes + overhead,
+        submit.SUBMIT_PATH: max_upload_bytes + overhead,
+        submit.EDIT_PREFIX: max_upload_bytes + overhead,  # /learnwares/{id}/edit
+    }
 
 
 def install(app: FastAPI) -> None:
@@ -29,3 +38,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(PageError, page_error)
     app.include_router(pages.router)
     app.include_router(accounts.router)
+    app.include_router(submit.router)

@@ -69,6 +69,41 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 
+  // A check's page follows the check: a long poll of its state (held by the server until
+  // it changes or ends), the progress shown as it comes, the page reloaded once it ends.
+  const check = document.querySelector("[data-check]");
+  if (check && check.dataset.ended === "false" && window.fetch) {
+    const url = `/checks/${encodeURIComponent(check.dataset.check)}/state?wait=20`;
+    const show = (state) => {
+      const put = (id, text) => {
+        const el = document.getElementById(id);
+        if (el) el.textContent = text;
+      };
+      put("check-state", state.state);
+      put("check-stage", state.stage || "");
+      put("check-progress", String(Math.round(100 * state.progress)));
+      const bar = document.getElementById("check-bar");
+      if (bar) bar.value = state.progress;
+    };
+    const poll = async (failures) => {
+      try {
+        const answer = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+        if (!answer.ok) throw new Error(String(answer.status));
+        const state = await answer.json();
+        show(state);
+        if (state.ended) {
+          window.location.reload();
+          return;
+        }
+        setTimeout(() => poll(0), 500);
+      } catch (err) {
+        // The market restarting, a network blip: try again, more slowly each time.
+        setTimeout(() => poll(failures + 1), Math.min(30000, 1000 * 2 ** failures));
+      }
+    };
+    poll(0);
+  }
+
   // Filters folded on a phone are open on a wide screen.
   if (window.matchMedia("(min-width: 48rem)").matches) {
     for (const details of document.querySelectorAll("details[data-open-wide]")) {
