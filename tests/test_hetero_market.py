@@ -95,6 +95,9 @@ def test_a_version_is_trained_computed_and_then_used(market, local_store, tmp_pa
         assert versions.current_version(s) is None
         with pytest.raises(versions.NoHeteroMap, match="no trained heterogeneous map"):
             versions.require_current_version(s)
+    with pytest.raises(versions.NoHeteroMap):
+        maps.current_map(catalog, local_store, settings)
+    with catalog.session() as s:
         row, created = versions.request_training(s, "admin")
         assert created and row.version == 1 and row.state == MapState.training
         again, created = versions.request_training(s, "admin")
@@ -118,6 +121,10 @@ def test_a_version_is_trained_computed_and_then_used(market, local_store, tmp_pa
         assert versions.current_version(s).version == 1
         specs = dict(versions.specs_of_version(s, 1))
     assert sorted(specs) == ids
+    hmap = maps.current_map(catalog, local_store, settings)
+    assert hmap.version == 1
+    mapped = maps.map_requirement(hmap, semantic(4), rkme(4, 3))
+    assert mapped.z_.shape == (6, 128) and mapped.map_version == 1
     spec = loads_hetero_spec(specs[ids[0]])
     assert spec.z_.shape == (6, 128) and np.allclose(spec.beta_, 1 / 6)
     # Running the tasks again changes nothing.

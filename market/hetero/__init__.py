@@ -6,9 +6,12 @@ the specs computed with each.
 - :mod:`.eligible`: the accepted learnwares that can take part, with their columns;
 - :mod:`.maps`: maps in the object store and mapping specs (torch: workers only).
 
-Searching the hetero partition (a requirement mapped with the current version, compared with
-that version's specs) builds on :func:`versions.current_version`,
-:func:`versions.specs_of_version`, :func:`maps.load_map` and :func:`maps.map_requirement`.
+Searching the hetero partition builds on these: ``maps.current_map(catalog, store, settings)``
+(the ready map, with its ``version``; :class:`NoHeteroMap` before there is one),
+``maps.map_requirement(hmap, semantic, rkme)`` (the user's RKME in the shared space, or a
+:class:`~wharf.specification.hetero.HeteroInputError` naming the field) and
+``versions.specs_of_version(session, version)`` (every accepted learnware's spec under that
+version, as reference JSON): a search maps and compares with one version only.
 """
 
 from .versions import NoHeteroMap, current_version, request_training

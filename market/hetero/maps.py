@@ -68,6 +68,15 @@ def load_map(store: ObjectStore, version: int, key: str, *, device: str = "auto"
     return hmap
 
 
+def current_map(catalog: Catalog, store: ObjectStore, settings: Settings) -> HeteroMap:
+    """The map searches use now (its ``version`` attribute says which), loaded once per
+    version; :class:`~.versions.NoHeteroMap` (409 for the API) before any is ready."""
+    with catalog.session(read_only=True) as s:
+        row = versions.require_current_version(s)
+        version, key = row.version, row.object_key
+    return load_map(store, version, key, device=settings.hetero_device)
+
+
 def map_requirement(
     hmap: HeteroMap, semantic: SemanticSpec | Mapping[str, Any], rkme: RKME
 ) -> HeteroMapTableSpecification:
