@@ -223,6 +223,29 @@ def test_search_request_validation(api):
     assert r.status_code == 202 and "status_url" in r.json()
 
 
+def test_a_small_spec_travels_in_its_search_job_and_a_large_one_in_the_store(
+    api, tmp_path, monkeypatch
+):
+    from wharf.api.routes import searches
+    from wharf.market.store import make_store
+
+    store = make_store(Settings(data_dir=tmp_path))
+    spec = json.dumps({"z": [[0.0, 1.0, 2.0]], "beta": [1.0], "gamma": 0.1, "num_points": 5})
+
+    def queue() -> dict:
+        r = api.post("/v1/searches", files={"stat_spec": ("u.json", spec.encode())})
+        assert r.status_code == 202, r.text
+        with api.catalog.session() as s:
+            return repo.get_job(s, r.json()["job_id"]).request
+
+    request = queue()
+    assert request["spec"] == spec and "spec_key" not in request
+    assert not list(store.list("searches/"))
+    monkeypatch.setattr(searches, "INLINE_SPEC_BYTES", len(spec) - 1)
+    request = queue()
+    assert "spec" not in request and store.open(request["spec_key"]).read() == spec.encode()
+
+
 def test_a_job_read_can_wait_for_its_end(api):
     """?wait=S answers when the job ends, or after S seconds with it as it is (200 either
     way); the embedded market has no Redis, so the API reads the job at growing pauses."""

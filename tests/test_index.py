@@ -240,6 +240,34 @@ def test_sync_follows_accepts_deletes_and_new_packages(catalog, local_store, own
     assert ids[0] not in [s.id for s in got.singles] and new in [s.id for s in got.singles]
 
 
+def test_a_search_job_reads_its_spec_from_the_request_or_the_store(catalog, local_store, owner):
+    """workers.searching.run_search: a small requirement spec travels in the job's request
+    (``spec``), a larger one in the object store (``spec_key``); the answer is the same."""
+    import io
+
+    from wharf.market.settings import Settings
+    from wharf.workers import searching
+
+    rng = np.random.default_rng(11)
+    with catalog.session() as s:
+        for i in range(6):
+            _accept(s, owner, family_spec(rng, i % 2), f"m{i}")
+    settings = Settings()
+    text = dumps_spec(family_spec(rng, 1))
+    local_store.put("searches/u.json", io.BytesIO(text.encode()), durable=False)
+    searching._sync = None  # this test's catalog
+    try:
+        inline = searching.run_search(catalog, local_store, settings, {"spec": text, "top": 3})
+        stored = searching.run_search(
+            catalog, local_store, settings, {"spec_key": "searches/u.json", "top": 3}
+        )
+    finally:
+        searching._sync = None
+    for result in (inline, stored):
+        result["stats"].pop("timings_ms")
+    assert inline == stored and len(inline["singles"]) == 3
+
+
 def test_two_workers_converge_and_a_snapshot_restores_with_the_tail(catalog, local_store, owner):
     rng = np.random.default_rng(5)
     with catalog.session() as s:

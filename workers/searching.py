@@ -89,7 +89,12 @@ def run_search(
         else None
     )
     spec = None
-    if request.get("spec_key"):
+    if request.get("spec") is not None:  # small specs travel in the request (api.routes.searches)
+        text = str(request["spec"]).encode("utf-8")
+        if len(text) > settings.max_spec_bytes:
+            raise SpecificationError(f"the spec is over {settings.max_spec_bytes} bytes")
+        spec = loads_spec(text, settings.spec_limits)
+    elif request.get("spec_key"):
         # The API checked the spec; a worker still bounds what it reads and computes with.
         buf = io.BytesIO()
         with store.open(request["spec_key"]) as stream:

@@ -10,12 +10,14 @@ import math
 import threading
 import time
 import uuid
+import weakref
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from wharf.market.catalog import JobKind, User, repo
+from wharf.market.catalog import Catalog, JobKind, User, repo
+from wharf.market.catalog.storable import storable_text
 from wharf.market.settings import Settings
 from wharf.market.store import ObjectTooLarge, StoreError
 from wharf.specification.errors import SpecificationError
@@ -99,18 +101,22 @@ def _queue_search(
             problem = requirement_problem(spec, semantic, _partitions(services, fresh=True))
         if problem is not None:
             raise Problem(422, f"stat_spec: {problem}", field="stat_spec")
-        # Stored before the job's transaction, which then holds the catalog's write lock
-        # (on SQLite) for an insert only, not for the store's fsyncs.
-        key = request_fields["spec_key"] = f"searches/{uuid.uuid4().hex}.json"
-        try:
-            services.store.put(
-                key,
-                io.BytesIO(spec_text),
-                max_bytes=services.settings.max_spec_bytes,
-                durable=False,  # read once by the search; a lost one fails only that search
-            )
-        except ObjectTooLarge as exc:
-            raise Problem(413, f"stat_spec is {ObjectTooLarge.over(exc.limit)}") from None
+        inline = _inline_spec(spec_text)
+        if inline is not None:
+            request_fields["spec"] = inline
+        else:
+            # Stored before the job's transaction, which then holds the catalog's write lock
+            # (on SQLite) for an insert only, not for the store's fsyncs.
+            key = request_fields["spec_key"] = f"searches/{uuid.uuid4().hex}.json"
+            try:
+                services.store.put(
+                    key,
+                    io.BytesIO(spec_text),
+                    max_bytes=services.settings.max_spec_bytes,
+                    durable=False,  # read once by the search; a lost one fails only that search
+                )
+            except ObjectTooLarge as exc:
+                raise Problem(413, f"stat_spec is {ObjectTooLarge.over(exc.limit)}") from None
     try:
         job = repo.create_job(
             session, JobKind.search, owner_id=user.id if user else None, request=request_fields
@@ -123,6 +129,25 @@ def _queue_search(
         raise
     enqueue_search(services, session, job)
     return job.id
+
+
+#: A requirement spec of at most this many bytes travels in its job's request (``spec``, the
+#: JSON text) instead of the object store (``spec_key``): a K = 50, d = 10 spec is about 12 KB,
+#: and in the store it cost a write here, and in the worker a read and a delete (three round
+#: trips to S3), for one read. Larger ones would swell the job's row, which the worker
+#: rewrites when it starts and ends the job.
+INLINE_SPEC_BYTES = 64 * 1024
+
+
+def _inline_spec(text: bytes) -> str | None:
+    """The spec's JSON text to keep in the job's request, or ``None`` (to the store)."""
+    if len(text) > INLINE_SPEC_BYTES:
+        return None
+    try:
+        inline = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return inline if storable_text(inline) else None
 
 
 def _read_spec(upload: UploadFile, settings: Settings) -> tuple[bytes, RKME]:
@@ -141,20 +166,20 @@ def _read_spec(upload: UploadFile, settings: Settings) -> tuple[bytes, RKME]:
 #: does not match the cached list is checked against a fresh one, so a new partition is never
 #: refused because of the cache.
 PARTITIONS_TTL_S = 30.0
-_cached: tuple[float, list] = (0.0, [])
+#: Per catalog (an API process has one; tests make many, one after the other).
+_cached: weakref.WeakKeyDictionary[Catalog, tuple[float, list]] = weakref.WeakKeyDictionary()
 _cache_lock = threading.Lock()
 
 
 def _partitions(
     services: Services, *, fresh: bool = False
 ) -> list[tuple[str, tuple[int, ...], float | None]]:
-    global _cached
     with _cache_lock:
-        at, parts = _cached
+        at, parts = _cached.get(services.catalog, (0.0, []))
         if fresh or time.monotonic() - at > PARTITIONS_TTL_S:
             with services.catalog.session(read_only=True) as session:
                 parts = repo.spec_partitions(session)
-            _cached = (time.monotonic(), parts)
+            _cached[services.catalog] = (time.monotonic(), parts)
         return parts
 
 
