@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import accounts, pages, submit
+from . import accounts, admin, pages, submit
 from .assets import STATIC, Assets
 from .render import PageError, page_error
 
@@ -39,3 +39,4 @@ def install(app: FastAPI) -> None:
     app.include_router(pages.router)
     app.include_router(accounts.router)
     app.include_router(submit.router)
+    app.include_router(admin.router)
