@@ -14,15 +14,21 @@ The drills (``--drills`` takes these names; all by default):
 - ``check-pool``: the same market and submissions; three times in a row, every pool process
   running a check is killed (SIGKILL), the Celery parents staying up.
 - ``search-worker``: 3 learnwares accepted first, then 50 searches queued while the workers
-  are paused (SIGSTOP: a search takes tens of milliseconds); a whole worker is killed as soon as
+  are paused (their consumers, SIGSTOP: a search takes tens of milliseconds); a whole worker is
+  killed as soon as
   they run.
-- ``api-upload``: the API is killed (SIGKILL, process group) with half of a 4 MiB multipart
-  upload received; the market is started again on the same data folder, and the same package
+- ``search-pool``: the same market; three times in a row, 20 searches are queued behind paused
+  workers and the pool process running the first of them is killed (SIGKILL) as soon as it
+  starts it, the Celery parents staying up.
+- ``api-upload``: a 150 MiB package is uploaded to ``POST /v1/learnwares`` and the API is
+  killed (SIGKILL, process group) while it writes the package into the store (its ``.part``
+  file is there); the market is started again on the same data folder, and the same package
   submitted again.
 - ``redis-aof``: Redis with AOF (``--appendonly yes``, as ``deploy/`` runs it); 10 checks and
   10 searches queued behind two busy workers, then Redis is killed with SIGKILL and started on
   the same folder and port.
-- ``redis-nopersist``: the same with persistence off (``--appendonly no --save ""``).
+- ``redis-nopersist``: the same with persistence off (``--appendonly no --save ""``): Redis
+  comes back empty, and the workers' reconciler has to find the jobs whose message is gone.
 - ``store-outage``: ``WHARF_STORE=s3`` against a moto server behind a TCP relay of the
   drill's; the relay closes its port and resets its connections for 30 s while checks run and
   clients keep submitting and searching, then listens on the same port again. moto itself keeps
@@ -31,9 +37,13 @@ The drills (``--drills`` takes these names; all by default):
 Each job's outcome is read from the catalog: *finished* (succeeded), *failed with a reason*
 (failed, with its error), *lost* (still queued or running 3 minutes after the fault ended).
 *Time to recovery*: from the fault until every job submitted before or during it has ended.
-*Disk left behind*: ``wharf-check-*`` folders in the market's temporary folder (each drill
-gives the market a ``TMPDIR`` of its own) and ``.part`` files in the local store, counted after
-the market has stopped. Processes of a drill still alive after it are counted, then killed.
+*Disk left behind*, counted after the market has stopped: the scratch folders of worker
+processes that are gone and any ``wharf-check-*`` folder in the market's temporary folder
+(each drill gives the market a ``TMPDIR`` of its own; the workers' scratch folders are under
+its ``wharf-scratch/``), and ``.part`` files in the local store. The workers sweep the folders
+of dead processes as they go, and the API the ``.part`` files of a dead writer when it starts;
+the notes say how much they swept. Processes of a drill still alive after it are counted, then
+killed.
 """
 
 from __future__ import annotations
@@ -314,7 +324,8 @@ def slow_package(out_dir: Path, ex: Example, seconds: float, tag: str, pad_bytes
     tag file (the market refuses the same content twice) and optionally padded."""
     out = out_dir / f"{ex.package.stem}-{tag}.zip"
     with zipfile.ZipFile(ex.package) as src, zipfile.ZipFile(out, "w") as dst:
-        top = src.namelist()[0].split("/")[0]
+        first = src.namelist()[0]
+        top = first.split("/")[0] + "/" if "/" in first else ""  # one top folder, or none
         for info in src.infolist():
             data = src.read(info)
             if info.filename.endswith("__init__.py") and seconds > 0:
@@ -325,9 +336,9 @@ def slow_package(out_dir: Path, ex: Example, seconds: float, tag: str, pad_bytes
                     .encode()
                 )
             dst.writestr(info, data)
-        dst.writestr(f"{top}/DRILL.txt", tag)
+        dst.writestr(f"{top}DRILL.txt", tag)
         if pad_bytes:
-            dst.writestr(f"{top}/padding.bin", os.urandom(pad_bytes))
+            dst.writestr(f"{top}padding.bin", os.urandom(pad_bytes))
     return out
 
 
@@ -347,6 +358,7 @@ class JobView:
     finished_at: datetime.datetime | None
     learnware_status: str | None
     learnware_id: int | None
+    lost_messages: int = 0
 
 
 def _aware(t: datetime.datetime | None) -> datetime.datetime | None:
@@ -376,6 +388,7 @@ def jobs(catalog: Catalog, ids: list[str]) -> list[JobView]:
                     _aware(j.finished_at),
                     str(lw.status) if lw is not None else None,
                     j.learnware_id,
+                    int((j.request or {}).get(repo.LOST_MESSAGES, 0)),
                 )
             )
     return out
@@ -496,13 +509,35 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, poll: float 
 
 
 def disk_left(root: Path, data_dir: Path, out: Outcome) -> None:
+    """What dead processes left on disk, after the market stopped (see the module)."""
     tmp = root / "tmp"
-    stray = list(tmp.glob("wharf-check-*")) if tmp.exists() else []
+    stray = scratch_left(tmp)
     out.stray_check_dirs = len(stray)
     out.stray_bytes = sum(p.stat().st_size for d in stray for p in d.rglob("*") if p.is_file())
     if out.part_files is not None:  # None: the drill's store is S3
         objects = Settings(data_dir=data_dir).objects_dir
         out.part_files = len(list(objects.rglob("*.part"))) if objects.exists() else 0
+    swept = worker_log_lines(data_dir, ("removed the scratch folders of",), 10_000)
+    folders = sum(int(re.search(r"of (\d+) worker", line)[1]) for line in swept)
+    mib = sum(float(re.search(r"\(([\d.]+) MiB\)", line)[1]) for line in swept)
+    if folders:
+        out.notes.append(
+            f"the workers swept the scratch folders of {folders} dead process(es) as they went "
+            f"({mib:.1f} MiB in all)"
+        )
+
+
+def scratch_left(tmp: Path) -> list[Path]:
+    """Scratch folders of worker processes that are gone, and ``wharf-check-*`` folders
+    outside any scratch folder, in the market's temporary folder ``tmp``."""
+    if not tmp.exists():
+        return []
+    left = [d for d in tmp.glob("wharf-check-*") if d.is_dir()]
+    for folder in tmp.glob("wharf-scratch/*/*"):
+        pid = folder.name.partition("-")[0]
+        if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+            left.append(folder)
+    return left
 
 
 def stray_processes(root: Path) -> list[int]:
@@ -712,15 +747,15 @@ def drill_search_worker(ctx: Ctx, out: Outcome) -> None:
                 for _ in range(4):
                     c.wait(c.start_search(spec=ctx.digits_spec, top=3), timeout=120)
                 cat = ctx.catalog()
-                # A search takes tens of milliseconds: the workers are paused (SIGSTOP) while
+                # A search takes tens of milliseconds: the workers' consumers are paused while
                 # the 50 are queued, so that the kill finds them queued and running.
                 for p in m.procs[:2]:
-                    os.killpg(p.pid, signal.SIGSTOP)
+                    pause_consumer(p.pid)
                 try:
                     ids = [c.start_search(spec=ctx.digits_spec, top=3) for _ in range(50)]
                 finally:
                     for p in m.procs[:2]:
-                        os.killpg(p.pid, signal.SIGCONT)
+                        os.kill(p.pid, signal.SIGCONT)
                 # the queue is first in, first out: look at its head only, to kill quickly
                 victim = wait_for(
                     lambda: running(cat, ids[:8], "search"), 60, "a running search", 0.01
@@ -751,57 +786,99 @@ def drill_search_worker(ctx: Ctx, out: Outcome) -> None:
     disk_left(ctx.root, ctx.data_dir, out)
 
 
-def drill_api_upload(ctx: Ctx, out: Outcome) -> None:
-    ex = next(e for e in ctx.examples if e.name == "digits 5-9")
-    pkg = slow_package(ctx.pkgs, ex, 0.0, "upload", pad_bytes=4 << 20)
-    body_file = pkg.read_bytes()
+def pause_consumer(pid: int) -> None:
+    """Pause a worker's Celery parent process (SIGSTOP; SIGCONT resumes it): it takes no
+    message meanwhile. Its pool processes run on, so none is frozen inside a catalog
+    transaction, which would hold up the API's writes."""
+    os.kill(pid, signal.SIGSTOP)
+
+
+def drill_search_pool(ctx: Ctx, out: Outcome) -> None:
     redis = Redis(ctx.root / "redis", aof=True)
     redis.start()
     try:
         with environment(ctx.env(redis.url)):
-            with LocalMarket(ctx.data_dir, workers=1) as m:
-                boundary = "wharfdrillboundary"
-                head = (
-                    f'--{boundary}\r\nContent-Disposition: form-data; name="semantic_spec"\r\n\r\n'
-                    f"{json.dumps(ex.semantic)}\r\n"
-                    f'--{boundary}\r\nContent-Disposition: form-data; name="package"; '
-                    f'filename="p.zip"\r\nContent-Type: application/zip\r\n\r\n'
-                ).encode()
-                total = len(head) + len(body_file) + len(f"\r\n--{boundary}--\r\n")
-                sock = socket.create_connection(("127.0.0.1", m.port))
-                sock.sendall(
-                    (
-                        f"POST /v1/learnwares HTTP/1.1\r\nHost: x\r\n"
-                        f"Authorization: Bearer {m.token}\r\n"
-                        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-                        f"Content-Length: {total}\r\n\r\n"
-                    ).encode()
-                    + head
-                    + body_file[: len(body_file) // 2]
+            with LocalMarket(ctx.data_dir, workers=2) as m, WharfClient(m.url, m.token) as c:
+                _wait_for_workers(m, 2)
+                base_market(c, ctx.examples, ("digits 0-4", "digits 5-9", "digits even"))
+                for _ in range(4):  # both workers load their index before the drill
+                    c.wait(c.start_search(spec=ctx.digits_spec, top=3), timeout=120)
+                cat = ctx.catalog()
+                ids: list[str] = []
+                killed: list[str] = []
+                first_fault: datetime.datetime | None = None
+                for round_ in range(3):
+                    for p in m.procs[:2]:
+                        pause_consumer(p.pid)
+                    try:
+                        batch = [c.start_search(spec=ctx.digits_spec, top=3) for _ in range(20)]
+                    finally:
+                        for p in m.procs[:2]:
+                            os.kill(p.pid, signal.SIGCONT)
+                    ids += batch
+                    victim = wait_for(
+                        lambda b=batch: running(cat, b[:6], "search"), 60, "a running search", 0.01
+                    )[0]
+                    first_fault = first_fault or now_utc()
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(victim.worker.rpartition(":")[2]), signal.SIGKILL)
+                    killed.append(victim.worker)
+                    log(f"round {round_ + 1}: killed search pool process {victim.worker}")
+                    time.sleep(1.0)
+                views = follow(cat, ids, time.monotonic() + LOST_AFTER_S)
+                tally(out, views, first_fault, m.data_dir)
+                if out.recovery_s is not None:
+                    out.recovery_note = "from the first kill"
+                out.notes.append(
+                    f"{len(killed)} pool processes killed in 3 rounds; " + outcomes_text(views)
                 )
-                time.sleep(1.0)
-                api = m.procs[-1]
-                fault_at = now_utc()
-                t_fault = time.monotonic()
-                os.killpg(api.pid, signal.SIGKILL)
-                api.wait()
-                sock.close()
-                log("killed the API with half an upload received")
-            settings = Settings(data_dir=ctx.data_dir)
-            objects = settings.objects_dir
-            files = [p for p in objects.rglob("*") if p.is_file()] if objects.exists() else []
-            partial = [p for p in files if not p.name.startswith(".")]
-            parts = [p for p in files if p.name.endswith(".part")]
-            tmp_files = [p for p in (ctx.root / "tmp").rglob("*") if p.is_file()]
+                out.notes += loss_notes(views, first_fault, m.data_dir)
+    finally:
+        redis.kill()
+    disk_left(ctx.root, ctx.data_dir, out)
+
+
+def drill_api_upload(ctx: Ctx, out: Outcome) -> None:
+    ex = next(e for e in ctx.examples if e.name == "digits 5-9")
+    objects = Settings(data_dir=ctx.data_dir).objects_dir
+    redis = Redis(ctx.root / "redis", aof=True)
+    redis.start()
+    caught: Path | None = None
+    try:
+        env = {**ctx.env(redis.url), "WHARF_MAX_UPLOAD_BYTES": str(400 << 20)}
+        with environment(env):
+            for attempt in range(3):  # the write lasts a fraction of a second: catch it
+                pkg = slow_package(ctx.pkgs, ex, 0.0, f"upload{attempt}", pad_bytes=150 << 20)
+                with LocalMarket(ctx.data_dir, workers=1) as m:
+                    api = m.procs[-1]
+                    sender = threading.Thread(
+                        target=_upload, args=(m.url, m.token, pkg, ex.semantic), daemon=True
+                    )
+                    sender.start()
+                    while sender.is_alive() and caught is None:
+                        caught = next(objects.rglob("*.part"), None) if objects.exists() else None
+                    if caught is not None:
+                        fault_at = now_utc()
+                        t_fault = time.monotonic()
+                        os.killpg(api.pid, signal.SIGKILL)
+                        api.wait()
+                        log(f"killed the API while it wrote {caught.name} into the store")
+                    sender.join(timeout=120)
+                if caught is not None:
+                    break
+            if caught is None:
+                raise RuntimeError("the store write was never caught in progress")
+            size = caught.stat().st_size if caught.exists() else 0
             with ctx.catalog().session(read_only=True) as s:
                 rows = sum(repo.learnware_counts(s).values()), sum(repo.job_counts(s).values())
             out.notes.append(
-                f"after the kill: {len(partial)} object(s) and {len(parts)} .part file(s) in the "
-                f"store, {len(tmp_files)} file(s) in the market's TMPDIR, {rows[0]} learnware and "
-                f"{rows[1]} job row(s) in the catalog"
+                f"at the kill: a {size / 2**20:.0f} MiB `.part` file in the store (of a 150 MiB "
+                f"package), {rows[0]} learnware and {rows[1]} job row(s) in the catalog"
             )
             with LocalMarket(ctx.data_dir, workers=1) as m, WharfClient(m.url, m.token) as c:
                 ready = time.monotonic() - t_fault
+                swept = wait_for(lambda: not caught.exists(), 30, "the .part file swept")
+                swept_s = time.monotonic() - t_fault
                 sub = c.submit(pkg, ex.semantic)
                 job = c.wait(sub["job_id"], timeout=LOST_AFTER_S)
                 status = c.learnware(sub["learnware_id"])["status"]
@@ -811,14 +888,26 @@ def drill_api_upload(ctx: Ctx, out: Outcome) -> None:
                     out.recovery_note = "kill → market restarted → package resubmitted, accepted"
                 out.notes.append(
                     f"market ready again {ready:.1f} s after the kill (restarted at once by the "
-                    f"drill); the resubmission's job {job['state']}, learnware {status}"
+                    f"drill); the `.part` file was gone {swept_s:.1f} s after the kill "
+                    f"({'swept by the API at its start' if swept else 'not swept'}); the "
+                    f"resubmission's job {job['state']}, learnware {status}"
                 )
                 if status != "accepted":
                     out.notes.append(f"check log: {c.log(sub['learnware_id'])[-300:]}")
     finally:
         redis.kill()
     disk_left(ctx.root, ctx.data_dir, out)
-    out.part_files = max(out.part_files, len(parts))
+
+
+def _upload(url: str, token: str, package: Path, semantic: dict) -> None:
+    with contextlib.suppress(httpx.HTTPError), open(package, "rb") as fh:
+        httpx.post(
+            f"{url}/v1/learnwares",
+            headers={"Authorization": f"Bearer {token}"},
+            files={"package": ("p.zip", fh, "application/zip")},
+            data={"semantic_spec": json.dumps(semantic)},
+            timeout=120,
+        )
 
 
 def drill_redis(ctx: Ctx, out: Outcome, *, aof: bool) -> None:
@@ -873,20 +962,19 @@ def drill_redis(ctx: Ctx, out: Outcome, *, aof: bool) -> None:
                     + ", ".join(f"{code} in {t * 1000:.0f} ms" for code, t in probes)
                     + (f"; that search {pviews[0].state}" if pviews else "")
                 )
-                stuck = [v for v in views if v.state not in TERMINAL]
-                if stuck:
-                    # What an operator has: `wharf admin requeue` (also run by `wharf up`).
-                    from wharf.workers.app import make_celery
-                    from wharf.workers.recovery import requeue_interrupted_checks
-
-                    again = requeue_interrupted_checks(
-                        cat, make_celery(Settings(data_dir=m.data_dir))
-                    )
+                resent = worker_log_lines(m.data_dir, ("its broker message is gone",), 10_000)
+                if resent or not aof:
+                    times = [
+                        (t - fault_at).total_seconds()
+                        for line in resent
+                        if (t := _log_time(line.split(": ", 1)[1]))
+                    ]
                     out.notes.append(
-                        f"`wharf admin requeue` (requeue_interrupted_checks) then queued "
-                        f"{len(again)} of the {sum(v.kind == 'check' for v in stuck)} stuck checks "
-                        "again: it skips a check whose job is `queued`, taking its message to be "
-                        "in the broker still"
+                        f"the workers' reconciler sent again {len(resent)} job(s) whose message "
+                        "Redis had lost"
+                        + (f", {min(times):.1f}–{max(times):.1f} s after the kill" if times else "")
+                        + f"; lost messages recorded on the jobs: "
+                        f"{sum(v.lost_messages for v in views)}"
                     )
                 back = now_utc() - datetime.timedelta(seconds=time.monotonic() - t_back)
                 reconnected = [
@@ -1121,13 +1209,14 @@ DRILLS: dict[str, tuple[str, Callable[[Ctx, Outcome], None]]] = {
     ),
     "check-pool": ("check pool processes SIGKILL (3 rounds)", drill_check_pool),
     "search-worker": ("search worker SIGKILL (whole worker, 50 searches)", drill_search_worker),
-    "api-upload": ("API SIGKILL mid-upload, market restarted", drill_api_upload),
+    "search-pool": ("search pool processes SIGKILL (3 rounds, 60 searches)", drill_search_pool),
+    "api-upload": ("API SIGKILL mid-upload (writing to the store), restarted", drill_api_upload),
     "redis-aof": (
         "Redis kill -9 + restart, AOF on (10 checks + 10 searches)",
         lambda ctx, out: drill_redis(ctx, out, aof=True),
     ),
     "redis-nopersist": (
-        "Redis kill -9 + restart, persistence off (baseline)",
+        "Redis kill -9 + restart, persistence off (10 checks + 10 searches)",
         lambda ctx, out: drill_redis(ctx, out, aof=False),
     ),
     "store-outage": ("object store (S3, moto) down 30 s", drill_store_outage),
@@ -1143,18 +1232,24 @@ DESCRIBE = {
     "running a check (the `host:pid` in its job row) is killed with SIGKILL, the Celery parent "
     "processes staying up and forking new pool processes.",
     "search-worker": "Two workers, three digits learnwares accepted and every index loaded; the "
-    "workers are paused (SIGSTOP) while 50 searches are queued, resumed, and as soon as a search "
-    "runs its whole worker is killed.",
-    "api-upload": "One worker; half of a 4 MiB multipart upload is sent to `POST /v1/learnwares` "
-    "on a raw socket, then the API's process group is killed. The store and the catalog are "
-    "inspected, the market started again on the same data folder, and the same package "
-    "submitted.",
+    "workers' consumers (their Celery parent processes) are paused (SIGSTOP) while 50 searches "
+    "are queued, resumed, and as soon as a search runs its whole worker is killed.",
+    "search-pool": "Two workers, three digits learnwares accepted and every index loaded; three "
+    "times in a row the workers' consumers are paused (SIGSTOP) while 20 searches are queued, "
+    "resumed, and the pool process that starts the first of them is killed, the Celery parents "
+    "staying up.",
+    "api-upload": "One worker; a 150 MiB package is uploaded to `POST /v1/learnwares`, and the "
+    "API's process group is killed as soon as its `.part` file appears in the store (the API "
+    "has received the whole body and is writing the package). The market is started again on "
+    "the same data folder, and the same package submitted.",
     "redis-aof": "Redis with `--appendonly yes` (fsync every second). Two learnwares accepted; "
     "then ten slow checks and ten searches are queued, and once both workers are busy (and 1.5 "
     "s later, for the AOF's fsync) Redis is killed with SIGKILL and started on the same folder "
     "and port a second later. Then the API is asked to enqueue a search.",
     "redis-nopersist": 'The same with `--appendonly no --save ""`: a restarted Redis is '
-    "empty. This is known to lose queued messages; the figures are the baseline for a fix.",
+    "empty, and every message it held is gone. The workers' reconciler finds the queued jobs "
+    "whose message is gone (`WHARF_JOB_LOST_AFTER_S`, 30 s, after they were sent) and sends them "
+    "again.",
     "store-outage": "`WHARF_STORE=s3` against a moto server behind a TCP relay that the drill "
     "closes (listening port closed, open connections reset) for 30 s and opens again on the "
     "same port; moto keeps running behind it, so the objects survive, as a MinIO restart with its "
@@ -1198,15 +1293,16 @@ def report(results: list[tuple[str, Outcome]], started: str, wall_s: float) -> s
         "finished",
         "failed (reason)",
         "lost",
-        "disk left (wharf-check-* / .part)",
+        "disk left after the sweep (scratch / .part)",
         "time to recovery",
     ]
     body = [
         "Jobs are checks and searches; *finished* = succeeded, *failed* = failed with the reason "
         f"shown, *lost* = still queued or running {LOST_AFTER_S:.0f} s after the fault ended. "
         "*Time to recovery*: from the fault until every job submitted before or during it had "
-        "ended. Disk: `wharf-check-*` folders left in the market's temporary folder and `.part` "
-        "files in the local store, after the market stopped.",
+        "ended. Disk, after the market stopped: scratch folders of worker processes that are "
+        "gone (and `wharf-check-*` folders) in the market's temporary folder, and `.part` files "
+        "in the local store; what the market swept as it went is in the notes.",
         "",
         table(header, [out.row(DRILLS[name][0]) for name, out in results]),
         "",
@@ -1218,9 +1314,8 @@ def report(results: list[tuple[str, Outcome]], started: str, wall_s: float) -> s
         body.append("")
         if out.stray_check_dirs:
             body.append(
-                f"- {out.stray_check_dirs} `wharf-check-*` folder(s) ({out.stray_bytes / 1024:.0f}"
-                " KiB) stayed in the market's temporary folder: each check killed mid-run leaves "
-                "its folder (the downloaded package and its unpacked copy), and nothing removes it"
+                f"- {out.stray_check_dirs} scratch folder(s) ({out.stray_bytes / 1024:.0f} KiB) "
+                "of dead worker processes stayed in the market's temporary folder"
             )
         if out.error:
             body.append(f"The drill itself failed: {out.error}.")

@@ -229,7 +229,7 @@ class LocalMarket:
         from wharf.market.catalog import Catalog
         from wharf.market.settings import Settings
         from wharf.workers.app import make_celery
-        from wharf.workers.recovery import requeue
+        from wharf.workers.recovery import Requeued, requeue
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logs = self.data_dir / "logs"
@@ -247,8 +247,12 @@ class LocalMarket:
         catalog = Catalog.create(settings.catalog_url)
         self.token = ensure_admin(catalog, self.data_dir, settings.token_max_days)
         # The market's workers have all stopped: what they ran, or what the embedded broker
-        # forgot, is sent again.
-        self.requeued = requeue(catalog, make_celery(settings), settings, market_stopped=True)
+        # forgot, is sent again (a broker not answering yet leaves it to the reconciler).
+        try:
+            self.requeued = requeue(catalog, make_celery(settings), settings, market_stopped=True)
+        except Exception as exc:
+            print(f"warning: unfinished work not sent again yet: {exc}", file=sys.stderr)
+            self.requeued = Requeued()
         for i in range(self.n_workers):
             self._spawn(worker_command(ALL_QUEUES, 1, f"worker{i}@%h"), logs / f"worker{i}.log")
         self._spawn(

@@ -17,12 +17,12 @@ no worker holds:
   gets the staging tasks of its batches not yet staged again (each stages nothing twice).
 
 Only brokers whose messages can be read are reconciled: Redis (its queues and its
-``unacked`` hash) and the embedded file broker. Every worker runs :func:`start`, a thread
-that, at the worker's start and then every third of ``WHARF_JOB_LOST_AFTER_S``, runs the
-reaper, the reconciler and the sweep of scratch folders left by dead worker processes
-(:mod:`workers.scratch`), and every :data:`STORE_SWEEP_EVERY_S` the sweep of partial uploads
-in the object store. Reconcilers on many workers agree through the catalog: a job is sent
-again by whoever first marks it sent (a conditional ``UPDATE``).
+``unacked`` hash) and the embedded file broker. Every worker runs :func:`start` in its first
+pool process: a thread that, at the worker's start and then every third of
+``WHARF_JOB_LOST_AFTER_S``, runs the reaper, the reconciler and the sweep of scratch folders
+left by dead worker processes (:mod:`workers.scratch`), and every :data:`STORE_SWEEP_EVERY_S`
+the sweep of partial uploads in the object store. Reconcilers on many workers agree through
+the catalog: a job is sent again by whoever first marks it sent (a conditional ``UPDATE``).
 """
 
 from __future__ import annotations
@@ -143,7 +143,11 @@ def resend_lost(
     if not quiet and not staging:
         return []
     if held is None:
-        held = broker_jobs(celery, settings)
+        try:
+            held = broker_jobs(celery, settings)
+        except Exception as exc:  # the broker is down: nothing can be sent anyway
+            log.warning("the reconciler cannot read the broker's messages: %s", exc)
+            return []
         if held is None:
             return []
     done = [
@@ -196,7 +200,9 @@ def _resend(
         if job.kind == JobKind.check:
             reason += ". The learnware stays pending: wharf admin requeue, or sending it "
             reason += "again, has it checked"
-        fail(catalog, store or make_store(settings), job.id, reason, only_queued_before=before)
+        store = store or make_store(settings)
+        if not fail(catalog, store, job.id, reason, only_queued_before=before):
+            return False  # started, ended or failed meanwhile
         log.warning("job %s: %s", job.id, reason, extra={"job_id": job.id})
         return True
     with catalog.session() as s:

@@ -8,9 +8,9 @@ makes it its temporary folder (:data:`tempfile.tempdir` and ``TMPDIR``), so a ch
 whatever a library or a child program writes to the temporary folder land there. A task
 removes its own folders when it ends, however it ends short of the process dying; the folder
 of a process that died (killed, out of memory, its machine restarted) is removed by
-:func:`sweep`, which runs when a pool process starts (often the one that replaces it), when a
-worker starts, and every reaper pass of every worker (:mod:`workers.liveness`). A process that
-exits normally removes its own folder (:func:`leave`).
+:func:`sweep`, which the reconciler of every worker runs when the worker starts and then every
+pass (:mod:`workers.reconcile`). A process that exits normally removes its own folder
+(:func:`leave`).
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def _name(pid: int) -> str:
 
 def enter(settings: Settings) -> Path:
     """Make this process's scratch folder its temporary folder (for Python and for the
-    programs it starts), after sweeping what dead processes left; returns the folder."""
+    programs it starts); returns the folder. (The reconciler sweeps what dead processes left,
+    at once when a worker starts: a pool process must start within seconds.)"""
     here = root(settings) / _name(os.getpid())
-    sweep(settings)
     here.mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(here)
     os.environ["TMPDIR"] = str(here)

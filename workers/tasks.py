@@ -11,6 +11,7 @@ from datetime import timedelta
 from functools import cache
 from pathlib import Path
 
+from billiard.process import current_process
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import (
@@ -19,7 +20,6 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
-    worker_ready,
 )
 from wharf.market import logs
 from wharf.market.bulk_submit import settle
@@ -80,17 +80,18 @@ def _refuse_checks_without_a_sandbox(sender, **_) -> None:
         )
 
 
-@worker_ready.connect
-def _start_reconciler(sender, **_) -> None:
-    """Every worker looks for jobs whose worker died or whose message the broker lost, and
-    sends them again; and sweeps what dead processes left on disk (:mod:`.reconcile`)."""
-    reconcile.start(catalog(), sender.app, get_settings())
-
-
 @worker_process_init.connect
-def _enter_scratch(**_) -> None:
-    """Each pool process works in a scratch folder of its own (:mod:`.scratch`)."""
-    scratch.enter(get_settings())
+def _start_pool_process(**_) -> None:
+    """Each pool process works in a scratch folder of its own (:mod:`.scratch`); the first
+    pool process of each worker also runs the reconciler (:mod:`.reconcile`), which sends
+    again the jobs whose worker died or whose message the broker lost, and sweeps what dead
+    processes left on disk. Not the worker's parent process: it forks new pool processes at
+    any moment, and a thread of its own caught inside the catalog's (or SQLite's) locks would
+    leave them held in the child, which would then wait on them for ever."""
+    settings = get_settings()
+    scratch.enter(settings)
+    if getattr(current_process(), "index", 0) == 0:  # billiard numbers pool processes from 0
+        reconcile.start(catalog(), app, settings)
 
 
 @worker_process_shutdown.connect
