@@ -49,8 +49,6 @@ class Cancellation:
     """What a cancellation did, and what is left to clean up once it has committed."""
 
     job_id: str
-    checks: int = 0  # check jobs cancelled: the job itself, or a bulk submission's checks
-    learnwares: list[int] = field(default_factory=list)  # rejected, their checks cancelled
     spec_keys: list[str] = field(default_factory=list)  # search specs to delete
     prefixes: list[str] = field(default_factory=list)  # staged bundles to release
 
@@ -80,7 +78,7 @@ def cancel(s: Session, job_id: str, *, by: str) -> Cancellation:
     reason = f"cancelled by {by}"
     request = job.request or {}
     if job.kind == JobKind.check:
-        _cancel_check(s, job, reason, done)
+        _cancel_check(s, job, reason)
         prefix = settle(s, job.id)  # the bulk submission it belongs to, which may end with it
         if prefix:
             done.prefixes.append(prefix)
@@ -88,7 +86,7 @@ def cancel(s: Session, job_id: str, *, by: str) -> Cancellation:
         if is_bulk_submission(job):
             for child in repo.child_jobs(s, job.id):
                 if child.state in repo.UNFINISHED:
-                    _cancel_check(s, child, reason, done)
+                    _cancel_check(s, child, reason)
             job.result = summary(s, job)
         repo.cancel_job(s, job.id, reason)
         if request.get("spec_key"):  # a search's requirement
@@ -99,23 +97,21 @@ def cancel(s: Session, job_id: str, *, by: str) -> Cancellation:
     return done
 
 
-def _cancel_check(s: Session, job: Job, reason: str, done: Cancellation) -> None:
-    if not repo.cancel_job(s, job.id, reason):
+def _cancel_check(s: Session, job: Job, reason: str) -> None:
+    """Cancel a check job; its learnware, unless a newer check has taken its place, becomes
+    ``rejected`` with a log saying why and what to do."""
+    if not repo.cancel_job(s, job.id, reason) or job.learnware_id is None:
         return
-    done.checks += 1
-    lid = job.learnware_id
-    if lid is None:
-        return
-    latest = repo.latest_job_for(s, lid, JobKind.check)
+    latest = repo.latest_job_for(s, job.learnware_id, JobKind.check)
     if latest is not None and latest.id != job.id:
-        return  # a newer check has taken its place: the learnware is that one's
-    shown = repo.format_id(lid)
-    text = (
+        return
+    shown = repo.format_id(job.learnware_id)
+    repo.reject_unchecked(
+        s,
+        job.learnware_id,
         f"rejected: its check was {reason} at {utcnow().isoformat(timespec='seconds')}, "
         "before it ended; nothing in the package was judged.\n"
         f"To have it checked, send it again: wharf update {shown} (PATCH "
         f"/v1/learnwares/{shown}) or submit the same package; or delete it: wharf delete "
-        f"{shown}.\n"
+        f"{shown}.\n",
     )
-    if repo.reject_unchecked(s, lid, text):
-        done.learnwares.append(lid)

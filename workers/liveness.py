@@ -56,13 +56,14 @@ def holder_gone(job: Job, settings: Settings) -> bool:
     """Whether the process last running ``job`` is gone: a pid that no longer exists on this
     host, or no heartbeat for ``job_lost_after_s``."""
     host, _, pid = (job.worker or "").rpartition(":")
-    if host == HOST and pid.isdigit() and not _alive(int(pid)):
+    if host == HOST and pid.isdigit() and not pid_alive(int(pid)):
         return True
     last = job.heartbeat_at or job.started_at
     return last is None or utcnow() - last > timedelta(seconds=settings.job_lost_after_s)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -25,6 +25,8 @@ from pathlib import Path
 from wharf.market.settings import Settings
 from wharf.sandbox.runner import remove_tree
 
+from .liveness import pid_alive
+
 log = logging.getLogger("wharf.worker")
 HOST = socket.gethostname()
 _here: dict[str, Path] = {}  # this process's folder, once made
@@ -53,18 +55,8 @@ def _start_time(pid: int) -> str | None:
     except FileNotFoundError:
         return None
     except OSError:
-        return "0" if _alive(pid) else None
+        return "0" if pid_alive(pid) else None
     return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _name(pid: int) -> str:
