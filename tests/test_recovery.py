@@ -358,3 +358,33 @@ def test_unfinished_multipart_uploads_are_aborted_on_s3(s3_store):
 
 def test_tempfile_is_not_left_pointing_at_a_scratch_folder():
     assert "wharf-scratch" not in tempfile.gettempdir()  # enter() runs in pool processes only
+
+
+@pytest.mark.services  # a market's processes
+def test_wharf_cancel_from_the_command_line(tmp_path, monkeypatch, capsys):
+    from wharf.cli.main import main
+    from wharf.cli.serve import LocalMarket
+
+    for name in [k for k in os.environ if k.startswith("WHARF_")]:
+        monkeypatch.delenv(name)
+    package, semantic = tmp_path / "m.zip", tmp_path / "m.json"
+    package.write_bytes(zip_bytes({"learnware.yaml": b"model: {}\n", "__init__.py": b""}))
+    semantic.write_text(json.dumps(SEMANTIC))
+    with LocalMarket(tmp_path / "m", workers=0) as m:  # no worker: the check stays queued
+        monkeypatch.setenv("WHARF_URL", m.url)
+        monkeypatch.setenv("WHARF_TOKEN", m.token)
+        assert main(["submit", str(package), "--semantic", str(semantic)]) == 0
+        out = capsys.readouterr().out.split()
+        lid, job_id = out[1].rstrip(":"), out[-1].rstrip(")")
+        assert main(["cancel", job_id]) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            f"check job {job_id}: cancelled",
+            f"learnware {lid}: rejected, nothing judged; to have it checked, `wharf update "
+            f"{lid} --package ZIP` or submit the same package again; or `wharf delete {lid}`",
+        ]
+        assert main(["jobs", job_id]) == 1
+        assert capsys.readouterr().out.startswith(f"learnware {lid}: the check was cancelled by")
+        assert main(["cancel", job_id]) == 1
+        assert "has already cancelled" in capsys.readouterr().err
+        assert main(["submit", str(package), "--semantic", str(semantic)]) == 0  # resubmitted
+        assert f"learnware {lid}: pending" in capsys.readouterr().out
