@@ -145,8 +145,10 @@ def test_owners_edit_and_delete_their_learnwares_and_no_one_else_can(site):
     assert 'value="Shop sales"' in form and "price in euros\n\nweek of the year" in form
     assert 'value="Business" checked' in form
 
+    assert f'href="/learnwares/{lid}/edit"' in b.get(f"/learnwares/{lid}").text
     mallory = site.browser()
     sign_in(mallory, site.user("mallory"))
+    assert "/edit" not in mallory.get(f"/learnwares/{lid}").text
     assert mallory.get(f"/learnwares/{lid}/edit").status_code == 404
     token = token_of(mallory.get("/account").text)
     r = mallory.post(
