@@ -3,7 +3,7 @@ store down. Each drill starts a fresh market in a temporary folder, does the dam
 are in flight, and counts what became of every job.
 
 Run: ``PYTHONPATH=. python -m bench.faults [--drills a,b,...] [--out bench/results/faults.md]``
-(needs redis-server and bubblewrap; ``scripts/services`` installs them). About 12 minutes.
+(needs redis-server and bubblewrap; ``scripts/services`` installs them). About 7 minutes.
 
 The drills (``--drills`` takes these names; all by default):
 
