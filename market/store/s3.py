@@ -265,9 +265,7 @@ class S3Store(ObjectStore):
                 if upload["Initiated"] < oldest
             ]
             for key, upload_id in stale:
-                self._client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id
-                )
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
                 aborted += 1
         return aborted
 
