@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 from wharf.market.catalog import JobKind, LearnwareStatus, Role, User, UserState, repo
 
@@ -23,6 +24,7 @@ from ..enqueue import enqueue_check
 from ..metrics import queue_depths
 from ..problems import Problem
 from .forms import read_form
+from .owned import to_review
 from .render import PageError, page
 from .session import PageAdmin
 
@@ -44,8 +46,8 @@ def _figures(services: Services) -> dict[str, Any]:
         learnwares = repo.learnware_counts(s)
         jobs = repo.job_counts(s)
         users = {str(state): 0 for state in UserState}
-        for user in repo.list_users(s, limit=100_000):
-            users[str(user.state)] += 1
+        for state, n in s.execute(select(User.state, func.count()).group_by(User.state)):
+            users[str(state)] = n
     try:
         queues: dict[str, int] | None = queue_depths(services)
     except Exception as exc:  # a broker that does not answer: the page still shows the rest
@@ -158,29 +160,14 @@ async def user_action(
 # -- review ---------------------------------------------------------------------------------
 
 
-def _review(services: Services) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
+def _review(services: Services) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     with services.catalog.session(read_only=True) as s:
-        names = {u.id: u.name for u in repo.list_users(s, limit=100_000)}
-        for status in (LearnwareStatus.rejected, LearnwareStatus.pending, LearnwareStatus.checking):
-            items, total = repo.list_learnwares(s, status=status, limit=REVIEW_LIMIT)
-            rows = []
-            for lw in items:
-                job = repo.latest_job_for(s, lw.id, JobKind.check)
-                rows.append(
-                    {
-                        "id": repo.format_id(lw.id),
-                        "name": lw.name,
-                        "owner": names.get(lw.owner_id, "?"),
-                        "updated_at": lw.updated_at,
-                        "log": lw.check_log or "",
-                        "job": job.id if job is not None else "",
-                        "job_state": str(job.state) if job is not None else "",
-                        "under_way": job is not None and job.state in repo.UNFINISHED,
-                    }
-                )
-            out[str(status)] = rows
-            out[f"{status}_total"] = total  # type: ignore[assignment]
+        names = {uid: name for uid, name in s.execute(select(User.id, User.name))}
+        counts = repo.learnware_counts(s)
+        for status in ("rejected", "pending", "checking"):
+            out[status] = to_review(s, status, REVIEW_LIMIT, names)
+            out[f"{status}_total"] = counts.get(status, 0)
     return out
 
 

@@ -30,6 +30,7 @@ from ..deps import Services, ServicesDep, SessionDep
 from ..problems import Problem
 from ..routes import learnwares as learnware_routes
 from ..routes.jobs import ENDED, read_job, wait_for_job
+from .owned import own_learnwares
 from .render import PageError, page
 from .session import CSRF_FIELD, SignedIn, can_see_private, check_csrf, page_user
 
@@ -319,18 +320,7 @@ async def check_state(
 
 def _mine(services: Services, user: User) -> list[dict[str, Any]]:
     with services.catalog.session(read_only=True) as s:
-        items, _ = repo.list_learnwares(s, owner_id=user.id, limit=MINE_LIMIT)
-        checks = {lw.id: repo.latest_job_for(s, lw.id, JobKind.check) for lw in items}
-        return [
-            {
-                "id": repo.format_id(lw.id),
-                "name": lw.name,
-                "status": str(lw.status),
-                "updated_at": lw.updated_at,
-                "check": checks[lw.id].id if checks[lw.id] is not None else "",
-            }
-            for lw in items
-        ]
+        return own_learnwares(s, user.id, MINE_LIMIT)
 
 
 @router.get("/mine", response_class=HTMLResponse)
