@@ -11,7 +11,9 @@ no client or network time is counted. "CPU" is the process's CPU time over the s
 the work a request costs, whatever else the machine's cores are doing. Each page is asked
 ``--runs`` times after one warm-up; a learnware page "first view" asks a different learnware
 each time (its spec read and its picture drawn), "again" the same one (the picture cached).
-The baseline is the JSON API's answer to the same question in the same run: ``GET
+Signed-in pages are asked by a client signed in (a session cookie) as the owner of every
+learnware, or as an admin; 150 rejected submissions with a 40-line log and 150 pending ones
+wait for review. The baseline is the JSON API's answer to the same question in the same run: ``GET
 /v1/learnwares`` for a browse page, ``GET /v1/learnwares/{id}`` for a learnware page, ``GET
 /v1/jobs/{id}`` for a search result.
 Target: every page ≤ 200 ms (p95).
@@ -86,6 +88,61 @@ def finished_search(catalog, ids: list[str]) -> str:
         return job.id
 
 
+def signed_in(app, settings, catalog, name: str, role: str):
+    """A client signed in to the pages as ``name`` (made with a password if new)."""
+    import re
+
+    from fastapi.testclient import TestClient
+    from wharf.market.catalog import Role, repo
+
+    password = "bench passphrase"
+    with catalog.session() as s:
+        user = repo.get_user_by_name(s, name) or repo.create_user(s, name, Role(role))
+        repo.set_password(s, user, password)
+        email = user.email
+    client = TestClient(app)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+    r = client.post(
+        "/login",
+        data={"email": email, "password": password, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text[:300]
+    return client
+
+
+def submissions_to_review(catalog, n: int) -> str:
+    """``n`` rejected learnwares with a check log and ``n`` pending ones, as the review page
+    lists them; the id of one pending learnware's check job."""
+    import hashlib
+
+    from wharf.market.catalog import JobKind, repo
+
+    semantic = {
+        "Data": {"Type": "Class", "Values": ["Table"]},
+        "Task": {"Type": "Class", "Values": ["Classification"]},
+        "Library": {"Type": "Class", "Values": ["Scikit-learn"]},
+        "Scenario": {"Type": "Tag", "Values": ["Business"]},
+        "License": {"Type": "Class", "Values": ["MIT"]},
+        "Name": {"Type": "String", "Values": "submitted"},
+        "Description": {"Type": "String", "Values": "waiting for review"},
+    }
+    log = "model: predict() failed\n" + "Traceback line\n" * 40
+    with catalog.session() as s:
+        owner = repo.get_user_by_name(s, "bench").id
+        job_id = ""
+        for i in range(2 * n):
+            sha = hashlib.sha256(f"review {i}".encode()).hexdigest()
+            lw = repo.create_learnware(s, owner, semantic, sha, f"packages/{sha}.zip", 1)
+            job_id = repo.create_job(s, JobKind.check, owner_id=owner, learnware_id=lw.id).id
+            if i < n:
+                repo.claim_for_check(s, lw.id)
+                repo.finish_check(
+                    s, lw.id, accepted=False, log=log, spec_meta=None, stat_spec_json=None
+                )
+        return job_id
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--learnwares", type=int, default=5000)
@@ -109,8 +166,11 @@ def main() -> None:
     )
     ids = [repo.format_id(i) for i in range(1, args.learnwares + 1)]
     job_id = finished_search(catalog, ids)
+    check_id = submissions_to_review(catalog, 150)
     timer = ServerTimer(create_app(settings))
     client = TestClient(timer)
+    owner = signed_in(timer, settings, catalog, "bench", "user")
+    admin = signed_in(timer, settings, catalog, "root", "admin")
     rng = np.random.default_rng(0)
     cold_ids = iter(rng.permutation(ids).tolist())
     deep = args.learnwares // 20 // 2  # a page in the middle
@@ -128,6 +188,20 @@ def main() -> None:
         ("learnware page, again", lambda: f"/learnwares/{ids[0]}", False),
         ("search form `/search`", lambda: "/search", False),
         ("search result (20 singles, mixture of 3)", lambda: f"/searches/{job_id}", False),
+        ("signed in: account and tokens `/account`", lambda: "/account", False, owner),
+        ("signed in: submit form `/submit`", lambda: "/submit", False, owner),
+        ("signed in: own learnwares `/mine` (newest 100)", lambda: "/mine", False, owner),
+        ("signed in: a check's page", lambda: f"/checks/{check_id}", False, owner),
+        ("signed in: a check's state (script)", lambda: f"/checks/{check_id}/state", False, owner),
+        ("signed in: edit form", lambda: f"/learnwares/{ids[0]}/edit", False, owner),
+        ("admin: figures `/admin`", lambda: "/admin", False, admin),
+        ("admin: users `/admin/users`", lambda: "/admin/users", False, admin),
+        (
+            "admin: review, 100 rejected + 100 pending with logs",
+            lambda: "/admin/review",
+            False,
+            admin,
+        ),
         ("baseline: `GET /v1/learnwares?limit=20`", lambda: "/v1/learnwares?limit=20", True),
         (
             "baseline: same filters + text, same page",
@@ -141,10 +215,11 @@ def main() -> None:
         ("baseline: `GET /v1/jobs/{id}`", lambda: f"/v1/jobs/{job_id}", True),
     ]
     rows, worst = [], 0.0
-    for label, url, baseline in cases:
+    for label, url, baseline, *who in cases:
         times, cpu, size = [], [], 0
+        asking = who[0] if who else client
         for turn in range(args.runs + 1):
-            r = client.get(url())
+            r = asking.get(url())
             assert r.status_code == 200, (url(), r.status_code, r.text[:300])
             if turn:  # the first turn warms up
                 times.append(timer.last)
