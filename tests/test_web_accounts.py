@@ -312,3 +312,40 @@ def test_the_header_shows_who_is_signed_in(site):
     sign_in(b, email)
     page = b.get("/").text
     assert ">root</a>" in page and 'action="/logout"' in page and 'href="/admin"' in page
+
+
+def test_wharf_admin_user_commands(tmp_path, monkeypatch, capsys):
+    """An admin gives themself a password for the pages, approves, disables and promotes."""
+    import io
+
+    from wharf.cli.main import main
+    from wharf.market.settings import get_settings
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    monkeypatch.setenv("WHARF_DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        catalog = Catalog.create(url)
+        with catalog.session() as s:
+            repo.create_user(s, "root", Role.admin, email="root@example.org")
+            repo.create_user(s, "dan", email="dan@example.org").state = UserState.pending
+        monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+        assert main(["admin", "user", "password", "root@example.org", "--stdin"]) == 0
+        assert "can sign in to the pages as root@example.org" in capsys.readouterr().out
+        monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+        assert main(["admin", "user", "password", "root", "--stdin"]) == 1
+        assert "at least 10 characters" in capsys.readouterr().err
+        assert main(["admin", "user", "list", "--pending"]) == 0
+        listed = capsys.readouterr().out
+        assert "dan@example.org" in listed and "root" not in listed
+        assert main(["admin", "user", "approve", "dan"]) == 0
+        assert main(["admin", "user", "role", "dan", "admin"]) == 0
+        assert main(["admin", "user", "disable", "dan@example.org"]) == 0
+        assert main(["admin", "user", "enable", "nobody"]) == 1
+        assert "no user 'nobody'" in capsys.readouterr().err
+        with catalog.session() as s:
+            dan = repo.get_user_by_name(s, "dan")
+            assert dan.state == UserState.disabled and dan.role == Role.admin
+            assert repo.check_login(s, "root@example.org", PASSWORD).name == "root"
+    finally:
+        get_settings.cache_clear()
