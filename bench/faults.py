@@ -721,21 +721,28 @@ def drill_check_pool(ctx: Ctx, out: Outcome) -> None:
                         killed.add(v.worker)
                         log(f"round {round_ + 1}: killed pool process {v.worker} ({v.id[:8]})")
                     time.sleep(1.0)
-                last_fault = time.monotonic()
-                views = follow(cat, ids, last_fault + LOST_AFTER_S)
-                tally(out, views, first_fault, m.data_dir)
-                if out.recovery_s is not None:
-                    out.recovery_note = "from the first kill"
-                out.notes.append(
-                    f"{len(killed)} pool processes killed in 3 rounds; " + outcomes_text(views)
-                )
-                out.notes += loss_notes(views, first_fault, m.data_dir)
+                views = follow(cat, ids, time.monotonic() + LOST_AFTER_S)
+                tally_rounds(out, views, len(killed), first_fault, m.data_dir)
     finally:
         redis.kill()
     disk_left(ctx.root, ctx.data_dir, out)
 
 
-def drill_search_worker(ctx: Ctx, out: Outcome) -> None:
+def tally_rounds(
+    out: Outcome, views: list[JobView], killed: int, first_fault, data_dir: Path
+) -> None:
+    """:func:`tally` for the drills that kill pool processes in rounds."""
+    tally(out, views, first_fault, data_dir)
+    if out.recovery_s is not None:
+        out.recovery_note = "from the first kill"
+    out.notes.append(f"{killed} pool processes killed in 3 rounds; " + outcomes_text(views))
+    out.notes += loss_notes(views, first_fault, data_dir)
+
+
+@contextlib.contextmanager
+def searchable_market(ctx: Ctx) -> Iterator[tuple[LocalMarket, WharfClient]]:
+    """Redis (AOF), two workers, three digits learnwares accepted and both workers' index
+    loaded; the market stopped and Redis killed afterwards."""
     redis = Redis(ctx.root / "redis", aof=True)
     redis.start()
     try:
@@ -743,46 +750,48 @@ def drill_search_worker(ctx: Ctx, out: Outcome) -> None:
             with LocalMarket(ctx.data_dir, workers=2) as m, WharfClient(m.url, m.token) as c:
                 _wait_for_workers(m, 2)
                 base_market(c, ctx.examples, ("digits 0-4", "digits 5-9", "digits even"))
-                # both workers load their index before the drill
-                for _ in range(4):
+                for _ in range(4):  # both workers load their index before the drill
                     c.wait(c.start_search(spec=ctx.digits_spec, top=3), timeout=120)
-                cat = ctx.catalog()
-                # A search takes tens of milliseconds: the workers' consumers are paused while
-                # the 50 are queued, so that the kill finds them queued and running.
-                for p in m.procs[:2]:
-                    pause_consumer(p.pid)
-                try:
-                    ids = [c.start_search(spec=ctx.digits_spec, top=3) for _ in range(50)]
-                finally:
-                    for p in m.procs[:2]:
-                        os.kill(p.pid, signal.SIGCONT)
-                # the queue is first in, first out: look at its head only, to kill quickly
-                victim = wait_for(
-                    lambda: running(cat, ids[:8], "search"), 60, "a running search", 0.01
-                )[0]
-                proc = holder_proc(m, victim.worker)
-                assert proc is not None, victim.worker
-                fault_at = now_utc()
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                done_before = sum(v.state in TERMINAL for v in jobs(cat, ids))
-                log(f"killed worker pid {proc.pid} (group) holding search {victim.id}")
-                views = follow(cat, ids, time.monotonic() + LOST_AFTER_S)
-                tally(out, views, fault_at, m.data_dir)
-                out.notes.append(f"{done_before} of the 50 searches had ended at the kill")
-                out.notes += loss_notes(views, fault_at, m.data_dir)
-                last_other = max(
-                    (x.finished_at for x in views if x.worker_losses == 0 and x.finished_at),
-                    default=None,
-                )
-                if last_other is not None:
-                    out.notes.append(
-                        "the searches the kill did not touch had all ended "
-                        f"{(last_other - fault_at).total_seconds():.1f} s after it"
-                    )
-                out.notes.append(outcomes_text(views))
+                yield m, c
     finally:
         redis.kill()
+
+
+def drill_search_worker(ctx: Ctx, out: Outcome) -> None:
+    with searchable_market(ctx) as (m, c):
+        cat = ctx.catalog()
+        # A search takes tens of milliseconds: the workers' consumers are paused while
+        # the 50 are queued, so that the kill finds them queued and running.
+        for p in m.procs[:2]:
+            pause_consumer(p.pid)
+        try:
+            ids = [c.start_search(spec=ctx.digits_spec, top=3) for _ in range(50)]
+        finally:
+            for p in m.procs[:2]:
+                os.kill(p.pid, signal.SIGCONT)
+        # the queue is first in, first out: look at its head only, to kill quickly
+        victim = wait_for(lambda: running(cat, ids[:8], "search"), 60, "a running search", 0.01)[0]
+        proc = holder_proc(m, victim.worker)
+        assert proc is not None, victim.worker
+        fault_at = now_utc()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done_before = sum(v.state in TERMINAL for v in jobs(cat, ids))
+        log(f"killed worker pid {proc.pid} (group) holding search {victim.id}")
+        views = follow(cat, ids, time.monotonic() + LOST_AFTER_S)
+        tally(out, views, fault_at, m.data_dir)
+        out.notes.append(f"{done_before} of the 50 searches had ended at the kill")
+        out.notes += loss_notes(views, fault_at, m.data_dir)
+        last_other = max(
+            (x.finished_at for x in views if x.worker_losses == 0 and x.finished_at),
+            default=None,
+        )
+        if last_other is not None:
+            out.notes.append(
+                "the searches the kill did not touch had all ended "
+                f"{(last_other - fault_at).total_seconds():.1f} s after it"
+            )
+        out.notes.append(outcomes_text(views))
     disk_left(ctx.root, ctx.data_dir, out)
 
 
@@ -794,47 +803,31 @@ def pause_consumer(pid: int) -> None:
 
 
 def drill_search_pool(ctx: Ctx, out: Outcome) -> None:
-    redis = Redis(ctx.root / "redis", aof=True)
-    redis.start()
-    try:
-        with environment(ctx.env(redis.url)):
-            with LocalMarket(ctx.data_dir, workers=2) as m, WharfClient(m.url, m.token) as c:
-                _wait_for_workers(m, 2)
-                base_market(c, ctx.examples, ("digits 0-4", "digits 5-9", "digits even"))
-                for _ in range(4):  # both workers load their index before the drill
-                    c.wait(c.start_search(spec=ctx.digits_spec, top=3), timeout=120)
-                cat = ctx.catalog()
-                ids: list[str] = []
-                killed: list[str] = []
-                first_fault: datetime.datetime | None = None
-                for round_ in range(3):
-                    for p in m.procs[:2]:
-                        pause_consumer(p.pid)
-                    try:
-                        batch = [c.start_search(spec=ctx.digits_spec, top=3) for _ in range(20)]
-                    finally:
-                        for p in m.procs[:2]:
-                            os.kill(p.pid, signal.SIGCONT)
-                    ids += batch
-                    victim = wait_for(
-                        lambda b=batch: running(cat, b[:6], "search"), 60, "a running search", 0.01
-                    )[0]
-                    first_fault = first_fault or now_utc()
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(victim.worker.rpartition(":")[2]), signal.SIGKILL)
-                    killed.append(victim.worker)
-                    log(f"round {round_ + 1}: killed search pool process {victim.worker}")
-                    time.sleep(1.0)
-                views = follow(cat, ids, time.monotonic() + LOST_AFTER_S)
-                tally(out, views, first_fault, m.data_dir)
-                if out.recovery_s is not None:
-                    out.recovery_note = "from the first kill"
-                out.notes.append(
-                    f"{len(killed)} pool processes killed in 3 rounds; " + outcomes_text(views)
-                )
-                out.notes += loss_notes(views, first_fault, m.data_dir)
-    finally:
-        redis.kill()
+    with searchable_market(ctx) as (m, c):
+        cat = ctx.catalog()
+        ids: list[str] = []
+        killed: list[str] = []
+        first_fault: datetime.datetime | None = None
+        for round_ in range(3):
+            for p in m.procs[:2]:
+                pause_consumer(p.pid)
+            try:
+                batch = [c.start_search(spec=ctx.digits_spec, top=3) for _ in range(20)]
+            finally:
+                for p in m.procs[:2]:
+                    os.kill(p.pid, signal.SIGCONT)
+            ids += batch
+            victim = wait_for(
+                lambda b=batch: running(cat, b[:6], "search"), 60, "a running search", 0.01
+            )[0]
+            first_fault = first_fault or now_utc()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(victim.worker.rpartition(":")[2]), signal.SIGKILL)
+            killed.append(victim.worker)
+            log(f"round {round_ + 1}: killed search pool process {victim.worker}")
+            time.sleep(1.0)
+        views = follow(cat, ids, time.monotonic() + LOST_AFTER_S)
+        tally_rounds(out, views, len(killed), first_fault, m.data_dir)
     disk_left(ctx.root, ctx.data_dir, out)
 
 
