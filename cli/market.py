@@ -109,6 +109,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="download a learnware package")
     p.add_argument("learnware_id")
     p.add_argument("-o", "--output", required=True, help="the zip to write, or a folder")
+    p.add_argument(
+        "--original",
+        action="store_true",
+        help="the package's bytes as uploaded (by default: the layout the learnware package's "
+        "loader reads, files at the root and the learnware's id in learnware.yaml)",
+    )
     add_common(p)
     p.set_defaults(func=cmd_download)
 
@@ -375,7 +381,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         target = target / f"learnware-{args.learnware_id}.zip"
     output_file(target)
     with client_for(args) as client:
-        path = client.download(args.learnware_id, target)
+        path = client.download(args.learnware_id, target, original=args.original)
     print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0
 

@@ -87,12 +87,17 @@ class WharfClient:
     def delete(self, learnware_id: str) -> None:
         self._raise(self.http.delete(f"/v1/learnwares/{learnware_id}"))
 
-    def download(self, learnware_id: str, path: str | Path) -> Path:
-        """Stream the package to ``path`` (following a presigned-URL redirect)."""
+    def download(self, learnware_id: str, path: str | Path, *, original: bool = False) -> Path:
+        """Stream the package to ``path`` (following a presigned-URL redirect): in the layout
+        the ``learnware`` package's loader reads, or with ``original`` the bytes as uploaded."""
         path = Path(path)
         tmp = path.with_name(path.name + ".part")
+        params = {"original": "true"} if original else None
         with self.http.stream(
-            "GET", f"/v1/learnwares/{learnware_id}/package", follow_redirects=True
+            "GET",
+            f"/v1/learnwares/{learnware_id}/package",
+            params=params,
+            follow_redirects=True,
         ) as response:
             if response.status_code >= 400:
                 response.read()

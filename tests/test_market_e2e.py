@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from wharf.cli.serve import LocalMarket
 from wharf.client import WharfClient, WharfError
 from wharf.examples.learnwares import build_examples
@@ -179,6 +180,12 @@ def test_mixture_for_a_user_spanning_two_learnwares(accepted, users, examples):
     assert set(mix["ids"]) == {accepted["diabetes female"], accepted["diabetes male"]}
 
 
+def _package_folder(package) -> str:
+    """The folder of a package's learnware.yaml inside its zip ("" at the root), with its slash."""
+    names = zipfile.ZipFile(package).namelist()
+    return next(n for n in names if n.endswith("learnware.yaml"))[: -len("learnware.yaml")]
+
+
 def _bad_package(tmp_path: Path, ex, mutate) -> Path:
     files = {}
     with zipfile.ZipFile(ex.package) as zf:
@@ -253,8 +260,8 @@ def test_auth_and_ownership(accepted, users, market):
 def test_delete_removes_it_from_search(users, examples, tmp_path):
     alice = users["alice"]
     ex = examples[3]
-    top = next(iter(zipfile.ZipFile(ex.package).namelist())).split("/")[0]
-    package = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}/README.txt": b"another copy"})
+    top = _package_folder(ex.package)
+    package = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}README.txt": b"another copy"})
     sub = alice.submit(package, ex.semantic)
     alice.wait(sub["job_id"], timeout=180)
     spec = RKME(n_points=30, seed=3, device="cpu").fit(ex.X_test)
@@ -317,16 +324,20 @@ def test_cli_against_a_running_market(
 
     semantic = tmp_path / "semantic.json"
     semantic.write_text(json.dumps(ex.semantic))
-    top = next(iter(zipfile.ZipFile(ex.package).namelist())).split("/")[0]
-    package = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}/NOTE.txt": b"cli"})
+    top = _package_folder(ex.package)
+    package = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}NOTE.txt": b"cli"})
     assert main(["submit", str(package), "--semantic", str(semantic), "--wait"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.endswith("accepted")
     lid = line.split()[1].rstrip(":")
 
     out_zip = tmp_path / "dl.zip"
-    assert main(["download", lid, "-o", str(out_zip)]) == 0
+    assert main(["download", lid, "-o", str(out_zip), "--original"]) == 0
     assert out_zip.read_bytes() == package.read_bytes()
+    assert main(["download", lid, "-o", str(out_zip)]) == 0  # the reference loader's layout
+    served = zipfile.ZipFile(out_zip)
+    assert str(yaml.safe_load(served.read("learnware.yaml"))["id"]) == lid
+    assert served.read("NOTE.txt") == b"cli"
     assert main(["admin", "token", "create", "--name", "x", "--user", "mallory"]) == 1
     assert "only admins" in capsys.readouterr().err
 
@@ -408,8 +419,8 @@ def test_cli_a_rejected_learnware_is_fixed_and_sent_again(
     monkeypatch.setenv("WHARF_URL", market.url)
     monkeypatch.setenv("WHARF_TOKEN", users["alice"].http.headers["Authorization"].split()[1])
     ex = next(e for e in examples if e.name == "digits even")
-    top = next(iter(zipfile.ZipFile(ex.package).namelist())).split("/")[0]
-    package = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}/FIX.txt": b"1"})
+    top = _package_folder(ex.package)
+    package = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}FIX.txt": b"1"})
     right, wrong = tmp_path / "right.json", tmp_path / "wrong.json"
     right.write_text(json.dumps(ex.semantic))
     wrong.write_text(json.dumps({**ex.semantic, "Output": {"Dimension": 3, "Description": {}}}))
@@ -446,7 +457,7 @@ def test_cli_a_rejected_learnware_is_fixed_and_sent_again(
     assert main(["jobs", job]) == 1  # the first check's verdict stands, with what came after
     assert capsys.readouterr().out == f"learnware {lid}: rejected by this check; accepted now\n"
 
-    newer = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}/FIX.txt": b"2"})
+    newer = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}FIX.txt": b"2"})
     assert main(["update", lid, "--package", str(newer), "--wait"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"learnware {lid}: accepted"
     assert main(["update", lid, "--semantic", str(right)]) == 0
@@ -494,9 +505,9 @@ def test_interrupted_checks_are_queued_again_at_start(examples, tmp_path, monkey
 def test_a_new_package_is_checked_again(users, examples, tmp_path):
     alice = users["alice"]
     ex = examples[4]
-    top = next(iter(zipfile.ZipFile(ex.package).namelist())).split("/")[0]
-    first = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}/V.txt": b"1"})
-    second = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}/V.txt": b"2"})
+    top = _package_folder(ex.package)
+    first = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}V.txt": b"1"})
+    second = _bad_package(tmp_path, ex, lambda f: {**f, f"{top}V.txt": b"2"})
     sub = alice.submit(first, ex.semantic)
     alice.wait(sub["job_id"], timeout=180)
     edit = alice.update(sub["learnware_id"], package=second)
