@@ -70,7 +70,7 @@ def semantic_stage(
     if requirement is None or not (tagged or requirement.name):
         return None, {}
     name = (requirement.name or "").lower()
-    with catalog.session() as s:
+    with catalog.session(read_only=True) as s:
         rows = repo.semantic_candidates(s, requirement, with_text=bool(name))
     if name:
         keep = fuzzy_name_matches(
@@ -107,7 +107,7 @@ def run_search(
     allowed, _ = semantic_stage(catalog, semantic)
     if spec is None:
         if allowed is None:
-            with catalog.session() as s:
+            with catalog.session(read_only=True) as s:
                 allowed = np.asarray(repo.accepted_spec_ids(s), dtype=np.int64)
         # A semantic-only answer lists matches, not the whole market: at most top, or
         # SEMANTIC_ONLY_MAX; stats.semantic_matches says how many matched.

@@ -95,7 +95,7 @@ class IndexSync:
 
     def _build_from_catalog(self) -> MarketIndex:
         index = MarketIndex(self.config)
-        with self.catalog.session() as s:
+        with self.catalog.session(read_only=True) as s:
             # Entries logged in the last gap_timeout_s may belong to transactions that are
             # still open; start before them so the first catch-up reads them again.
             since = datetime.now(UTC) - timedelta(seconds=self.gap_timeout_s)
@@ -113,7 +113,10 @@ class IndexSync:
             return 0
         with self._lock:
             index = self.index
-            with self.catalog.session() as s:
+            # Reads only: a deferred transaction, which takes no write lock (on SQLite a
+            # read-write session holds it from BEGIN IMMEDIATE, so every search would wait for
+            # the API's and the other workers' writes and hold up theirs).
+            with self.catalog.session(read_only=True) as s:
                 entries = repo.index_changes_after(s, self.high)
                 if self.gaps:
                     entries += repo.index_changes_in(s, list(self.gaps))
@@ -146,7 +149,7 @@ class IndexSync:
         """Make the index hold exactly the accepted specs of these learnwares."""
         for start in range(0, len(learnware_ids), LOAD_BATCH):
             batch = learnware_ids[start : start + LOAD_BATCH]
-            with self.catalog.session() as s:
+            with self.catalog.session(read_only=True) as s:
                 rows = repo.index_entries(s, batch)
             found = {lid for lid, _ in rows}
             index.remove([lid for lid in batch if lid not in found])
