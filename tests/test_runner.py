@@ -79,7 +79,7 @@ def test_sandboxed_and_in_process_predictions_agree(bwrap: str) -> None:
     with Learnware.load(ex.package, time_limit_s=20) as boxed:
         assert boxed.sandboxed and boxed.id == "digits-0-4"
         assert isinstance(boxed.spec, RKME) and boxed.input_shape == (64,)
-        assert boxed.semantic is None
+        assert boxed.semantic["Model"]["Values"] == ["Others"]  # the spec file the package names
         first = boxed.predict(X)
         again = boxed.predict(X)  # the package is extracted once; each call is a new sandbox
     with Learnware.load(ex.package, sandbox=False) as local:
