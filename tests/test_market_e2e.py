@@ -516,8 +516,8 @@ def test_a_new_package_is_checked_again(users, examples, tmp_path):
     lw = alice.learnware(sub["learnware_id"])
     assert lw["status"] == "accepted"
     assert lw["content_sha256"] == __import__("hashlib").sha256(second.read_bytes()).hexdigest()
-    dl = alice.http.get(f"/v1/learnwares/{sub['learnware_id']}/package", params={"original": True})
-    assert dl.content == second.read_bytes()
+    got = alice.download(sub["learnware_id"], tmp_path / "got.zip", original=True)
+    assert got.read_bytes() == second.read_bytes()
     alice.delete(sub["learnware_id"])
 
 
