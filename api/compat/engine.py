@@ -7,30 +7,23 @@ answers with one page of it in the deployed market's lists.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import threading
-import time
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from wharf.market.catalog import JobKind, Learnware, Role, User, repo
-from wharf.market.store import ObjectTooLarge, StoreError
+from wharf.market.catalog import Learnware, Role, User, repo
 from wharf.specification import semantic
 from wharf.specification.errors import SpecificationError
 from wharf.specification.files import loads_spec
 
 from ..deps import FormFields, IdentityFirstRoute, Reader, Services, ServicesDep, SessionDep
-from ..enqueue import enqueue_search
 from ..forms import semantic_spec_field
 from ..routes import learnwares
 from ..routes.jobs import ENDED, wait_for_job
-from ..routes.searches import requirement_problem
+from ..routes.searches import create_search_job, unmatched_requirement
 from .envelope import ADMIN_REQUIRED, BAD_PARAMETERS, ENGINE_ERROR, SPEC_ERROR, CompatError, ok
 from .views import VERIFY_STATUS, last_modify, semantic_specification
 
@@ -147,6 +140,7 @@ def _queue_search(
     ``POST /v1/searches`` does); the job's id."""
     requirement = semantic_spec_field(semantic_text or "{}", requirement=True)
     request: dict[str, Any] = {"semantic": requirement, "top": top, "max_search_num": 5}
+    text = None
     if upload is not None:
         limit = services.settings.max_spec_bytes
         text = upload.file.read(limit + 1)
@@ -158,48 +152,10 @@ def _queue_search(
             spec = loads_spec(text, services.settings.spec_limits)
         except SpecificationError as exc:
             raise CompatError(SPEC_ERROR, f"statistical_specification: {exc}", status=422) from None
-        problem = requirement_problem(spec, requirement, _partitions(services))
-        if problem is not None:  # perhaps a partition newer than the cached list
-            problem = requirement_problem(spec, requirement, _partitions(services, fresh=True))
+        problem = unmatched_requirement(services, spec, requirement)
         if problem is not None:
             raise CompatError(SPEC_ERROR, f"statistical_specification: {problem}", status=422)
-        key = request["spec_key"] = f"searches/{uuid.uuid4().hex}.json"
-        try:
-            services.store.put(key, io.BytesIO(text), max_bytes=limit, durable=False)
-        except ObjectTooLarge:
-            raise CompatError(
-                BAD_PARAMETERS, "the statistical specification is too large", status=413
-            ) from None
-    try:
-        job = repo.create_job(
-            session, JobKind.search, owner_id=user.id if user else None, request=request
-        )
-        session.commit()
-    except BaseException:
-        if "spec_key" in request:
-            with contextlib.suppress(StoreError):
-                services.store.delete(request["spec_key"])
-        raise
-    enqueue_search(services, session, job)
-    return job.id
-
-
-#: Seconds the market's partitions are reused between searches (a spec that matches none of
-#: them is checked against a fresh list, so a new partition is never refused for the cache).
-PARTITIONS_TTL_S = 30.0
-_partitions_cache: tuple[float, list] = (0.0, [])
-_partitions_lock = threading.Lock()
-
-
-def _partitions(services: Services, *, fresh: bool = False) -> list:
-    global _partitions_cache
-    with _partitions_lock:
-        at, parts = _partitions_cache
-        if fresh or time.monotonic() - at > PARTITIONS_TTL_S:
-            with services.catalog.session(read_only=True) as s:
-                parts = repo.spec_partitions(s)
-            _partitions_cache = (time.monotonic(), parts)
-        return parts
+    return create_search_job(services, session, user, request, text)
 
 
 def _answer(

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 import weakref
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from sqlalchemy.orm import Session
@@ -94,13 +94,33 @@ def _queue_search(
     """Check the requirement, store its spec, create the job and send it; the job's id."""
     semantic = semantic_spec_field(semantic_spec, requirement=True) if semantic_spec else None
     spec_text, spec = _read_spec(stat_spec, services.settings) if stat_spec else (None, None)
-    request_fields = {"semantic": semantic, "top": top, "max_search_num": max_search_num}
     if spec is not None:
-        problem = requirement_problem(spec, semantic, _partitions(services))
-        if problem is not None:
-            problem = requirement_problem(spec, semantic, _partitions(services, fresh=True))
+        problem = unmatched_requirement(services, spec, semantic)
         if problem is not None:
             raise Problem(422, f"stat_spec: {problem}", field="stat_spec")
+    request_fields = {"semantic": semantic, "top": top, "max_search_num": max_search_num}
+    return create_search_job(services, session, user, request_fields, spec_text)
+
+
+def unmatched_requirement(services: Services, spec, semantic: dict | None) -> str | None:
+    """Why no accepted learnware's spec compares with ``spec`` (:func:`requirement_problem`),
+    against the cached partitions and then, before refusing, a fresh list of them."""
+    problem = requirement_problem(spec, semantic, _partitions(services))
+    if problem is not None:  # perhaps a partition newer than the cached list
+        problem = requirement_problem(spec, semantic, _partitions(services, fresh=True))
+    return problem
+
+
+def create_search_job(
+    services: Services,
+    session: Session,
+    user: User | None,
+    request_fields: dict[str, Any],
+    spec_text: bytes | None,
+) -> str:
+    """Keep the checked requirement spec in the job's request (small) or the store, create the
+    search job and send it; the job's id. Shared by ``/v1`` and the reference client's API."""
+    if spec_text is not None:
         inline = _inline_spec(spec_text)
         if inline is not None:
             request_fields["spec"] = inline
