@@ -85,26 +85,32 @@ def save_spec(spec: RKME | RKMEImage, path: str | os.PathLike) -> None:
 
 
 def load_spec(path: str | os.PathLike) -> RKME | RKMEImage:
+    return loads_spec(read_spec_file(path))
+
+
+def read_spec_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """A spec file's bytes, its size checked before it is read."""
     path = Path(path)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         raise SpecificationError(f"spec file {str(path)!r} does not exist") from None
-    if size > MAX_FILE_BYTES:
-        raise SpecificationError(f"spec file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
-    return loads_spec(path.read_bytes())
+    if size > max_bytes:
+        raise SpecificationError(f"spec file is {size} bytes, over the {max_bytes}-byte limit")
+    return path.read_bytes()
 
 
 def _refuse_constant(name: str) -> float:
     raise SpecificationError(f"spec contains {name}; every number must be finite")
 
 
-def loads_spec(text: str | bytes, limits: SpecLimits = NO_LIMITS) -> RKME | RKMEImage:
-    """Parse a spec file's content; anything over ``limits`` is refused before numpy sees it."""
-    if len(text) > MAX_FILE_BYTES:
-        raise SpecificationError(f"spec is over the {MAX_FILE_BYTES}-byte limit")
+def parse_spec_json(text: str | bytes, max_bytes: int = MAX_FILE_BYTES) -> Any:
+    """A spec file's JSON, with a :class:`SpecificationError` a person can act on for text that
+    is too long, not JSON, not UTF-8 or nested too deeply; NaN and infinities refused."""
+    if len(text) > max_bytes:
+        raise SpecificationError(f"spec is over the {max_bytes}-byte limit")
     try:
-        data = load_json(text, parse_constant=_refuse_constant)
+        return load_json(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise SpecificationError(
             f"spec is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -113,7 +119,11 @@ def loads_spec(text: str | bytes, limits: SpecLimits = NO_LIMITS) -> RKME | RKME
         raise SpecificationError("spec is not UTF-8 text") from None
     except RecursionError:
         raise SpecificationError("spec is nested too deeply to be a spec file") from None
-    return spec_from_dict(data, limits)
+
+
+def loads_spec(text: str | bytes, limits: SpecLimits = NO_LIMITS) -> RKME | RKMEImage:
+    """Parse a spec file's content; anything over ``limits`` is refused before numpy sees it."""
+    return spec_from_dict(parse_spec_json(text), limits)
 
 
 def spec_from_dict(data: Any, limits: SpecLimits = NO_LIMITS) -> RKME | RKMEImage:

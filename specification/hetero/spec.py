@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SpecificationError
-from ..jsonio import load_json
+from ..files import parse_spec_json, read_spec_file
 from ..limits import SpecLimits
 from ..rkme import RKME
 
@@ -107,35 +107,14 @@ def save_hetero_spec(spec: HeteroMapTableSpecification, path: str | os.PathLike)
 
 
 def load_hetero_spec(path: str | os.PathLike) -> HeteroMapTableSpecification:
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise SpecificationError(f"spec file {str(path)!r} does not exist") from None
-    if size > MAX_FILE_BYTES:
-        raise SpecificationError(f"spec file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
-    return loads_hetero_spec(path.read_bytes())
-
-
-def _refuse_constant(name: str) -> float:
-    raise SpecificationError(f"spec contains {name}; every number must be finite")
+    return loads_hetero_spec(read_spec_file(path, MAX_FILE_BYTES))
 
 
 def loads_hetero_spec(
     text: str | bytes, limits: SpecLimits = _NO_LIMITS
 ) -> HeteroMapTableSpecification:
     """Parse a hetero spec file; anything over ``limits`` is refused before numpy reads it."""
-    if len(text) > MAX_FILE_BYTES:
-        raise SpecificationError(f"spec is over the {MAX_FILE_BYTES}-byte limit")
-    try:
-        data = load_json(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise SpecificationError(
-            f"spec is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except (UnicodeDecodeError, RecursionError):
-        raise SpecificationError("spec is not a JSON spec file") from None
-    return hetero_spec_from_dict(data, limits)
+    return hetero_spec_from_dict(parse_spec_json(text, MAX_FILE_BYTES), limits)
 
 
 def hetero_spec_from_dict(
