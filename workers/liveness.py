@@ -86,12 +86,14 @@ def begin(catalog: Catalog, job_id: str, settings: Settings) -> Job | None:
     :class:`HeldElsewhere` while a live worker holds it. The returned job is for reading."""
     worker = this_worker()
     with catalog.session() as s:
+        started = repo.start_job(s, job_id, worker)  # the common case: queued, one statement
+        if started is not None:
+            s.expunge(started)
+            return started
         job = repo.get_job(s, job_id)
-        if job is None or job.state not in (JobState.queued, JobState.running):
+        if job is None or job.state != JobState.running:
             return None
-        if job.state == JobState.queued:
-            started = repo.start_job(s, job_id, worker)
-        elif holder_gone(job, settings):
+        if holder_gone(job, settings):
             started = repo.take_over_job(s, job_id, worker, holder=job.worker)
             if started is not None:
                 log.warning(

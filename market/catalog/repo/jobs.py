@@ -100,22 +100,26 @@ def _job_update(s: Session, job_id: str, states: Iterable[JobState], **values: A
 
 def start_job(s: Session, job_id: str, worker: str | None = None) -> Job | None:
     """``queued`` → ``running``, held by ``worker`` (``"host:pid"``); ``None`` unless queued.
+    One ``UPDATE … RETURNING``: a search's start is on its round trip.
 
     A job already running is held by a live worker, or by a lost one: only
     :func:`take_over_job` starts it again.
     """
     now = utcnow()
-    started = _job_update(
-        s,
-        job_id,
-        (JobState.queued,),
-        state=JobState.running,
-        attempts=Job.attempts + 1,
-        started_at=now,
-        worker=worker,
-        heartbeat_at=now,
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.queued)
+        .values(
+            state=JobState.running,
+            attempts=Job.attempts + 1,
+            started_at=now,
+            worker=worker,
+            heartbeat_at=now,
+        )
+        .returning(Job)
     )
-    return s.get(Job, job_id, populate_existing=True) if started else None
+    options = {"populate_existing": True, "synchronize_session": False}
+    return s.scalars(stmt, execution_options=options).one_or_none()
 
 
 def take_over_job(s: Session, job_id: str, worker: str, *, holder: str | None) -> Job | None:
