@@ -135,9 +135,10 @@ class ResultChannel:
 
     def _read(self) -> bytes:
         """The next bytes of the pipe; ``b""`` at its end (or when told to stop)."""
+        poll = select.poll()  # not select(): it refuses descriptors past 1023
+        poll.register(self._read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         while not self._stop.is_set():
-            ready, _, _ = select.select([self._read_fd], [], [], 0.1)
-            if ready:
+            if poll.poll(100):
                 return os.read(self._read_fd, _CHUNK)
         return b""
 

@@ -95,6 +95,27 @@ def test_sandboxed_and_in_process_predictions_agree(bwrap: str) -> None:
     assert importlib.util.find_spec("learnware") is None
 
 
+def test_a_process_with_a_thousand_open_files_still_runs_sandboxed(bwrap: str) -> None:
+    """The result pipe's descriptor may be past 1023 in a long-lived process (a worker, a
+    notebook, a test run): the runner must still read it (select() cannot)."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this machine allows {hard} open files, fewer than the test needs")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        ex = example("digits 0-4")
+        with Learnware.load(ex.package, time_limit_s=20) as boxed:
+            assert boxed.predict(ex.X_test[:5]).shape == (5, 10)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_two_in_process_learnwares_keep_their_own_modules() -> None:
     with (
         Learnware.load(example("diabetes female").package, sandbox=False) as a,
