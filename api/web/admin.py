@@ -163,10 +163,9 @@ async def user_action(
 def _review(services: Services) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with services.catalog.session(read_only=True) as s:
-        names = {uid: name for uid, name in s.execute(select(User.id, User.name))}
         counts = repo.learnware_counts(s)
         for status in ("rejected", "pending", "checking"):
-            out[status] = to_review(s, status, REVIEW_LIMIT, names)
+            out[status] = to_review(s, status, REVIEW_LIMIT)
             out[f"{status}_total"] = counts.get(status, 0)
     return out
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from wharf.market.catalog import Job, JobKind, Learnware, repo
+from wharf.market.catalog import Job, JobKind, Learnware, User, repo
 
 
 def latest_checks(s: Session, ids: list[int]) -> dict[int, Job]:
@@ -56,8 +56,8 @@ def own_learnwares(s: Session, owner_id: int, limit: int) -> list[dict[str, Any]
     ]
 
 
-def to_review(s: Session, status: str, limit: int, names: dict[int, str]) -> list[dict[str, Any]]:
-    """The newest learnwares of ``status`` with their logs and latest check."""
+def to_review(s: Session, status: str, limit: int) -> list[dict[str, Any]]:
+    """The newest learnwares of ``status`` with their logs, latest check and owner's name."""
     rows = _rows(
         s,
         Learnware.status == status,
@@ -68,6 +68,10 @@ def to_review(s: Session, status: str, limit: int, names: dict[int, str]) -> lis
         Learnware.check_log,
     )
     checks = latest_checks(s, [r.id for r in rows])
+    owners = {r.owner_id for r in rows}
+    names = {
+        uid: name for uid, name in s.execute(select(User.id, User.name).where(User.id.in_(owners)))
+    }
     out = []
     for r in rows:
         job = checks.get(r.id)
