@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,7 +100,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--steps", type=int, default=None, help="with --data: fit steps (see wharf spec fit)"
     )
-    p.add_argument("--semantic", help="requirement semantic spec JSON file")
+    p.add_argument(
+        "--label", help="with --data: the CSV's label column, left out of the RKME (by name)"
+    )
+    p.add_argument(
+        "--semantic",
+        help="requirement semantic spec JSON file (`wharf spec describe CSV` starts one "
+        "describing your columns, for a heterogeneous search)",
+    )
+    p.add_argument(
+        "--hetero",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="search the learnwares whose columns differ from yours, through the market's "
+        "map (--semantic must describe every column), or never (--no-hetero); by default "
+        "when no learnware has your columns and --semantic describes them all",
+    )
     p.add_argument("--top", type=int, default=None, help="at most this many single results")
     p.add_argument("--gamma", type=float, default=0.1, help="with --data: kernel parameter")
     p.add_argument("--json", action="store_true", help="print the raw result as JSON")
@@ -342,12 +358,20 @@ def cmd_search(args: argparse.Namespace) -> int:
             device="auto",
             kind=args.type,
             steps=args.steps,
+            label=args.label,
         )
+    elif args.label is not None:
+        raise CliError("--label names a column of --data's CSV; give --data")
     semantic = _read_json(args.semantic) if args.semantic else None
     if spec is None and semantic is None:
         raise CliError("give --rkme, --data or --semantic: what to search for")
     with client_for(args) as client:
-        result = client.search(spec=spec, semantic=semantic, top=args.top)
+        try:
+            result = client.search(spec=spec, semantic=semantic, top=args.top, hetero=args.hetero)
+        except WharfError as exc:
+            if exc.status != 409:
+                raise
+            raise CliError(_no_hetero_map(exc)) from None
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -355,7 +379,25 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_hetero_map(exc: WharfError) -> str:
+    """A search's 409: the market has no heterogeneous map ready."""
+    detail = str((exc.problem or {}).get("detail") or "")
+    making = re.search(r"version (\d+) is being made", detail)
+    if making:
+        return (
+            f"the market's heterogeneous map is not ready yet (version {making[1]} is being "
+            "made); search again when it is (`wharf admin hetero status` shows it)"
+        )
+    return (
+        "the market has no heterogeneous map yet, so a table whose columns differ from every "
+        "learnware's cannot be searched; an admin trains one with `wharf admin hetero train`"
+    )
+
+
 def print_results(result: dict[str, Any]) -> None:
+    hetero = result.get("hetero")
+    if isinstance(hetero, dict):
+        print(f"heterogeneous search (map version {hetero.get('map_version')})")
     singles = result.get("singles") or []
     if not singles:
         print("no matching learnware")

@@ -10,6 +10,7 @@ from typing import Any
 
 # The specification modules (numpy, torch) are imported by the commands that use them, not for
 # every ``wharf`` command.
+from . import describe
 from .datafiles import KINDS, read_data
 from .errors import output_file
 
@@ -64,6 +65,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     check.add_argument("file")
     check.set_defaults(func=cmd_check)
 
+    describe.add_parser(cmds)
+
 
 def fit_file(
     path: str,
@@ -76,11 +79,13 @@ def fit_file(
     steps: int | None = None,
     nets: int | None = None,
     net_width: int | None = None,
+    label: str | None = None,
 ) -> Any:
-    """The spec of a data file: a table, image or text RKME, by the kind of data."""
+    """The spec of a data file: a table, image or text RKME, by the kind of data; ``label``
+    names a CSV's label column, left out."""
     from wharf.specification import RKME
 
-    kind, data = read_data(path, kind)
+    kind, data = read_data(path, kind, label)
     options: dict[str, Any] = {"seed": seed, "device": device}
     if points is not None:
         options["n_points"] = points

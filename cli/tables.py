@@ -9,8 +9,9 @@ import numpy as np
 from wharf.specification import SpecificationError
 
 
-def read_table(path: str | Path) -> np.ndarray:
-    """Load a 2-D numeric table; a CSV may start with one header row."""
+def read_table(path: str | Path, drop_column: int | None = None) -> np.ndarray:
+    """Load a 2-D numeric table; a CSV may start with one header row. ``drop_column`` (a
+    CSV's) is left out before its cells are read: a label, which may not be a number."""
     path = Path(path)
     if not path.is_file():
         raise SpecificationError(f"{path}: no such file")
@@ -22,16 +23,18 @@ def read_table(path: str | Path) -> np.ndarray:
             raise SpecificationError(f"{path}: not a plain numeric .npy array ({exc})") from None
         return arr
     if suffix == ".csv":
-        return _read_csv(path)
+        return _read_csv(path, drop_column)
     raise SpecificationError(f"{path}: unsupported file type {suffix!r}; use .npy or .csv")
 
 
-def _read_csv(path: Path) -> np.ndarray:
+def _read_csv(path: Path, drop_column: int | None = None) -> np.ndarray:
     rows: list[list[float]] = []
     with path.open(newline="", encoding="utf-8") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or all(not cell.strip() for cell in row):
                 continue
+            if drop_column is not None and drop_column < len(row):
+                del row[drop_column]
             try:
                 values = [float(cell) if cell.strip() else np.nan for cell in row]
             except ValueError:

@@ -25,6 +25,9 @@ from .errors import JobFailed, WharfError
 #: market to wait for a job (``?wait=``); the market's own limit may be shorter.
 LONG_POLL_S = 30.0
 ENDED = ("succeeded", "failed", "cancelled")
+#: The largest heterogeneous map file :meth:`WharfClient.download_hetero_map` writes (the
+#: market's own bound on a stored map; the default map is about 17 MB).
+MAX_HETERO_MAP_BYTES = 512 * 1024 * 1024
 
 
 def _succeeded(job: dict[str, Any]) -> dict[str, Any]:
@@ -33,6 +36,12 @@ def _succeeded(job: dict[str, Any]) -> dict[str, Any]:
         said = "failed" if job["state"] == "failed" else "was cancelled"
         raise JobFailed(200, {"detail": f"job {job['id']} {said}: {job.get('error')}"})
     return job
+
+
+def _too_large(version: int, max_bytes: int) -> WharfError:
+    return WharfError(
+        200, {"detail": f"map version {version} is larger than max_bytes ({max_bytes} bytes)"}
+    )
 
 
 class WharfClient:
@@ -193,9 +202,11 @@ class WharfClient:
         semantic: dict[str, Any] | None = None,
         top: int | None = None,
         max_search_num: int = 5,
+        hetero: bool | None = None,
     ) -> str:
-        """Queue a search; ``spec`` is an RKME, a spec file path, or spec JSON text/bytes."""
-        return self._post_search(spec, semantic, top, max_search_num, wait=0.0)["job_id"]
+        """Queue a search; ``spec`` is an RKME, a spec file path, or spec JSON text/bytes;
+        ``hetero`` as for :meth:`search`."""
+        return self._post_search(spec, semantic, top, max_search_num, hetero, wait=0.0)["job_id"]
 
     def search(
         self,
@@ -205,12 +216,22 @@ class WharfClient:
         top: int | None = None,
         max_search_num: int = 5,
         timeout: float = 300.0,
+        hetero: bool | None = None,
     ) -> dict[str, Any]:
         """Search and wait for the result: one request when the search ends within
-        :data:`LONG_POLL_S`; raises :class:`JobFailed` if it failed."""
+        :data:`LONG_POLL_S`; raises :class:`JobFailed` if it failed.
+
+        ``hetero=True`` searches the learnwares whose columns differ from the table's,
+        through the market's map (``semantic`` describes every column of ``spec``:
+        ``Input.Dimension`` and ``Input.Description``), ``False`` never does; ``None`` lets
+        the market choose (heterogeneous when no learnware has these columns and every one
+        is described). A heterogeneous result has ``result["hetero"]["map_version"]``; the
+        market answers 409 (:class:`WharfError`) when it has no map yet, 422 naming the
+        field when the columns are not all described.
+        """
         deadline = time.monotonic() + timeout
         answer = self._post_search(
-            spec, semantic, top, max_search_num, wait=min(timeout, LONG_POLL_S)
+            spec, semantic, top, max_search_num, hetero, wait=min(timeout, LONG_POLL_S)
         )
         job = answer.get("job")  # None from a market that does not wait
         if job is not None and job["state"] in ENDED:
@@ -224,6 +245,7 @@ class WharfClient:
         semantic: dict[str, Any] | None,
         top: int | None,
         max_search_num: int,
+        hetero: bool | None,
         *,
         wait: float,
     ) -> dict[str, Any]:
@@ -232,6 +254,8 @@ class WharfClient:
             data["semantic_spec"] = json.dumps(semantic)
         if top is not None:
             data["top"] = str(top)
+        if hetero is not None:
+            data["hetero"] = "true" if hetero else "false"
         files = None
         if spec is not None:
             if isinstance(spec, Path) or (isinstance(spec, str) and not spec.lstrip()[:1] == "{"):
@@ -254,6 +278,41 @@ class WharfClient:
                 timeout=self._timeout(wait),
             )
         )
+
+    # -- the heterogeneous market's map ----------------------------------------------------
+    def hetero_maps(self) -> dict[str, Any]:
+        """The map version searches use (``current``, ``None`` before the first is ready) and
+        the latest versions (``versions``), newest first."""
+        return self._json(self.http.get("/v1/hetero/maps"))
+
+    def download_hetero_map(
+        self, version: int, path: str | Path, *, max_bytes: int = MAX_HETERO_MAP_BYTES
+    ) -> Path:
+        """Stream map ``version`` (what a heterogeneous result's ``map_version`` names) to
+        ``path``, written whole or not at all; load it with ``HeteroMap.from_bytes``. A file
+        over ``max_bytes`` is refused (:class:`WharfError`) and nothing is left behind."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".part")
+        with self.http.stream("GET", f"/v1/hetero/maps/{int(version)}/file") as response:
+            if response.status_code >= 400:
+                response.read()
+                self._raise(response)
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise _too_large(version, max_bytes)
+            written = 0
+            try:
+                with tmp.open("wb") as fh:
+                    for chunk in response.iter_bytes(1 << 20):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise _too_large(version, max_bytes)
+                        fh.write(chunk)
+                tmp.replace(path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return path
 
     def _timeout(self, wait: float) -> httpx.Timeout:
         """The client's timeouts, with ``wait`` more seconds to read the answer."""
