@@ -62,12 +62,14 @@ def search_index(
     stats.update(partition=part.describe(), method=ranked.method, in_scope=ranked.in_scope)
     stats["dropped_language"] = ranked.dropped_language
     stats["scored"] = len(ranked.ids)
-    ids = ranked.ids.tolist()
-    names = {i: format_id(i) for i in ids}
+    # Public ids of those a result can name only: the singles up to ``top`` and the mixture's
+    # pool (formatting every ranked id cost milliseconds at 5,000).
+    named = len(ranked.ids) if top is None else max(top, max_search_num**2)
+    names = [format_id(i) for i in ranked.ids[:named].tolist()]
     with single_threaded_blas():
         singles, mixture = score_ranking(
             spec,
-            [names[i] for i in ids],
+            names,
             ranked.mmd2,
             ranked.self_terms,
             lambda pool: ranked.pool[: len(pool)],
@@ -76,6 +78,7 @@ def search_index(
             user_self=user_self,
             device=part.config.image_device,
             cross=ranked.cross,
+            limit=top,
         )
     t2 = time.perf_counter()
     timings.update(rank=1e3 * (t1 - t0), mixture=1e3 * (t2 - t1), total=1e3 * (t2 - t0))
