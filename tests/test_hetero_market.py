@@ -3,7 +3,6 @@ specs computed, ready), new acceptances mapped and counted, and the API's answer
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 
@@ -21,6 +20,7 @@ from wharf.specification.hetero.network import HeteroMapConfig
 from wharf.specification.rkme import RKME
 from wharf.specification.semantic import generate_semantic_spec
 
+from .hetero_tables import accept
 from .test_api import auth, make_api
 
 TINY = HeteroMapConfig(hidden_dim=16, num_heads=2, ffn_dim=16, projection_dim=8, num_layers=1)
@@ -47,24 +47,6 @@ def semantic(width: int, described: int | None = None, task: str = "Classificati
 def rkme(width: int, seed: int, k: int = 6) -> RKME:
     rng = np.random.default_rng(seed)
     return RKME.from_arrays(rng.normal(size=(k, width)), np.full(k, 1 / k), 0.1, 100)
-
-
-def accept(catalog: Catalog, owner: int, name: str, spec: dict, stat: RKME) -> int:
-    with catalog.session() as s:
-        sha = hashlib.sha256(name.encode()).hexdigest()
-        lw = repo.create_learnware(s, owner, spec, sha, f"p/{name}", 10)
-        repo.claim_for_check(s, lw.id)
-        meta = {
-            "type": stat.spec_type,
-            "shape": list(stat.z_.shape[1:]),
-            "gamma": 0.1,
-            "points": stat.z_.shape[0],
-            "num_points": 100,
-        }
-        repo.finish_check(
-            s, lw.id, accepted=True, log="ok", spec_meta=meta, stat_spec_json=dumps_spec(stat)
-        )
-        return lw.id
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """The search worker's side: the semantic stage in the catalog, the statistical stage on the
-worker's index (:mod:`market.index`), kept in step with the catalog before every search.
+worker's index (:mod:`market.index`), kept in step with the catalog before every search. A
+heterogeneous search (``request["hetero"]``) maps the user's RKME with the current map and
+ranks it on the index of that map's specs (:mod:`market.hetero.index`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from typing import Any
 
 import numpy as np
 from wharf.market.catalog import Catalog, repo
+from wharf.market.hetero import maps
+from wharf.market.hetero.index import HeteroIndexes
 from wharf.market.index.coarse import CoarseConfig
 from wharf.market.index.partition import IndexConfig
 from wharf.market.index.search import search_index
@@ -19,6 +23,7 @@ from wharf.market.settings import Settings
 from wharf.market.store import ObjectStore
 from wharf.specification.errors import SpecificationError
 from wharf.specification.files import loads_spec
+from wharf.specification.rkme import RKME
 from wharf.specification.semantic import FIELD_TYPES, SemanticSpec
 
 #: The most learnwares a semantic-only search returns when no ``top`` is given.
@@ -57,6 +62,35 @@ def index_sync(catalog: Catalog, store: ObjectStore, settings: Settings) -> Inde
                 snapshot_every=settings.index_snapshot_every,
             )
         return _sync
+
+
+_hetero: HeteroIndexes | None = None
+
+
+def hetero_indexes(catalog: Catalog, store: ObjectStore, settings: Settings) -> HeteroIndexes:
+    """This process's hetero index (of the current map version, built on its first search)."""
+    global _hetero
+    with _sync_lock:
+        if _hetero is None:
+            _hetero = HeteroIndexes(catalog, store, index_config(settings))
+        return _hetero
+
+
+def hetero_stage(
+    catalog: Catalog,
+    store: ObjectStore,
+    settings: Settings,
+    semantic: SemanticSpec | None,
+    spec: RKME,
+):
+    """The user's RKME mapped with the current map, and the index of that map's version:
+    ``(mapped spec, index sync)``. :class:`~wharf.market.hetero.NoHeteroMap` (the job fails
+    saying so) before a map is ready."""
+    hmap = maps.current_map(catalog, store, settings)
+    sync = hetero_indexes(catalog, store, settings).for_version(hmap.version)
+    if sync.version != hmap.version:  # a newer version became current meanwhile
+        hmap = maps.version_map(catalog, store, settings, sync.version)
+    return maps.map_requirement(hmap, semantic or {}, spec), sync
 
 
 def semantic_stage(
@@ -104,6 +138,7 @@ def run_search(
                     raise SpecificationError(f"the spec is over {settings.max_spec_bytes} bytes")
         spec = loads_spec(buf.getvalue(), settings.spec_limits)
     top = request.get("top")
+    hetero = None  # the map version of a search in the heterogeneous partition
     allowed, _ = semantic_stage(catalog, semantic)
     if spec is None:
         if allowed is None:
@@ -116,8 +151,12 @@ def run_search(
             [SingleMatch(i) for i in ids], None, True, {"semantic_matches": len(allowed)}
         )
     else:
-        sync = index_sync(catalog, store, settings)
-        sync.catch_up()
+        if request.get("hetero"):
+            spec, sync = hetero_stage(catalog, store, settings, semantic, spec)
+            hetero = {"map_version": sync.version}
+        else:
+            sync = index_sync(catalog, store, settings)
+            sync.catch_up()
         result = search_index(
             sync.index,
             spec,
@@ -128,7 +167,7 @@ def run_search(
         )
         if allowed is not None:
             result.stats["semantic_matches"] = len(allowed)
-    return _named(catalog, result.to_dict())
+    return _named(catalog, dict(result.to_dict(), hetero=hetero))
 
 
 def _named(catalog: Catalog, result: dict[str, Any]) -> dict[str, Any]:

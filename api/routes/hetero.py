@@ -7,6 +7,7 @@ use only once every eligible learnware's spec is computed with it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -137,7 +138,8 @@ def hetero_requirement(session: Session, semantic: dict[str, Any], rkme: RKME) -
     """The map version a requirement would be searched with: 422 naming the field when its
     columns cannot be mapped, 409 when there is no ready map."""
     try:
-        check_hetero_input(semantic, rkme.spec_type, rkme.n_features_in_, requirement=True)
+        width = math.prod(rkme.feature_shape)  # any spec type: the check names a non-table
+        check_hetero_input(semantic, rkme.spec_type, width, requirement=True)
     except SemanticSpecError as exc:
         field = exc.field if exc.field == "stat_spec" else f"semantic_spec.{exc.field}"
         raise Problem(422, f"{field}: {exc.reason}", field=field) from None

@@ -22,6 +22,7 @@ from wharf.market.settings import Settings
 from wharf.market.store import ObjectTooLarge, StoreError
 from wharf.specification.errors import SpecificationError
 from wharf.specification.files import loads_spec
+from wharf.specification.hetero import hetero_problem
 from wharf.specification.rkme import RKME, same_gamma
 
 from ..deps import FormFields, IdentityFirstRoute, Reader, Services, ServicesDep, SessionDep
@@ -29,6 +30,7 @@ from ..enqueue import enqueue_search, job_url
 from ..forms import semantic_spec_field
 from ..problems import Problem
 from ..schemas import SearchAccepted
+from .hetero import hetero_requirement
 from .jobs import ENDED, Wait, read_job
 
 PATH = "/v1/searches"
@@ -56,6 +58,14 @@ async def create_search(
     ] = None,
     top: Annotated[int | None, Form(ge=1, le=1000)] = None,
     max_search_num: Annotated[int, Form(ge=1, le=10, description="mixture size")] = 5,
+    hetero: Annotated[
+        bool | None,
+        Form(
+            description="search the heterogeneous market (the requirement's columns mapped "
+            "with the market's map): true, false, or absent to do so when the table spec "
+            "matches no learnware's columns and every input column is described"
+        ),
+    ] = None,
     wait: Wait = 0,
 ) -> SearchAccepted:
     # Watched from before the job exists: the wait then reads the job once it has ended,
@@ -63,7 +73,15 @@ async def create_search(
     watch = services.job_waiter.watch() if wait > 0 else None
     try:
         job_id = await run_in_threadpool(
-            _queue_search, services, session, user, semantic_spec, stat_spec, top, max_search_num
+            _queue_search,
+            services,
+            session,
+            user,
+            semantic_spec,
+            stat_spec,
+            top,
+            max_search_num,
+            hetero,
         )
         accepted = SearchAccepted(job_id=job_id, status_url=job_url(request, job_id))
         if watch is not None:
@@ -90,16 +108,47 @@ def _queue_search(
     stat_spec: UploadFile | None,
     top: int | None,
     max_search_num: int,
+    hetero: bool | None = None,
 ) -> str:
     """Check the requirement, store its spec, create the job and send it; the job's id."""
     semantic = semantic_spec_field(semantic_spec, requirement=True) if semantic_spec else None
     spec_text, spec = _read_spec(stat_spec, services.settings) if stat_spec else (None, None)
+    if hetero and spec is None:
+        raise Problem(
+            422, "stat_spec: a heterogeneous search needs the table's RKME", field="stat_spec"
+        )
     if spec is not None:
-        problem = unmatched_requirement(services, spec, semantic)
-        if problem is not None:
-            raise Problem(422, f"stat_spec: {problem}", field="stat_spec")
+        hetero = search_hetero(services, session, spec, semantic, hetero)
     request_fields = {"semantic": semantic, "top": top, "max_search_num": max_search_num}
+    if hetero:
+        request_fields["hetero"] = True
     return create_search_job(services, session, user, request_fields, spec_text)
+
+
+def search_hetero(
+    services: Services, session: Session, spec, semantic: dict | None, asked: bool | None
+) -> bool:
+    """Whether to search the heterogeneous market: when ``asked``, or (``None``) when the spec
+    matches no homogeneous partition and its columns are all described. A requirement that
+    cannot be searched gets 422 naming the field, or 409 when the market has no map yet."""
+    if asked:
+        hetero_requirement(session, semantic or {}, spec)
+        return True
+    problem = unmatched_requirement(services, spec, semantic)
+    if problem is None:
+        return False
+    if asked is None:
+        width = math.prod(spec.feature_shape)
+        why = hetero_problem(semantic or {}, spec.spec_type, width, requirement=True)
+        if why is None:
+            hetero_requirement(session, semantic or {}, spec)  # 409 without a ready map
+            return True
+        if why.field.startswith("Input") and why.field != "Input.Dimension":
+            problem += (
+                "; describe every input column (semantic_spec Input.Description) and the "
+                "heterogeneous market can answer it"
+            )
+    raise Problem(422, f"stat_spec: {problem}", field="stat_spec")
 
 
 def unmatched_requirement(services: Services, spec, semantic: dict | None) -> str | None:

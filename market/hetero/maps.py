@@ -77,6 +77,18 @@ def current_map(catalog: Catalog, store: ObjectStore, settings: Settings) -> Het
     return load_map(store, version, key, device=settings.hetero_device)
 
 
+def version_map(
+    catalog: Catalog, store: ObjectStore, settings: Settings, version: int
+) -> HeteroMap:
+    """The map of a trained ``version``; :class:`~.versions.NoHeteroMap` if it is gone."""
+    with catalog.session(read_only=True) as s:
+        row = versions.get_version(s, version)
+        key = row.object_key if row is not None else None
+    if key is None:
+        raise versions.NoHeteroMap()
+    return load_map(store, version, key, device=settings.hetero_device)
+
+
 def map_requirement(
     hmap: HeteroMap, semantic: SemanticSpec | Mapping[str, Any], rkme: RKME
 ) -> HeteroMapTableSpecification:
@@ -173,7 +185,11 @@ def compute_specs(
         specs = [(e, map_learnware(hmap, e)) for e in batch]  # no write lock held meanwhile
         with catalog.session() as s:
             for item, spec in specs:
-                versions.put_spec(s, item.learnware_id, version, item.content_sha256, spec)
+                # Not logged: searchers build this version's index from the catalog once it
+                # is ready, after these commit (and the main index need not re-read them all).
+                versions.put_spec(
+                    s, item.learnware_id, version, item.content_sha256, spec, log=False
+                )
             mapped = len(eligible) - len(todo) + start + SPEC_BATCH
             versions.set_progress(s, version, min(1.0, mapped / max(1, len(eligible))))
     with catalog.session() as s:

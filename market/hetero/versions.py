@@ -23,6 +23,7 @@ from wharf.market.catalog import (
     MapState,
 )
 from wharf.market.catalog.models import utcnow
+from wharf.market.catalog.repo import IN_BATCH, log_index_changes
 
 MAKING = (MapState.training, MapState.computing)
 #: Where a version's map is stored.
@@ -142,8 +143,18 @@ def mark_ready(s: Session, version: int) -> list[str]:
     return keys
 
 
-def put_spec(s: Session, learnware_id: int, version: int, sha256: str, spec_json: str) -> None:
-    """Store (or replace) a learnware's spec under ``version``."""
+#: The change-log operation of a hetero spec stored or dropped (searchers re-read the learnware).
+LOG_OP = "hetero"
+
+
+def put_spec(
+    s: Session, learnware_id: int, version: int, sha256: str, spec_json: str, *, log: bool = True
+) -> None:
+    """Store (or replace) a learnware's spec under ``version``, and log the change for the
+    searchers' hetero indexes (``log=False``: a version not ready yet, whose index is built
+    from the catalog once it is)."""
+    if log:
+        log_index_changes(s, [learnware_id], LOG_OP)
     row = s.get(HeteroSpec, (learnware_id, version))
     if row is None:
         s.add(
@@ -160,6 +171,7 @@ def put_spec(s: Session, learnware_id: int, version: int, sha256: str, spec_json
 
 def drop_specs(s: Session, learnware_id: int) -> None:
     """Remove a learnware's specs under every version (it does not take part any more)."""
+    log_index_changes(s, [learnware_id], LOG_OP)
     s.execute(delete(HeteroSpec).where(HeteroSpec.learnware_id == learnware_id))
 
 
@@ -183,6 +195,26 @@ def specs_of_version(s: Session, version: int) -> Iterator[tuple[int, str]]:
         .execution_options(yield_per=256)
     )
     yield from s.execute(stmt)
+
+
+def version_entries(s: Session, version: int, learnware_ids: list[int]) -> list[tuple[int, str]]:
+    """``(learnware_id, spec JSON)`` of those of ``learnware_ids`` that have a spec under
+    ``version`` now, as :func:`specs_of_version` reads them (accepted, of their package)."""
+    ids = sorted({int(i) for i in learnware_ids})
+    out: list[tuple[int, str]] = []
+    for start in range(0, len(ids), IN_BATCH):
+        stmt = (
+            select(HeteroSpec.learnware_id, HeteroSpec.spec)
+            .join(Learnware, Learnware.id == HeteroSpec.learnware_id)
+            .where(
+                HeteroSpec.map_version == version,
+                HeteroSpec.learnware_id.in_(ids[start : start + IN_BATCH]),
+                Learnware.status == LearnwareStatus.accepted,
+                Learnware.content_sha256 == HeteroSpec.content_sha256,
+            )
+        )
+        out.extend((int(a), b) for a, b in s.execute(stmt))
+    return out
 
 
 def version_view(row: HeteroMapVersion, specs: int | None = None) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class IndexSync:
         """Load the newest snapshot (or build from the catalog) and catch up."""
         with self._lock:
             if self.index is None:
-                loaded = load_snapshot(self.store, self.config)
+                loaded = self._load_snapshot()
                 now = time.monotonic()
                 if loaded is not None:
                     self.index, self.high, gaps = loaded
@@ -100,7 +100,7 @@ class IndexSync:
             # still open; start before them so the first catch-up reads them again.
             since = datetime.now(UTC) - timedelta(seconds=self.gap_timeout_s)
             index.seq = repo.index_seq_floor(s, since)
-            ids = repo.accepted_spec_ids(s)
+            ids = self._all_ids(s)
         self._apply(index, ids)
         log.info("index built from the catalog: %d learnwares", len(index))
         return index
@@ -150,18 +150,33 @@ class IndexSync:
         for start in range(0, len(learnware_ids), LOAD_BATCH):
             batch = learnware_ids[start : start + LOAD_BATCH]
             with self.catalog.session(read_only=True) as s:
-                rows = repo.index_entries(s, batch)
+                rows = self._entries(s, batch)
             found = {lid for lid, _ in rows}
             index.remove([lid for lid in batch if lid not in found])
             specs = []
             for lid, text in rows:
                 try:
-                    specs.append((lid, loads_spec(text)))
+                    specs.append((lid, self._parse(text)))
                 except Exception as exc:
                     log.error("learnware %s: stored spec unreadable, not indexed: %s", lid, exc)
                     index.remove([lid])
             if specs:
                 index.add([lid for lid, _ in specs], [spec for _, spec in specs])
+
+    # -- what the index holds: overridden by an index of other specs (market.hetero.index) --
+    def _all_ids(self, s) -> list[int]:
+        """Every learnware the index may hold, for a build from the catalog."""
+        return repo.accepted_spec_ids(s)
+
+    def _entries(self, s, learnware_ids: list[int]) -> list[tuple[int, str]]:
+        """``(id, spec JSON)`` of those of ``learnware_ids`` the index holds now."""
+        return repo.index_entries(s, learnware_ids)
+
+    def _parse(self, text: str):
+        return loads_spec(text)
+
+    def _load_snapshot(self):
+        return load_snapshot(self.store, self.config)
 
     # -- snapshots ---------------------------------------------------------------------
     def snapshot(self) -> str:

@@ -1,0 +1,77 @@
+"""A search worker's index of the heterogeneous specs of one map version.
+
+:class:`HeteroIndexSync` is an :class:`~wharf.market.index.sync.IndexSync` whose index holds
+the specs of one version (:func:`.versions.specs_of_version`), kept in step through the same
+change log: storing or dropping a learnware's hetero spec logs it (:func:`.versions.put_spec`,
+:func:`.versions.drop_specs`), and so does the catalog when a learnware stops being accepted.
+It writes no snapshot: a version's index is built from the catalog when the version becomes the
+current one.
+
+:class:`HeteroIndexes` holds a process's index of the newest version it was asked for; a newer
+version replaces it (the old one is dropped: at 10,000 learnwares an index holds about 500 MB
+of mapped points). A search uses one :class:`HeteroIndexSync` and maps its requirement with
+that index's version, so it never mixes two maps.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy.orm import Session
+from wharf.market.catalog import Catalog
+from wharf.market.index.config import IndexConfig
+from wharf.market.index.sync import IndexSync
+from wharf.market.store import ObjectStore
+from wharf.specification.hetero import HeteroMapTableSpecification, loads_hetero_spec
+
+from . import versions
+
+
+class HeteroIndexSync(IndexSync):
+    """The accepted learnwares' specs under map ``version``, in step with the catalog."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: ObjectStore,
+        version: int,
+        config: IndexConfig | None = None,
+    ):
+        super().__init__(catalog, store, config, snapshot_every=0)
+        self.version = version
+
+    def _all_ids(self, s: Session) -> list[int]:
+        return sorted(versions.mapped_ids(s, self.version))  # _entries keeps the accepted
+
+    def _entries(self, s: Session, learnware_ids: list[int]) -> list[tuple[int, str]]:
+        return versions.version_entries(s, self.version, learnware_ids)
+
+    def _parse(self, text: str) -> HeteroMapTableSpecification:
+        return loads_hetero_spec(text)
+
+    def _load_snapshot(self) -> None:
+        return None
+
+    def snapshot(self) -> str:
+        raise NotImplementedError("a hetero index is rebuilt from the catalog, not snapshotted")
+
+
+class HeteroIndexes:
+    """A process's hetero index: that of the newest version asked for."""
+
+    def __init__(self, catalog: Catalog, store: ObjectStore, config: IndexConfig | None = None):
+        self.catalog, self.store, self.config = catalog, store, config
+        self.held: HeteroIndexSync | None = None
+        self._lock = threading.Lock()
+
+    def for_version(self, version: int) -> HeteroIndexSync:
+        """The index of ``version``, or of the newer one already held (a search that read
+        the current version just before another made a newer one current: it maps with the
+        returned index's ``version``), caught up with the change log."""
+        with self._lock:
+            if self.held is None or self.held.version < version:
+                self.held = None  # the old index's memory goes before the new one is built
+                self.held = HeteroIndexSync(self.catalog, self.store, version, self.config)
+            sync = self.held
+        sync.catch_up()
+        return sync
