@@ -27,7 +27,9 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 from celery import Celery
@@ -129,13 +131,16 @@ class JobCancelled(Exception):
 #: handler raises :class:`JobCancelled` there (a blocking wait, a sandbox's included, is cut
 #: short). Celery's pool processes use SIGUSR1 (soft time limits), not this one.
 CANCEL_SIGNAL = signal.SIGUSR2
-_cancelled: dict[str, str | None] = {"armed": None}  # the job the main thread may be stopped for
+#: ``armed``: the job the main thread may be stopped for now; ``target``: the job a signal was
+#: sent for. The handler raises only when they agree, so a signal that arrives after its job
+#: ended cannot stop the next one.
+_cancelled: dict[str, str | None] = {"armed": None, "target": None}
 
 
 def _on_cancel_signal(signum, frame) -> None:
     job_id = _cancelled["armed"]
-    if job_id is not None:  # once: the clean-up that follows runs undisturbed
-        _cancelled["armed"] = None
+    if job_id is not None and job_id == _cancelled["target"]:
+        _cancelled["armed"] = None  # once: the clean-up that follows runs undisturbed
         raise JobCancelled(f"job {job_id} was cancelled")
 
 
@@ -149,43 +154,108 @@ def _can_interrupt() -> bool:
     return True
 
 
+@dataclass(eq=False)
+class _Running:
+    """A job this process runs, as the heartbeat thread sees it."""
+
+    catalog: Catalog
+    job_id: str
+    worker: str
+    interval: float
+    interrupt: bool
+    due: float  # time.monotonic() of its next beat
+    active: bool = True
+
+
+class _Heartbeats:
+    """One thread per process refreshes the heartbeat of every job the process runs.
+
+    A thread of its own for each job cost a start and a join on every search (most of which
+    end long before their first beat); this one is started once, sleeps until the next beat
+    is due, and a job only adds and removes its entry.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._jobs: dict[int, _Running] = {}
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, running: _Running) -> None:
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                # After a fork the parent's thread is not running here: start this process's.
+                self._jobs = {}
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+                self._thread.start()
+            self._jobs[id(running)] = running
+            self._cond.notify()
+
+    def remove(self, running: _Running) -> None:
+        with self._cond:
+            running.active = False
+            self._jobs.pop(id(running), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [r for r in self._jobs.values() if r.due <= now]
+                if not due:
+                    nearest = min((r.due for r in self._jobs.values()), default=now + 60.0)
+                    self._cond.wait(nearest - now)
+                    continue
+                for r in due:
+                    r.due = now + r.interval
+            for r in due:
+                self._beat(r)
+
+    def _beat(self, r: _Running) -> None:
+        try:
+            with r.catalog.session() as s:
+                if repo.beat(s, r.job_id, r.worker):
+                    return
+                job = repo.get_job(s, r.job_id)
+                cancelled = job is not None and job.state == JobState.cancelled
+        except Exception:  # a catalog hiccup must not end the task; the next beat retries
+            log.warning("job %s: heartbeat failed", r.job_id, exc_info=True)
+            return
+        if not cancelled:
+            return
+        with self._cond:
+            if not r.active:
+                return
+            self._jobs.pop(id(r), None)  # stopped once
+            log.warning("job %s: cancelled; stopping it", r.job_id, extra={"job_id": r.job_id})
+            if r.interrupt:
+                _cancelled["target"] = r.job_id
+                signal.pthread_kill(threading.main_thread().ident, CANCEL_SIGNAL)
+
+
+_heartbeats = _Heartbeats()
+
+
 @contextlib.contextmanager
 def heartbeat(catalog: Catalog, job_id: str, settings: Settings) -> Iterator[None]:
-    """Refresh the job's heartbeat from a thread while the block runs. If the job is cancelled
-    meanwhile, the block is interrupted with :class:`JobCancelled` at the next beat (when it
-    runs in the main thread; elsewhere it runs on, and its outcome is not recorded)."""
-    stop = threading.Event()
-    worker = this_worker()
+    """Refresh the job's heartbeat every ``job_heartbeat_s`` while the block runs. If the job
+    is cancelled meanwhile, the block is interrupted with :class:`JobCancelled` at the next
+    beat (when it runs in the main thread; elsewhere it runs on, and its outcome is not
+    recorded)."""
     interrupt = _can_interrupt()
-    main = threading.main_thread().ident
-
-    def run() -> None:
-        while not stop.wait(settings.job_heartbeat_s):
-            try:
-                with catalog.session() as s:
-                    if repo.beat(s, job_id, worker):
-                        continue
-                    job = repo.get_job(s, job_id)
-                    cancelled = job is not None and job.state == JobState.cancelled
-            except Exception:  # a catalog hiccup must not end the task; the next beat retries
-                log.warning("job %s: heartbeat failed", job_id, exc_info=True)
-                continue
-            if cancelled:
-                log.warning("job %s: cancelled; stopping it", job_id, extra={"job_id": job_id})
-                if interrupt and not stop.is_set():
-                    signal.pthread_kill(main, CANCEL_SIGNAL)
-                return
-
+    interval = settings.job_heartbeat_s
+    running = _Running(
+        catalog, job_id, this_worker(), interval, interrupt, time.monotonic() + interval
+    )
     if interrupt:
         _cancelled["armed"] = job_id
-    thread = threading.Thread(target=run, name=f"heartbeat-{job_id[:8]}", daemon=True)
-    thread.start()
+    _heartbeats.add(running)
     try:
         yield
     finally:
-        stop.set()
-        _cancelled["armed"] = None
-        thread.join(timeout=5)
+        _heartbeats.remove(running)
+        if interrupt:
+            _cancelled["armed"] = None
 
 
 def reap(catalog: Catalog, celery: Celery, settings: Settings) -> list[str]:
