@@ -80,6 +80,18 @@ def test_mistakes_with_files(files, capsys, closed_port):
     assert one_error(capsys, ["update", "00000001", *url]) == (
         "give --package, --semantic or both: what to change"
     )
+    assert one_error(capsys, ["search", "--semantic", "semantic.json", "--label", "c", *url]) == (
+        "--label names a column of --data's CSV; give --data"
+    )
+    assert one_error(capsys, ["search", "--data", "data.csv", "--label", "y", *url]) == (
+        "data.csv: no column 'y' in the header (a, b, c)"
+    )
+    assert one_error(capsys, ["spec", "describe", "missing.csv"]) == "missing.csv: no such file"
+    Path("numbers.csv").write_text("1,2\n3,4\n")
+    assert one_error(capsys, ["spec", "describe", "numbers.csv"]) == (
+        "numbers.csv: no header row (its first row holds numbers only); add a first row naming "
+        "the columns"
+    )
 
 
 def test_no_market_at_the_url(files, capsys, closed_port):
@@ -129,6 +141,26 @@ def test_tokens_and_the_markets_refusals(files, market, capsys):
     deleted = capsys.readouterr().out
     assert deleted == f"learnware {lid} deleted; its package can be submitted again\n"
     assert main([*submit, *auth]) == 0
+
+
+@pytest.mark.services
+def test_a_heterogeneous_search_the_market_cannot_answer(files, market, capsys):
+    """A table whose columns no learnware has: 409 while the market has no map, 422 (the
+    market's words) when the requirement does not describe the table it comes with."""
+    auth = ["--url", market.url, "--token", market.token]
+    assert main(["spec", "describe", "data.csv", "-o", "req.json"]) == 0
+    capsys.readouterr()
+    search = ["search", "--data", "data.csv", "--semantic", "req.json", "--hetero", *auth]
+    assert one_error(capsys, search) == (
+        "the market has no heterogeneous map yet, so a table whose columns differ from every "
+        "learnware's cannot be searched; an admin trains one with `wharf admin hetero train`"
+    )
+    req = json.loads(Path("req.json").read_text())
+    req["Input"] = {"Dimension": 2, "Description": {"0": "a", "1": "b"}}
+    Path("req.json").write_text(json.dumps(req))
+    assert one_error(capsys, search) == (
+        "semantic_spec.Input.Dimension: is 2, but the RKME has 3 columns; they must match"
+    )
 
 
 @pytest.mark.services
