@@ -61,6 +61,7 @@ def load_map(store: ObjectStore, version: int, key: str, *, device: str = "auto"
     with store.open(key) as f:
         data = f.read(MAX_MAP_BYTES + 1)
     hmap = HeteroMap.from_bytes(data, device=device)
+    hmap.info["version"] = version  # the catalog's, whatever the file says
     with _cache_lock:
         for old in sorted(_cache)[:-1]:  # the current and the next version are enough
             del _cache[old]
