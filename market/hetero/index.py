@@ -16,6 +16,7 @@ that index's version, so it never mixes two maps.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 from sqlalchemy.orm import Session
 from wharf.market.catalog import Catalog
@@ -56,11 +57,25 @@ class HeteroIndexSync(IndexSync):
         raise NotImplementedError("a hetero index is rebuilt from the catalog, not snapshotted")
 
 
+#: The dimensions of the points the index's ``exact_max_rows`` was measured with (the tables of
+#: ``bench/search_scale.py``); a hetero point has the map's 128.
+MEASURED_DIMS = 10
+
+
+def hetero_config(config: IndexConfig | None, dims: int = 128) -> IndexConfig:
+    """``config`` with its exact scan bounded by work, not rows: an exact scan's cost grows
+    with a point's dimensions, so a 128-dim partition scans exactly up to the points that cost
+    what ``exact_max_rows`` table points do, and asks FAISS beyond (bench/hetero_search.py:
+    1,000 learnwares scanned exactly took 118 ms, through FAISS 17 ms)."""
+    config = config or IndexConfig()
+    return replace(config, exact_max_rows=config.exact_max_rows * MEASURED_DIMS // dims)
+
+
 class HeteroIndexes:
     """A process's hetero index: that of the newest version asked for."""
 
     def __init__(self, catalog: Catalog, store: ObjectStore, config: IndexConfig | None = None):
-        self.catalog, self.store, self.config = catalog, store, config
+        self.catalog, self.store, self.config = catalog, store, hetero_config(config)
         self.held: HeteroIndexSync | None = None
         self._lock = threading.Lock()
 

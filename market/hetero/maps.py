@@ -11,10 +11,12 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import torch
 from wharf.market.catalog import Catalog, MapState
 from wharf.market.settings import Settings
 from wharf.market.store import ObjectStore
@@ -45,6 +47,7 @@ MAX_TRAINING_LEARNWARES = 20_000
 MAX_MAP_BYTES = 512 * 1024 * 1024
 _cache: dict[int, HeteroMap] = {}
 _cache_lock = threading.Lock()
+_torch_threads_lock = threading.Lock()
 
 
 def save_map(store: ObjectStore, version: int, hmap: HeteroMap) -> str:
@@ -98,7 +101,25 @@ def map_requirement(
     descriptions = check_hetero_input(
         semantic, rkme.spec_type, rkme.n_features_in_, requirement=True
     )
-    return hmap.map_spec(rkme, descriptions)
+    with _one_torch_thread():
+        return hmap.map_spec(rkme, descriptions)
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a search's small mapping (K rows): in a search worker, right
+    after a search's kernel sums, torch's threads met each other's and took 340 ms for what one
+    thread does in 8 (bench/hetero_search.py)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    with _torch_threads_lock:
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def map_learnware(hmap: HeteroMap, eligible: Eligible) -> str:
