@@ -31,6 +31,8 @@ from .reuse_eval import align, labelled_errors
 
 SEARCH_TOP = 5
 MAP_WAIT_S = 600.0
+#: Kernel widths of the diagnostic ranking in the shared space (the market's is 0.1).
+GAMMAS = (0.1, 0.01, 0.001)
 
 
 @dataclass
@@ -62,6 +64,10 @@ class BudgetOutcome:
     top1_task_untagged: list[bool]  # per user, ranked among every learnware
     zero_label: list[float]  # per user, the top-1's error aligned with this map
     fifty: list[float | None]  # per user, mean error with 50 labels (None: pool too small)
+    #: per user, rank (1 = first) of the best learnware of the user's data set (Task tag)
+    task_rank: list[int] = field(default_factory=list)
+    #: kernel width -> users whose top-1 (Task tag) is of their data set, same mapped specs
+    top1_by_gamma: dict[float, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,6 +81,10 @@ class ExperimentResult:
     timings: dict[str, float]
     sandboxed: bool
     map_difference: float = float("nan")  # the market's map against one trained here
+    #: smallest and largest norm of the learnwares' points mapped with the market's map
+    mapped_norms: tuple[float, float] = (float("nan"), float("nan"))
+    #: learnware key -> ⟨Φ, Φ⟩ of its spec mapped with the market's map (γ of the market)
+    self_terms: dict[str, float] = field(default_factory=dict)
 
 
 def requirement(user: UserDef) -> dict:
@@ -161,6 +171,7 @@ def run_experiment(
                     scale, by_id, dict(hmap.info), settings.hetero_epochs, [], [], timings, sandbox
                 )
                 _evaluate(client, result, users, hmap, root / "downloads", sandbox, log)
+                _describe_space(result, built, hmap)
             t0 = time.perf_counter()
         timings["stop the market"] = time.perf_counter() - t0
 
@@ -311,12 +322,20 @@ def compare_budgets(
                 difference = _weight_difference(hmap, market_map)
             specs = {b.definition.key: hmap.map_spec(b.spec, b.descriptions) for b in built}
             budget = BudgetOutcome(epochs, steps, seconds, loss, [], [], [], [])
+            task_of = {b.definition.key: b.definition for b in built}
             for user, data in users:
                 mapped = hmap.map_spec(user_rkme(data), user.descriptions())
+                tagged = [k for k in specs if _task(task_of[k]) == user.task]
+                for gamma in GAMMAS:
+                    ranked = _ranked(mapped, {k: specs[k] for k in tagged}, gamma)
+                    hit = task_of[ranked[0]].dataset == user.dataset
+                    budget.top1_by_gamma[gamma] = budget.top1_by_gamma.get(gamma, 0) + hit
                 dist = {k: mmd2(mapped, s) for k, s in specs.items()}
-                task_of = {b.definition.key: b.definition for b in built}
-                tagged = [k for k in dist if _task(task_of[k]) == user.task]
-                top = min(tagged, key=dist.__getitem__)
+                ranked = sorted(tagged, key=dist.__getitem__)
+                top = ranked[0]
+                budget.task_rank.append(
+                    1 + next(i for i, k in enumerate(ranked) if task_of[k].dataset == user.dataset)
+                )
                 budget.top1_task.append(task_of[top].dataset == user.dataset)
                 budget.top1_task_untagged.append(
                     task_of[min(dist, key=dist.__getitem__)].dataset == user.dataset
@@ -334,6 +353,31 @@ def compare_budgets(
         for lw in runnable.values():
             lw.close()
     return out, difference
+
+
+def _describe_space(result: ExperimentResult, built: list[BuiltLearnware], hmap: Any) -> None:
+    from wharf.specification.mmd import inner_product
+
+    norms = []
+    for b in built:
+        spec = hmap.map_spec(b.spec, b.descriptions)
+        norms.append(np.linalg.norm(spec.z_flat, axis=1))
+        result.self_terms[b.definition.key] = float(inner_product(spec, spec))
+    every = np.concatenate(norms)
+    result.mapped_norms = (float(every.min()), float(every.max()))
+
+
+def _ranked(user: Any, specs: dict[str, Any], gamma: float) -> list[str]:
+    """Keys of ``specs`` by MMD² to ``user`` under an RBF kernel of width ``gamma``."""
+    from wharf.specification.hetero import HeteroMapTableSpecification
+    from wharf.specification.mmd import mmd2
+
+    def at(spec: Any) -> Any:
+        return HeteroMapTableSpecification.from_arrays(spec.z_flat, spec.beta_, gamma)
+
+    u = at(user)
+    dist = {k: mmd2(u, at(s)) for k, s in specs.items()}
+    return sorted(dist, key=dist.__getitem__)
 
 
 def _task(definition: Any) -> str:
