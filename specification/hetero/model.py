@@ -17,7 +17,7 @@ import torch
 from .._arrays import resolve_device
 from ..errors import SpecificationError
 from ..rkme import RKME
-from .columns import MAX_COLUMNS, tokenize
+from .columns import MAX_COLUMNS, initial_token_table, tokenize
 from .network import HeteroMapConfig, HeteroMapNetwork
 from .spec import HETERO_GAMMA, HeteroMapTableSpecification
 
@@ -142,7 +142,12 @@ class HeteroMap:
 
 
 def new_network(config: HeteroMapConfig, seed: int) -> HeteroMapNetwork:
-    """A network initialised from ``seed`` alone (the global RNG is left as it was)."""
+    """A network initialised from ``seed`` alone (the global RNG is left as it was), its token
+    table from MiniLM's word vectors (:func:`~.columns.initial_token_table`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return HeteroMapNetwork(config)
+        network = HeteroMapNetwork(config)
+    table = torch.from_numpy(initial_token_table(config.hidden_dim, int(seed)))
+    with torch.no_grad():
+        network.token_embedding.weight.copy_(table)
+    return network

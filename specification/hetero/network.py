@@ -2,11 +2,12 @@
 
 A row of a table with columns c_1 … c_d is read as a sequence of d *cells*. A column's
 embedding e_j is the mean of its description's token embeddings (a table of the map's own,
-trained from scratch, with a LayerNorm); cell j is e_j · x_j + b (so the value scales what the
-column means), through a bias-free linear layer. A learned CLS vector goes first, a few
-post-norm transformer layers with a gated feed-forward read the sequence, and the CLS output
-is the row's vector in the shared space. The projection head is used only by training's
-contrastive loss (the reference's trimmed TransTab, with the same defaults).
+started from MiniLM's word vectors and trained with the rest, with a LayerNorm); cell j is
+e_j · x_j + b (so the value scales what the column means), through a bias-free linear layer.
+A learned CLS vector goes first, a few post-norm transformer layers with a gated feed-forward
+read the sequence, and the CLS output is the row's vector in the shared space. The projection
+head is used only by training's contrastive loss (the reference's trimmed TransTab, with the
+same defaults).
 """
 
 from __future__ import annotations
