@@ -52,6 +52,8 @@ def found(job: dict) -> list[str]:
 def test_hetero_search_in_a_running_market(tmp_path, monkeypatch):
     monkeypatch.setenv("WHARF_HETERO_EPOCHS", "1")
     monkeypatch.setenv("WHARF_HETERO_DEVICE", "cpu")
+    # Searches run back to back during the retrain: more than a token's 60 writes a minute.
+    monkeypatch.setenv("WHARF_RATE_LIMIT_ENABLED", "false")
     settings = Settings(data_dir=tmp_path / "market", hetero_epochs=1, hetero_device="cpu")
     with LocalMarket(tmp_path / "market", workers=2) as market:
         catalog = Catalog(settings.catalog_url)

@@ -11,6 +11,7 @@ import io
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -45,7 +46,9 @@ SPEC_BATCH = 100
 MAX_TRAINING_LEARNWARES = 20_000
 #: The largest map file read back (the default map is about 17 MB).
 MAX_MAP_BYTES = 512 * 1024 * 1024
-_cache: dict[int, HeteroMap] = {}
+#: Maps read, by store and version (a version's map never changes within a market; two
+#: markets in one process, as in tests, have two stores).
+_cache: weakref.WeakKeyDictionary[ObjectStore, dict[int, HeteroMap]] = weakref.WeakKeyDictionary()
 _cache_lock = threading.Lock()
 _torch_threads_lock = threading.Lock()
 
@@ -59,16 +62,17 @@ def save_map(store: ObjectStore, version: int, hmap: HeteroMap) -> str:
 def load_map(store: ObjectStore, version: int, key: str, *, device: str = "auto") -> HeteroMap:
     """The map of ``version`` (kept in memory: a version's map never changes)."""
     with _cache_lock:
-        if version in _cache:
-            return _cache[version]
+        cached = _cache.setdefault(store, {})
+        if version in cached:
+            return cached[version]
     with store.open(key) as f:
         data = f.read(MAX_MAP_BYTES + 1)
     hmap = HeteroMap.from_bytes(data, device=device)
     hmap.info["version"] = version  # the catalog's, whatever the file says
     with _cache_lock:
-        for old in sorted(_cache)[:-1]:  # the current and the next version are enough
-            del _cache[old]
-        _cache[version] = hmap
+        for old in sorted(cached)[:-1]:  # the current and the next version are enough
+            del cached[old]
+        cached[version] = hmap
     return hmap
 
 
