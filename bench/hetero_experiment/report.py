@@ -246,16 +246,22 @@ def not_helping(result: ExperimentResult) -> str:
     """Where it does not help, read from the numbers of this run."""
     lines = ["## Where it does not help", ""]
     wrong = [o for o in result.outcomes if not o.top1_of_task]
+    market = next((b for b in result.budgets if b.epochs < 0), None)
     if wrong:
+        untagged = (
+            f" Without the Task tag (the scan with the market's map), "
+            f"{sum(market.top1_task_untagged)} of {len(result.outcomes)} users would get a "
+            "learnware of their data set first."
+            if market is not None
+            else ""
+        )
         lines.append(
             f"- **The search** put a learnware of another data set first for {len(wrong)} of "
             f"{len(result.outcomes)} users: "
             + "; ".join(f"{o.user.key} → {o.top1_key}" for o in wrong)
-            + ". Only the Task tag keeps the regression users (diabetes) among regression "
-            "learnwares; among the classification data sets the map's space does not tell the "
-            "tables apart reliably."
+            + "."
+            + untagged
         )
-    market = next((b for b in result.budgets if b.epochs < 0), None)
     if market is not None and market.top1_by_gamma:
         by_data: dict[str, list[float]] = {}
         for key, value in result.self_terms.items():
