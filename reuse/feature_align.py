@@ -308,7 +308,7 @@ class HeteroMapAlign(FeatureAlign):
 
         def semantic_term(mapped: Any) -> Any:
             pick = torch.from_numpy(generator.choice(len(mapped), min(batch, len(mapped))))
-            read = network.encode(mapped[pick].to(hmap.device), columns).cpu()
+            read = hmap.encode(mapped[pick].to(hmap.device), columns).cpu()
             return weight * ((read - anchors[pick]) ** 2).mean()
 
         return semantic_term

@@ -98,8 +98,13 @@ class HeteroMap:
                 chunk = torch.from_numpy(X[start : start + rows_per_batch]).to(
                     self.device, torch.float32
                 )
-                out.append(self.network.encode(chunk, columns).double().cpu().numpy())
+                out.append(self.encode(chunk, columns).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim))
+
+    def encode(self, values: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """Rows (N, d) and their columns' embeddings → their (N, dim) points in the shared
+        space: the network's row vectors times the map's ``output_scale``."""
+        return self.network.encode(values, columns) * self.config.output_scale
 
     def map_spec(self, rkme: RKME, descriptions: Sequence[str]) -> HeteroMapTableSpecification:
         """An RKME's reduced points in the shared space, with its weights β and γ = 0.1."""
