@@ -201,7 +201,7 @@ def scale(quick: bool) -> Scale:
         100,
         [LearnwareDef(k, i, ("linear", "mlp")[i % 2]) for k in keys for i in range(4)],
         [UserDef(k, i) for k in keys for i in range(3)],
-        (0, 10, 50, 200),
+        (0, 2, 10, 50, 200),
     )
 
 

@@ -85,6 +85,7 @@ class ExperimentResult:
     mapped_norms: tuple[float, float] = (float("nan"), float("nan"))
     #: learnware key -> ⟨Φ, Φ⟩ of its spec mapped with the market's map (γ of the market)
     self_terms: dict[str, float] = field(default_factory=dict)
+    map_config: Any = None  # the market's map's HeteroMapConfig
 
 
 def requirement(user: UserDef) -> dict:
@@ -358,6 +359,7 @@ def compare_budgets(
 def _describe_space(result: ExperimentResult, built: list[BuiltLearnware], hmap: Any) -> None:
     from wharf.specification.mmd import inner_product
 
+    result.map_config = hmap.config
     norms = []
     for b in built:
         spec = hmap.map_spec(b.spec, b.descriptions)

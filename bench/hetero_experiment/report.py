@@ -271,16 +271,18 @@ def not_helping(result: ExperimentResult) -> str:
         sweep = ", ".join(
             f"γ = {g:g}: {c}/{len(result.outcomes)}" for g, c in market.top1_by_gamma.items()
         )
+        scale = getattr(getattr(result, "map_config", None), "output_scale", None)
         lines.append(
-            f"- **Why the search misses.** Every mapped point has a norm between {lo:.2f} and "
-            f"{hi:.2f} (√128 = 11.31: the encoder ends in a layer norm), so the points lie on one "
-            "sphere, and with γ = 0.1 the kernel between points a few units apart is nearly 0. "
-            "MMD² = ⟨user, user⟩ + ⟨lw, lw⟩ − 2⟨user, lw⟩ is then ruled by the learnware's "
-            "self term ⟨lw, lw⟩, how tightly its points gather, more than by the cross term: a "
-            "learnware whose mapped points spread wide is near every user (a hub). Mean self "
-            f"term per data set: {selfs}. The same mapped specs ranked with a wider kernel "
-            f"put a learnware of the user's data set first for: {sweep} users (the market's map, "
-            f"Task tag; a diagnostic on these {len(result.outcomes)} users, not a tuned setting)."
+            f"- **What the search ranks by.** Every mapped point has a norm between {lo:.2f} "
+            f"and {hi:.2f} (the encoder ends in a layer norm, so its rows have norm √128 = 11.31"
+            + (f", times the map's output scale {scale:.3g}" if scale is not None else "")
+            + "): the points lie on one sphere. MMD² = ⟨user, user⟩ + ⟨lw, lw⟩ − 2⟨user, lw⟩; "
+            "where the kernel is narrow against the distances on that sphere, the learnware's "
+            "self term ⟨lw, lw⟩ (how tightly its points gather) outweighs the cross term, and a "
+            "learnware whose points spread wide is near every user (a hub). Mean self term per "
+            f"data set: {selfs}. The same mapped specs ranked with other kernel widths put a "
+            f"learnware of the user's data set first for: {sweep} users (the market's map, Task "
+            f"tag; a diagnostic on these {len(result.outcomes)} users, not a tuned setting)."
         )
     zero_worse = [
         o
