@@ -111,9 +111,9 @@ def map_requirement(
 
 @contextmanager
 def _one_torch_thread() -> Iterator[None]:
-    """torch on one thread for a search's small mapping (K rows): in a search worker, right
-    after a search's kernel sums, torch's threads met each other's and took 340 ms for what one
-    thread does in 8 (bench/hetero_search.py)."""
+    """torch on one thread: for a search's small mapping (K rows), where right after a search's
+    kernel sums torch's threads met each other's and took 340 ms for what one thread does in 8
+    (bench/hetero_search.py), and for training a map on shared cores."""
     threads = torch.get_num_threads()
     if threads == 1:
         yield
@@ -166,14 +166,18 @@ def train_version(
                 "input column described): nothing to train on",
             )
         return False
-    hmap = train_hetero_map(
-        tables,
-        epochs=settings.hetero_epochs,
-        seed=settings.hetero_seed,
-        device=settings.hetero_device,
-        info={"version": version},
-        progress=progress,
-    )
+    # One torch thread here too: on cores that the market's other workers share, a second
+    # thread mostly waits for the first (1,000 learnwares, 2 epochs: 18 s on one thread, 72–88 s
+    # on two, back to back on a busy 2-core machine; bench/README.md).
+    with _one_torch_thread():
+        hmap = train_hetero_map(
+            tables,
+            epochs=settings.hetero_epochs,
+            seed=settings.hetero_seed,
+            device=settings.hetero_device,
+            info={"version": version},
+            progress=progress,
+        )
     key = save_map(store, version, hmap)
     with catalog.session() as s:
         versions.mark_trained(s, version, key, len(tables), hmap.info)
