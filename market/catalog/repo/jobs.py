@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -105,21 +105,37 @@ def start_job(s: Session, job_id: str, worker: str | None = None) -> Job | None:
     A job already running is held by a live worker, or by a lost one: only
     :func:`take_over_job` starts it again.
     """
-    now = utcnow()
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.state == JobState.queued)
-        .values(
-            state=JobState.running,
-            attempts=Job.attempts + 1,
-            started_at=now,
-            worker=worker,
-            heartbeat_at=now,
-        )
-        .returning(Job)
-    )
+    params = {"job_id": job_id, "worker": worker, "now": utcnow()}
     options = {"populate_existing": True, "synchronize_session": False}
-    return s.scalars(stmt, execution_options=options).one_or_none()
+    return s.scalars(_START, params, execution_options=options).one_or_none()
+
+
+#: Statements on every search's round trip, built once: building one costs about as much as
+#: SQLite takes to run it.
+_START = (
+    update(Job)
+    .where(Job.id == bindparam("job_id"), Job.state == JobState.queued)
+    .values(
+        state=JobState.running,
+        attempts=Job.attempts + 1,
+        started_at=bindparam("now"),
+        worker=bindparam("worker"),
+        heartbeat_at=bindparam("now"),
+    )
+    .returning(Job)
+)
+_FINISH = (
+    update(Job)
+    .where(Job.id == bindparam("job_id"), Job.state.in_(UNFINISHED))
+    .values(
+        state=JobState.succeeded,
+        progress=1.0,
+        result=bindparam("result"),
+        error=None,
+        finished_at=bindparam("now"),
+    )
+    .execution_options(synchronize_session="fetch")
+)
 
 
 def take_over_job(s: Session, job_id: str, worker: str, *, holder: str | None) -> Job | None:
@@ -255,20 +271,12 @@ def advance_progress(s: Session, job_id: str, delta: float, *, cap: float = 0.99
 
 def finish_job(s: Session, job_id: str, result: Mapping[str, Any] | None = None) -> bool:
     """Mark a job succeeded with its (small, JSON) result; ``False`` if already finished."""
-    return _job_ended(
-        s,
-        job_id,
-        _job_update(
-            s,
-            job_id,
-            UNFINISHED,
-            state=JobState.succeeded,
-            progress=1.0,
-            result=None if result is None else dict(result),
-            error=None,
-            finished_at=utcnow(),
-        ),
-    )
+    params = {
+        "job_id": job_id,
+        "result": None if result is None else dict(result),
+        "now": utcnow(),
+    }
+    return _job_ended(s, job_id, s.execute(_FINISH, params).rowcount == 1)
 
 
 def fail_job(s: Session, job_id: str, error: str) -> bool:
