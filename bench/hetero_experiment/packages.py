@@ -17,7 +17,7 @@ from wharf.specification import RKME, dumps_spec
 from wharf.specification.package import make_manifest, write_package
 from wharf.specification.semantic import generate_semantic_spec
 
-from bench.reuse_experiment.packages import MODEL_CODE, _layers_of
+from bench.reuse_experiment.packages import MODEL_CODE, _layers_of, model_arrays
 
 from .datasets import CLASSIFICATION, load
 from .design import LearnwareDef, developer_descriptions, seed_of
@@ -73,16 +73,7 @@ def train(lw: LearnwareDef, X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarra
                 ).fit(X, target)
             classes = np.zeros(0, dtype=np.int64)
             weights, biases = _layers_of(model)
-    arrays: dict[str, np.ndarray] = {
-        "n_layers": np.array(len(weights)),
-        "classes": classes,
-        "y_shift": np.array(y_shift),
-        "y_scale": np.array(y_scale),
-    }
-    for i, (W, b) in enumerate(zip(weights, biases, strict=True)):
-        arrays[f"W{i}"] = np.asarray(W, dtype=np.float64)
-        arrays[f"b{i}"] = np.asarray(b, dtype=np.float64)
-    return arrays
+    return model_arrays(weights, biases, classes, y_shift, y_scale)
 
 
 def semantic_spec(lw: LearnwareDef, n_train: int) -> dict:

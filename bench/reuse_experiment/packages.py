@@ -87,6 +87,26 @@ class BuiltLearnware:
     n_train: int
 
 
+def model_arrays(
+    weights: list[np.ndarray],
+    biases: list[np.ndarray],
+    classes: np.ndarray,
+    y_shift: float,
+    y_scale: float,
+) -> dict[str, np.ndarray]:
+    """A trained network as the arrays ``MODEL_CODE`` reads from the package."""
+    arrays: dict[str, np.ndarray] = {
+        "n_layers": np.array(len(weights)),
+        "classes": classes,
+        "y_shift": np.array(y_shift),
+        "y_scale": np.array(y_scale),
+    }
+    for i, (W, b) in enumerate(zip(weights, biases, strict=True)):
+        arrays[f"W{i}"] = np.asarray(W, dtype=np.float64)
+        arrays[f"b{i}"] = np.asarray(b, dtype=np.float64)
+    return arrays
+
+
 def _layers_of(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
     from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -130,16 +150,7 @@ def train(lw: LearnwareDef, X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarra
                 ).fit(X, target)
             classes = np.zeros(0, dtype=np.int64)
     weights, biases = _layers_of(model)
-    arrays: dict[str, np.ndarray] = {
-        "n_layers": np.array(len(weights)),
-        "classes": classes,
-        "y_shift": np.array(y_shift),
-        "y_scale": np.array(y_scale),
-    }
-    for i, (W, b) in enumerate(zip(weights, biases, strict=True)):
-        arrays[f"W{i}"] = np.asarray(W, dtype=np.float64)
-        arrays[f"b{i}"] = np.asarray(b, dtype=np.float64)
-    return arrays
+    return model_arrays(weights, biases, classes, y_shift, y_scale)
 
 
 def semantic_spec(lw: LearnwareDef, n_train: int) -> dict:
