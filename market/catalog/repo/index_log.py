@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -26,15 +26,23 @@ def log_index_changes(s: Session, learnware_ids: Iterable[int], op: str) -> None
         s.execute(IndexChange.__table__.insert(), rows)
 
 
+#: A search's two reads of the catalog, built once (building a statement cost about what
+#: SQLite takes to run these).
+_CHANGES_AFTER = (
+    select(IndexChange.seq, IndexChange.learnware_id)
+    .where(IndexChange.seq > bindparam("seq"))
+    .order_by(IndexChange.seq)
+    .limit(bindparam("limit"))
+)
+_NAMES = select(Learnware.id, Learnware.name, Learnware.status).where(
+    Learnware.id.in_(bindparam("ids", expanding=True))
+)
+
+
 def index_changes_after(s: Session, seq: int, *, limit: int = 100_000) -> list[tuple[int, int]]:
     """``(seq, learnware_id)`` of the log entries after ``seq``, in order."""
-    stmt = (
-        select(IndexChange.seq, IndexChange.learnware_id)
-        .where(IndexChange.seq > seq)
-        .order_by(IndexChange.seq)
-        .limit(limit)
-    )
-    return [(int(a), int(b)) for a, b in s.execute(stmt)]
+    rows = s.execute(_CHANGES_AFTER, {"seq": int(seq), "limit": int(limit)})
+    return [(int(a), int(b)) for a, b in rows]
 
 
 def index_changes_in(s: Session, seqs: Iterable[int]) -> list[tuple[int, int]]:
@@ -100,12 +108,9 @@ def accepted_names(s: Session, learnware_ids: Iterable[int]) -> dict[int, str]:
     for start in range(0, len(ids), IN_BATCH):
         # The status is compared here, not in SQL: with it in the WHERE clause SQLite reads
         # the (status, …) index of every accepted learnware instead of looking these up by id.
-        stmt = select(Learnware.id, Learnware.name, Learnware.status).where(
-            Learnware.id.in_(ids[start : start + IN_BATCH])
-        )
         found.update(
             (int(i), name or "")
-            for i, name, status in s.execute(stmt)
+            for i, name, status in s.execute(_NAMES, {"ids": ids[start : start + IN_BATCH]})
             if status == LearnwareStatus.accepted
         )
     return found
