@@ -33,6 +33,7 @@ import numpy as np
 from ._common import table, write_results
 from .hetero_map import QUANTITIES
 from .search_scale import Market, rss_mib
+from .search_workers import accept_synthetic
 
 TARGET_P50_MS = 50.0
 
@@ -64,11 +65,8 @@ def semantic_of(descriptions: list[str]) -> dict:
 def build_market(catalog, store, market: Market, n: int) -> float:
     """Accepted learnwares and their hetero specs under a ready version 1; seconds spent
     mapping."""
-    import hashlib
-
     from wharf.market.catalog import repo
     from wharf.market.hetero import maps, versions
-    from wharf.specification.files import dumps_spec
     from wharf.specification.hetero import HETERO_GAMMA, HeteroMapTableSpecification
     from wharf.specification.hetero import dumps_hetero_spec as dumps_hetero
     from wharf.specification.hetero.model import HeteroMap
@@ -98,22 +96,11 @@ def build_market(catalog, store, market: Market, n: int) -> float:
         mapping += time.perf_counter() - t0
         with catalog.session() as s:
             for i, spec in enumerate(specs):
-                task = int(tasks[i])
-                sha = hashlib.sha256(f"bench-{start + i}".encode()).hexdigest()
-                semantic = semantic_of(descriptions_of(task, market.d))
-                lw = repo.create_learnware(s, owner, semantic, sha, f"packages/{sha}.zip", 1)
-                repo.claim_for_check(s, lw.id)
-                meta = {
-                    "type": spec.spec_type,
-                    "shape": [market.d],
-                    "gamma": spec.gamma,
-                    "points": market.k,
-                    "num_points": 1000,
-                }
-                repo.finish_check(
-                    s, lw.id, accepted=True, log="", spec_meta=meta, stat_spec_json=dumps_spec(spec)
+                semantic = semantic_of(descriptions_of(int(tasks[i]), market.d))
+                lw = accept_synthetic(s, owner, semantic, start + i, spec, market)
+                versions.put_spec(
+                    s, lw.id, 1, lw.content_sha256, dumps_hetero(mapped[i]), log=False
                 )
-                versions.put_spec(s, lw.id, 1, sha, dumps_hetero(mapped[i]), log=False)
         print(f"  {stop} learnwares stored", flush=True)
     with catalog.session() as s:
         versions.mark_ready(s, 1)

@@ -33,7 +33,6 @@ REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/13")
 
 def populate(catalog, market: Market, n: int) -> None:
     from wharf.market.catalog import repo
-    from wharf.specification.files import dumps_spec
     from wharf.specification.semantic import generate_semantic_spec
 
     semantic = generate_semantic_spec(
@@ -52,19 +51,29 @@ def populate(catalog, market: Market, n: int) -> None:
     for start in range(0, n, 1000):
         with catalog.session() as s:
             for i, spec in enumerate(market.batch(start, min(n, start + 1000)), start):
-                sha = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
-                lw = repo.create_learnware(s, owner, semantic, sha, f"packages/{sha}.zip", 1)
-                repo.claim_for_check(s, lw.id)
-                meta = {
-                    "type": spec.spec_type,
-                    "shape": [market.d],
-                    "gamma": spec.gamma,
-                    "points": market.k,
-                    "num_points": 1000,
-                }
-                repo.finish_check(
-                    s, lw.id, accepted=True, log="", spec_meta=meta, stat_spec_json=dumps_spec(spec)
-                )
+                accept_synthetic(s, owner, semantic, i, spec, market)
+
+
+def accept_synthetic(s, owner: int, semantic: dict, index: int, spec, market: Market):
+    """Store the ``index``-th synthetic learnware as accepted, with ``spec``, without a check
+    (its package is never read); the learnware's row."""
+    from wharf.market.catalog import repo
+    from wharf.specification.files import dumps_spec
+
+    sha = hashlib.sha256(f"bench-{index}".encode()).hexdigest()
+    lw = repo.create_learnware(s, owner, semantic, sha, f"packages/{sha}.zip", 1)
+    repo.claim_for_check(s, lw.id)
+    meta = {
+        "type": spec.spec_type,
+        "shape": [market.d],
+        "gamma": spec.gamma,
+        "points": market.k,
+        "num_points": 1000,
+    }
+    repo.finish_check(
+        s, lw.id, accepted=True, log="", spec_meta=meta, stat_spec_json=dumps_spec(spec)
+    )
+    return lw
 
 
 def run(workers: int, n: int, searches: int, data: Market) -> dict:
