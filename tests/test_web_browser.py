@@ -142,15 +142,24 @@ def shot(driver, name: str, size=DESKTOP, *, mobile=False) -> None:
 
 def navigates(driver, action) -> None:
     """Do ``action`` (a click, a key) and wait until the page it leads to has loaded."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = driver.find_element(By.TAG_NAME, "html")
+    # The old document is marked rather than watched through an element handle: while
+    # Chromium swaps documents, asking about an old node can fail with an inspector error
+    # instead of the stale-element answer, and a script can find no context to run in.
+    driver.execute_script("window.__wharfOldPage = true")
     action()
-    wait = WebDriverWait(driver, 60)
-    wait.until(ec.staleness_of(old))
-    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def loaded(d) -> bool:
+        try:
+            return d.execute_script(
+                "return !window.__wharfOldPage && document.readyState === 'complete'"
+            )
+        except WebDriverException:
+            return False
+
+    WebDriverWait(driver, 60).until(loaded)
 
 
 def listed(driver) -> list[str]:
