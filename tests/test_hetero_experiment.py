@@ -12,7 +12,7 @@ import pytest
 
 from bench.hetero_experiment.datasets import CLASSIFICATION, KEYS, load
 from bench.hetero_experiment.design import scale, split, user_data
-from bench.hetero_experiment.experiment import run_experiment
+from bench.hetero_experiment.experiment import TRUE_COLUMNS, run_experiment
 from bench.hetero_experiment.report import (
     BEST_TASK,
     BUDGET_PLOT,
@@ -21,6 +21,7 @@ from bench.hetero_experiment.report import (
     MEAN_TASK,
     SCRATCH,
 )
+from bench.hetero_experiment.reuse_eval import true_columns
 from bench.hetero_experiment.run import write_report
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -42,6 +43,23 @@ def test_every_column_is_described_and_users_hold_other_columns():
         data = user_data(user)
         assert data.X_pool.shape[1] == len(user.columns) == len(user.descriptions())
         assert not set(s.user_rows) & set(s.dev_rows)
+
+
+def test_true_columns_copies_the_shared_columns_and_leaves_the_rest_at_the_mean():
+    user = next(u for u in QUICK.users if u.dataset == "breast_cancer")
+    definition = next(lw for lw in QUICK.learnwares if lw.dataset == "breast_cancer")
+    shared = set(definition.columns) & set(user.columns)
+    assert shared and set(definition.columns) - shared
+
+    class Echo:  # a learnware that returns its inputs
+        def predict(self, X):
+            return X
+
+    data = user_data(user)
+    cached, _ = true_columns(Echo(), definition, user, data)
+    for j, column in enumerate(definition.columns):
+        expected = data.X_all[:, user.columns.index(column)] if column in shared else 0.0
+        np.testing.assert_array_equal(cached.outputs[:, j], expected)
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +92,9 @@ def test_errors_are_sane(run):
     result, _, _ = run
     for o in result.outcomes:
         bound = 100.0 if load(o.user.dataset).task == CLASSIFICATION else np.inf
-        assert set(o.zero_label) == {HETERO, MEAN_TASK, BEST_TASK}
+        assert set(o.zero_label) == {HETERO, MEAN_TASK, BEST_TASK, TRUE_COLUMNS}
         assert o.zero_label[BEST_TASK] <= o.zero_label[MEAN_TASK]
-        assert set(o.curves) == {HETERO, SCRATCH}
+        assert set(o.curves) == {HETERO, SCRATCH, TRUE_COLUMNS}
         for method, curve in o.curves.items():
             assert sorted(curve) == [n for n in QUICK.labels if n <= o.n_pool], method
             for errors in curve.values():
@@ -101,6 +119,7 @@ def test_the_report_and_its_plots(run):
     ):
         assert heading in text
     assert "- machine: " in text and "the market's map (downloaded)" in text
+    assert "true column correspondence" in text
     assert (root / "results.md").read_text() == text
     for name in (CURVES_PLOT, BUDGET_PLOT):
         assert (root / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

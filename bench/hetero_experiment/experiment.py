@@ -27,9 +27,11 @@ from bench.reuse_experiment.experiment import one_thread, submit_all
 
 from .design import Scale, UserData, UserDef, user_data
 from .packages import GAMMA, RKME_POINTS, TASK_TAG, BuiltLearnware, build_all
-from .reuse_eval import align, labelled_errors
+from .reuse_eval import align, labelled_errors, true_columns
 
 SEARCH_TOP = 5
+#: The search's top-1 given the user's rows through the true column correspondence.
+TRUE_COLUMNS = "Top-1, true columns"
 MAP_WAIT_S = 600.0
 #: Kernel widths of the diagnostic ranking in the shared space (the market's is 0.1).
 GAMMAS = (0.1, 0.01, 0.001)
@@ -44,7 +46,8 @@ class UserOutcome:
     hetero: dict | None  # the result's "hetero" entry
     singles: list[dict]  # id, score and key of the search's singles
     top1_of_task: bool
-    #: "Hetero reuse" (top-1, aligned), "From scratch": labels -> error of each seed
+    #: "Hetero reuse" (top-1, aligned), "From scratch", :data:`TRUE_COLUMNS`: labels -> error
+    #: of each seed
     curves: dict[str, dict[int, list[float]]] = field(default_factory=dict)
     zero_label: dict[str, float] = field(default_factory=dict)  # top-1, mean/best of task
     task_errors: dict[str, float] = field(default_factory=dict)  # each task learnware, 0 labels
@@ -266,6 +269,12 @@ def _evaluate(
             )
             outcome.curves["From scratch"] = labelled_errors(
                 user, data, None, scale.labels, scale.seeds
+            )
+            exact, outcome.zero_label[TRUE_COLUMNS] = true_columns(
+                learnware(top), result.learnwares[top].definition, user, data
+            )
+            outcome.curves[TRUE_COLUMNS] = labelled_errors(
+                user, data, exact, scale.labels, scale.seeds
             )
             log(f"  {user.key}: aligned {len(aligned)} learnwares, top-1 {err:.2f}")
         result.timings["alignments and label curves"] = time.perf_counter() - t0

@@ -8,7 +8,7 @@ import numpy as np
 
 from .datasets import CLASSIFICATION, load
 from .design import split
-from .experiment import GAMMAS, BudgetOutcome, ExperimentResult, UserOutcome
+from .experiment import GAMMAS, TRUE_COLUMNS, BudgetOutcome, ExperimentResult, UserOutcome
 
 HETERO = "Hetero reuse (top-1)"
 SCRATCH = "From scratch"
@@ -60,22 +60,23 @@ def ratio(a: float, b: float) -> float:
     return max(a, RATIO_FLOOR) / max(b, RATIO_FLOOR)
 
 
-def ratios(result: ExperimentResult, n: int) -> list[float]:
-    """Hetero reuse error / from-scratch error (each at least :data:`RATIO_FLOOR`), per user
+def ratios(result: ExperimentResult, n: int, method: str = HETERO) -> list[float]:
+    """``method``'s error / from-scratch error (each at least :data:`RATIO_FLOOR`), per user
     whose pool allows ``n`` labels."""
     out = []
     for o in result.outcomes:
-        a, b = error_at(o, HETERO, n), error_at(o, SCRATCH, n)
+        a, b = error_at(o, method, n), error_at(o, SCRATCH, n)
         if a is not None and b is not None:
             out.append(ratio(a, b))
     return out
 
 
-def wins(result: ExperimentResult, n: int) -> tuple[int, int, int]:
-    """(users where hetero reuse is better, worse, equal) at ``n`` labels (seed means)."""
+def wins(result: ExperimentResult, n: int, method: str = HETERO) -> tuple[int, int, int]:
+    """(users where ``method`` is better than from scratch, worse, equal) at ``n`` labels
+    (seed means)."""
     better = worse = equal = 0
     for o in result.outcomes:
-        a, b = error_at(o, HETERO, n), error_at(o, SCRATCH, n)
+        a, b = error_at(o, method, n), error_at(o, SCRATCH, n)
         if a is None or b is None:
             continue
         better += a < b
@@ -107,6 +108,15 @@ def summary(result: ExperimentResult) -> str:
             f"over users {mean_ratio:.3f} (below 1: reuse better; target: below 1; errors under "
             f"{RATIO_FLOOR:g} count as {RATIO_FLOOR:g}): {verdict}. "
             f"Better for {better} users, worse for {worse}, equal for {equal}."
+        )
+    exact = ratios(result, 50, TRUE_COLUMNS)
+    if exact:
+        better, worse, equal = wins(result, 50, TRUE_COLUMNS)
+        lines.append(
+            f"- The same top-1 learnwares given the user's rows through the true column "
+            f"correspondence instead of the alignment (a bound: what a perfect alignment would "
+            f"give): mean error ratio {np.mean(exact):.3f} at 50 labels; better for {better} "
+            f"users, worse for {worse}, equal for {equal}."
         )
     return "\n".join(lines)
 
@@ -147,6 +157,7 @@ def error_table(result: ExperimentResult) -> str:
     header = ["user", "unit", f"{MEAN_TASK} (0)", f"{BEST_TASK} (0)"]
     for n in ns:
         header += [f"hetero {n}"] + ([f"scratch {n}"] if n else [])
+    header += ["true columns 0", "true columns 50"]
     rows = []
     for o in result.outcomes:
         row = [o.user.key, _unit(o.user.dataset)]
@@ -159,6 +170,7 @@ def error_table(result: ExperimentResult) -> str:
             b = error_at(o, SCRATCH, n)
             better = a is not None and b is not None and a < b
             row += [f"**{_fmt(a)}**" if better else _fmt(a), _fmt(b)]
+        row += [_fmt(error_at(o, TRUE_COLUMNS, 0)), _fmt(error_at(o, TRUE_COLUMNS, 50))]
         rows.append(row)
     return _table(header, rows)
 
@@ -305,6 +317,27 @@ def not_helping(result: ExperimentResult) -> str:
                 f"{better} users, worse for {worse}, equal for {equal} (mean error ratio "
                 f"{np.mean(r):.3f})."
             )
+    exact_zero = [
+        (o, a, b)
+        for o in result.outcomes
+        if (a := error_at(o, TRUE_COLUMNS, 0)) is not None
+        and (b := error_at(o, SCRATCH, 50)) is not None
+    ]
+    if exact_zero:
+        behind = [o for o, a, b in exact_zero if a > b]
+        trained = [len(split(d).dev_rows) for d in datasets_of(result)]
+        tests = [o.n_test for o in result.outcomes]
+        lines.append(
+            f"- **What the learnwares know beyond 50 labels.** Even through the true column "
+            f"correspondence, the top-1 with no label is worse than training from scratch on 50 "
+            f"labels for {len(behind)} of {len(exact_zero)} users; with 50 labels, FeatureAugment "
+            f"over it gives a mean error ratio of {np.mean(ratios(result, 50, TRUE_COLUMNS)):.3f} "
+            f"(the aligned top-1: {np.mean(ratios(result, 50)):.3f}). These tables are small and "
+            f"close to linear, and each learnware was trained on {min(trained)} to "
+            f"{max(trained)} rows: 50 labels teach a linear model on the user's own columns "
+            "about what the learnware knows, so what is left to gain at 50 labels is within the "
+            f"noise of test sets of {min(tests)} to {max(tests)} rows, whatever the alignment."
+        )
     lines.append(
         "- What the labelled numbers measure is mostly FeatureAugment's final model on the "
         "user's own columns: with an aligned learnware whose outputs carry little information, "
@@ -422,7 +455,7 @@ def plot_curves(result: ExperimentResult, path: Path) -> None:
     for ax, d in zip(axes, names, strict=True):
         users = [o for o in result.outcomes if o.user.dataset == d]
         ns = [n for n in result.scale.labels if any(error_at(o, SCRATCH, n) for o in users)]
-        for method, style in ((HETERO, "s-"), (SCRATCH, "^--")):
+        for method, style in ((HETERO, "s-"), (SCRATCH, "^--"), (TRUE_COLUMNS, "o:")):
             ys = [
                 np.mean([v for o in users if (v := error_at(o, method, n)) is not None]) for n in ns
             ]

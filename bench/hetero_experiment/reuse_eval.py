@@ -19,7 +19,7 @@ from wharf.reuse.feature_align import FeatureAlign
 
 from bench.reuse_experiment.experiment import score, scratch_model
 
-from .design import UserData, UserDef, seed_of
+from .design import LearnwareDef, UserData, UserDef, seed_of
 
 
 class AlignedOutputs:
@@ -46,6 +46,21 @@ def align(
     aligner.fit(X_all)
     outputs = np.asarray(FeatureAlign._predict_task(aligner, X_all)[1], dtype=np.float64)
     cached = AlignedOutputs(X_all, outputs)
+    return cached, score(user.task, cached.predict(data.X_test), data.y_test)
+
+
+def true_columns(
+    learnware: Any, definition: LearnwareDef, user: UserDef, data: UserData
+) -> tuple[AlignedOutputs, float]:
+    """``learnware`` on the user's rows with the true column correspondence, no alignment:
+    each of its columns the user holds is copied, each it does not is 0 (the published mean,
+    as the columns are standardised). A bound: what a perfect alignment would give."""
+    X_all = np.ascontiguousarray(data.X_all)
+    inputs = np.zeros((len(X_all), len(definition.columns)))
+    for j, column in enumerate(definition.columns):
+        if column in user.columns:
+            inputs[:, j] = X_all[:, user.columns.index(column)]
+    cached = AlignedOutputs(X_all, np.asarray(learnware.predict(inputs), dtype=np.float64))
     return cached, score(user.task, cached.predict(data.X_test), data.y_test)
 
 
