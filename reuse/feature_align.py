@@ -199,14 +199,26 @@ class HeteroMapAlign(FeatureAlign):
         What each of the user's columns is, in order.
     learnware_descriptions : list of str, optional
         The learnware's column descriptions (read from its semantic spec by default).
-    semantic_weight : float, default=1.0
-        Weight of the shared-space term (0: plain :class:`FeatureAlign`).
+    semantic_weight : float, default=3.0
+        Weight of the shared-space term, a squared error relative to the size of the user's
+        rows in the shared space (0: plain :class:`FeatureAlign`).
     semantic_batch : int, default=32
         Source points read through the map at each step.
     estimator : scikit-learn estimator, optional
         The final model of the labelled step (:class:`FeatureAugment`'s default otherwise).
-    task, user_spec, gamma, hidden_dims, epochs, lr, random_state
+    epochs : int, default=300
+        Full-batch Adam steps (more than :class:`FeatureAlign`'s 100: the shared-space term
+        keeps improving the column correspondence after the MMD has settled).
+    task, user_spec, gamma, hidden_dims, lr, random_state
         As :class:`FeatureAlign`.
+
+    The defaults of ``semantic_weight`` and ``epochs`` were chosen on users of
+    ``bench/hetero_experiment`` that its report does not show (indices 3–5), each aligned
+    to every learnware of its data set with no label. Against the earlier defaults (an
+    absolute squared error of weight 1, about 0.1 here, and 100 steps), the mean error went
+    from 16.8 to 9.9 % on breast cancer, 43.4 to 39.0 % on wine, 14.6 to 11.1 % on iris, and
+    an RMSE of 79.8 to 63.4 on diabetes; the true column correspondence, with the columns the
+    user lacks at their mean, gives 13.2, 6.8, 13.4 % and 62.3.
 
     Attributes
     ----------
@@ -223,13 +235,13 @@ class HeteroMapAlign(FeatureAlign):
         user_descriptions: Sequence[str],
         task: str = "classification",
         learnware_descriptions: Sequence[str] | None = None,
-        semantic_weight: float = 1.0,
+        semantic_weight: float = 3.0,
         semantic_batch: int = 32,
         estimator: Any = None,
         user_spec: Any = None,
         gamma: float | None = None,
         hidden_dims: Sequence[int] = (128,),
-        epochs: int = 100,
+        epochs: int = 300,
         lr: float = 1e-3,
         random_state: int = 0,
     ):
@@ -306,10 +318,13 @@ class HeteroMapAlign(FeatureAlign):
         weight, batch = float(self.semantic_weight), max(1, int(self.semantic_batch))
         generator = np.random.default_rng(rng.integers(1 << 32))
 
+        # Relative squared error, so the weight means the same whatever the map's scale.
+        anchor_power = float((anchors**2).sum(dim=1).mean().clamp_min(1e-12))
+
         def semantic_term(mapped: Any) -> Any:
             pick = torch.from_numpy(generator.choice(len(mapped), min(batch, len(mapped))))
             read = hmap.encode(mapped[pick].to(hmap.device), columns).cpu()
-            return weight * ((read - anchors[pick]) ** 2).mean()
+            return weight * ((read - anchors[pick]) ** 2).sum(dim=1).mean() / anchor_power
 
         return semantic_term
 

@@ -198,7 +198,7 @@ def scale(quick: bool) -> Scale:
         False,
         (10, 50, 100),
         tuple(range(5)),
-        100,
+        300,
         [LearnwareDef(k, i, ("linear", "mlp")[i % 2]) for k in keys for i in range(4)],
         [UserDef(k, i) for k in keys for i in range(3)],
         (0, 2, 10, 50, 200),
