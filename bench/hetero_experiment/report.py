@@ -114,9 +114,9 @@ def summary(result: ExperimentResult) -> str:
         better, worse, equal = wins(result, 50, TRUE_COLUMNS)
         lines.append(
             f"- The same top-1 learnwares given the user's rows through the true column "
-            f"correspondence instead of the alignment (a bound: what a perfect alignment would "
-            f"give): mean error ratio {np.mean(exact):.3f} at 50 labels; better for {better} "
-            f"users, worse for {worse}, equal for {equal}."
+            f"correspondence instead of the alignment (each column the user lacks at its mean; "
+            f"the alignment may guess those better): mean error ratio {np.mean(exact):.3f} at 50 "
+            f"labels; better for {better} users, worse for {worse}, equal for {equal}."
         )
     return "\n".join(lines)
 

@@ -54,7 +54,8 @@ def true_columns(
 ) -> tuple[AlignedOutputs, float]:
     """``learnware`` on the user's rows with the true column correspondence, no alignment:
     each of its columns the user holds is copied, each it does not is 0 (the published mean,
-    as the columns are standardised). A bound: what a perfect alignment would give."""
+    as the columns are standardised): what the alignment would give if it found every
+    column the user shares with the learnware and knew nothing of the others."""
     X_all = np.ascontiguousarray(data.X_all)
     inputs = np.zeros((len(X_all), len(definition.columns)))
     for j, column in enumerate(definition.columns):
