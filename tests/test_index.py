@@ -61,6 +61,45 @@ def test_packed_mmd2_matches_direct_computation_through_removal_and_compaction()
     assert restored.mmd2(query, [100])[0] == pytest.approx(mmd2(query, specs[0]), abs=1e-13)
 
 
+def test_float32_points_give_the_float64_stores_results_in_half_the_memory():
+    """Points computed in float32 (as the heterogeneous map's are) kept as float32: every
+    distance, inner product and self-term is bit for bit the float64 store's, through
+    removal, compaction, several chunks and a snapshot, which loads as a float64 store."""
+    rng = np.random.default_rng(5)
+
+    def float32_spec(k: int):
+        z = (4.0 + rng.normal(size=(k, 3))).astype(np.float32).astype(np.float64)
+        return RKME.from_arrays(z, rng.dirichlet(np.ones(k)), 0.1, 100)
+
+    specs = [float32_spec(int(rng.integers(2, 12))) for _ in range(60)]
+    wide, narrow = (
+        PackedSpecs(0.1, 3, chunk_rows=40),
+        PackedSpecs(0.1, 3, chunk_rows=40, points="float32"),
+    )
+    for packed in (wide, narrow):
+        packed.add(list(range(1, 61)), specs)
+    assert narrow.nbytes < 0.7 * wide.nbytes
+    query = random_spec(rng, k=7, d=3, offset=4.0)
+    ids = list(range(1, 61))
+    for a, b in zip(wide.distances(query, ids), narrow.distances(query, ids), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(narrow.mmd2(query, [3]), wide.mmd2(query, [3]))  # one chunk
+    np.testing.assert_array_equal(narrow.spec(9).z_, specs[8].z_)
+
+    for packed in (wide, narrow):
+        packed.remove(range(1, 41))
+        packed.compact()
+    live = narrow.ids.tolist()
+    assert live == wide.ids.tolist()
+    np.testing.assert_array_equal(narrow.mmd2(query, live), wide.mmd2(query, live))
+    np.testing.assert_array_equal(narrow.spec(41).z_, specs[40].z_)
+    restored = PackedSpecs.from_state(0.1, 3, narrow.state(), chunk_rows=40)
+    assert restored.points == "float64"
+    np.testing.assert_array_equal(restored.mmd2(query, live), wide.mmd2(query, live))
+    with pytest.raises(ValueError, match="float32"):
+        PackedSpecs(0.1, 3, points="float16")
+
+
 def test_packed_add_replaces_an_id_and_rejects_other_partitions():
     rng = np.random.default_rng(1)
     a, b = random_spec(rng), random_spec(rng)

@@ -8,9 +8,9 @@ It writes no snapshot: a version's index is built from the catalog when the vers
 current one.
 
 :class:`HeteroIndexes` holds a process's index of the newest version it was asked for; a newer
-version replaces it (the old one is dropped: at 10,000 learnwares an index holds about 500 MB
-of mapped points). A search uses one :class:`HeteroIndexSync` and maps its requirement with
-that index's version, so it never mixes two maps.
+version replaces it (the old one is dropped: at 10,000 learnwares an index holds about 250 MB
+of mapped points, kept as float32). A search uses one :class:`HeteroIndexSync` and maps its
+requirement with that index's version, so it never mixes two maps.
 """
 
 from __future__ import annotations
@@ -66,9 +66,15 @@ def hetero_config(config: IndexConfig | None, dims: int = 128) -> IndexConfig:
     """``config`` with its exact scan bounded by work, not rows: an exact scan's cost grows
     with a point's dimensions, so a 128-dim partition scans exactly up to the points that cost
     what ``exact_max_rows`` table points do, and asks FAISS beyond (bench/hetero_search.py:
-    1,000 learnwares scanned exactly took 118 ms, through FAISS 17 ms)."""
+    1,000 learnwares scanned exactly took 118 ms, through FAISS 17 ms). The points are kept
+    as float32: the map computes them in float32, so that loses nothing and halves the
+    index."""
     config = config or IndexConfig()
-    return replace(config, exact_max_rows=config.exact_max_rows * MEASURED_DIMS // dims)
+    return replace(
+        config,
+        exact_max_rows=config.exact_max_rows * MEASURED_DIMS // dims,
+        point_dtype="float32",
+    )
 
 
 class HeteroIndexes:

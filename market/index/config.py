@@ -36,3 +36,7 @@ class IndexConfig:
     image_min_candidates: int = 50
     #: Where image partitions keep their points and run the NNGP kernel ("cuda" on a GPU).
     image_device: str = "cpu"
+    #: How table partitions keep their points (``PackedSpecs(points=...)``): "float32" for
+    #: points computed in float32, as the heterogeneous map's are (half the memory, same
+    #: results).
+    point_dtype: str = "float64"

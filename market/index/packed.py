@@ -11,6 +11,11 @@ the partition's fixed centre (as :class:`specification.mmd.SpecBank`), so the sq
     MMD²(q, s) = ⟨Φ_q, Φ_q⟩ − 2⟨Φ_q, Φ_s⟩ + ⟨Φ_s, Φ_s⟩
 
 of any subset of specs agrees with a direct computation to about 1e-15.
+
+Points that were computed in float32 (the heterogeneous map's) can be kept as float32
+(``points="float32"``): half the memory, and nothing is lost, as each float64 value is a
+float32 one. Those chunks hold the points themselves, and a scan takes them back to float64
+relative to the centre before any arithmetic, so the results are the float64 store's.
 """
 
 from __future__ import annotations
@@ -84,14 +89,23 @@ class PackedSpecs:
         The flattened feature size of every spec.
     chunk_rows : int
         Points per storage chunk.
+    points : {"float64", "float32"}
+        How points are kept: float64 relative to the centre, or float32 as they are (points
+        with more precision than float32 are rounded to it).
     """
 
-    def __init__(self, gamma: float, dim: int, *, chunk_rows: int = CHUNK_ROWS):
+    def __init__(
+        self, gamma: float, dim: int, *, chunk_rows: int = CHUNK_ROWS, points: str = "float64"
+    ):
+        if points not in ("float64", "float32"):
+            raise ValueError(f"points must be 'float64' or 'float32', got {points!r}")
         self.gamma = float(gamma)
         self.dim = int(dim)
         self.chunk_rows = int(chunk_rows)
+        self.points = points
         self.center: np.ndarray | None = None
-        self._z: list[np.ndarray] = []  # chunks of points (relative to the centre)
+        #: chunks of points: relative to the centre (float64), or as they are (float32)
+        self._z: list[np.ndarray] = []
         self._beta: list[np.ndarray] = []
         self._used: list[int] = []  # rows filled in each chunk
         # per slot
@@ -147,6 +161,8 @@ class PackedSpecs:
             if not same_gamma(spec.gamma, self.gamma):
                 raise SpecificationError(f"spec gamma {spec.gamma} differs from {self.gamma}")
             z = np.asarray(spec.z_, dtype=np.float64).reshape(len(spec.beta_), -1)
+            if self.points == "float32":  # the self-terms are those of the points kept
+                z = z.astype(np.float32).astype(np.float64)
             if z.shape[1] != self.dim:
                 raise SpecificationError(
                     f"spec has {z.shape[1]} features, the partition {self.dim}"
@@ -174,6 +190,8 @@ class PackedSpecs:
     ) -> None:
         """Append specs already relative to :attr:`center`, with their self-terms (trusted:
         snapshots and :meth:`compact`). The ids must not be present."""
+        if self.points == "float32":
+            z = (z + self.center).astype(np.float32)
         chunks, starts = [], []
         offset = 0
         for k in sizes:
@@ -198,7 +216,7 @@ class PackedSpecs:
         if self._z and self._used[-1] + k <= len(self._z[-1]):
             return len(self._z) - 1
         rows = max(self.chunk_rows, k)
-        self._z.append(np.empty((rows, self.dim)))
+        self._z.append(np.empty((rows, self.dim), dtype=self.points))
         self._beta.append(np.empty(rows))
         self._used.append(0)
         return len(self._z) - 1
@@ -221,7 +239,7 @@ class PackedSpecs:
         """Rewrite the storage with only the live specs, in slot order."""
         ids, z, beta, sizes, self_terms = self.export()
         center = self.center
-        self.__init__(self.gamma, self.dim, chunk_rows=self.chunk_rows)
+        self.__init__(self.gamma, self.dim, chunk_rows=self.chunk_rows, points=self.points)
         self.center = center
         if len(ids):
             self.add_packed(ids, z, beta, sizes, self_terms)
@@ -239,7 +257,8 @@ class PackedSpecs:
         )
 
     def state(self) -> dict[str, np.ndarray]:
-        """The storage as named arrays (views, not copies), for a snapshot."""
+        """The storage as named arrays (views, not copies, of a float64 store), for a
+        snapshot; it loads as a float64 store."""
         out = {
             "center": np.empty(0) if self.center is None else self.center,
             "used": np.asarray(self._used, dtype=np.int64),
@@ -250,8 +269,15 @@ class PackedSpecs:
             "self": self._self.view,
         }
         for c, (z, beta) in enumerate(zip(self._z, self._beta, strict=True)):
-            out[f"z{c}"], out[f"beta{c}"] = z[: self._used[c]], beta[: self._used[c]]
+            out[f"z{c}"], out[f"beta{c}"] = (
+                self._relative(z[: self._used[c]]),
+                beta[: self._used[c]],
+            )
         return out
+
+    def _relative(self, z: np.ndarray) -> np.ndarray:
+        """Stored points as float64 relative to the centre."""
+        return z if self.points == "float64" else z.astype(np.float64) - self.center
 
     @classmethod
     def from_state(cls, gamma: float, dim: int, state, *, chunk_rows: int = CHUNK_ROWS):
@@ -293,12 +319,14 @@ class PackedSpecs:
         rows += np.repeat(self._start.view[slots] - (ends - count), count)
         first = int(chunk[0])
         if (chunk == first).all():
-            return self._z[first][rows], self._beta[first][rows]
+            return self._relative(self._z[first][rows]), self._beta[first][rows]
         z, beta = np.empty((len(rows), self.dim)), np.empty(len(rows))
         where = np.repeat(chunk, count)
         for c in np.unique(chunk).tolist():
             mask = where == c
             z[mask], beta[mask] = self._z[c][rows[mask]], self._beta[c][rows[mask]]
+        if self.points == "float32":
+            z -= self.center
         return z, beta
 
     def spec(self, learnware_id: int) -> StoredSpec:
@@ -307,7 +335,8 @@ class PackedSpecs:
         c, a = int(self._chunk.view[slot]), int(self._start.view[slot])
         k = int(self._count.view[slot])
         z, beta = self._z[c][a : a + k], self._beta[c][a : a + k]
-        return StoredSpec(z + self.center, beta.copy(), self.gamma)
+        points = z.astype(np.float64) if self.points == "float32" else z + self.center
+        return StoredSpec(points, beta.copy(), self.gamma)
 
     def self_terms(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         return self._self.view[self.slots(ids)]

@@ -94,7 +94,7 @@ class PartitionIndex:
             return ImageSpecs.from_state(self.key.feature_shape, state, device=device)
         dim = math.prod(self.key.feature_shape)
         if state is None:
-            return PackedSpecs(self.key.gamma, dim)
+            return PackedSpecs(self.key.gamma, dim, points=self.config.point_dtype)
         return PackedSpecs.from_state(self.key.gamma, dim, state)
 
     def load_state(self, state, header: dict) -> None:
