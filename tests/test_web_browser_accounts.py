@@ -107,6 +107,7 @@ def signed_in_as(driver, url: str) -> str:
 
 
 def test_sign_up_tokens_submit_find_download_and_sign_out(browser, market, examples):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -171,7 +172,8 @@ def test_sign_up_tokens_submit_find_download_and_sign_out(browser, market, examp
     shot(browser, "submit")
     submit_form(browser, "form.submit button[type=submit]")
     assert "/checks/" in browser.current_url and errors(browser) == []
-    WebDriverWait(browser, 300, poll_frequency=1).until(
+    # The page reloads itself when the check ends: a read during the reload is tried again.
+    WebDriverWait(browser, 300, poll_frequency=1, ignored_exceptions=(WebDriverException,)).until(
         lambda d: "Accepted." in d.page_source or "Rejected." in d.page_source
     )
     assert "Accepted." in browser.page_source, browser.find_element(By.TAG_NAME, "main").text
@@ -279,6 +281,7 @@ def test_a_session_id_planted_before_sign_in_is_never_used(browser, market):
 
 
 def test_an_admin_sends_a_rejected_learnware_to_be_checked_again(browser, market):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -323,6 +326,6 @@ def test_an_admin_sends_a_rejected_learnware_to_be_checked_again(browser, market
         jobs = carol.learnware(lid)
         assert jobs["status"] in ("pending", "checking", "rejected")
     # The new check ends (rejected again: the package is still broken) and the review says so.
-    WebDriverWait(browser, 300, poll_frequency=2).until(
+    WebDriverWait(browser, 300, poll_frequency=2, ignored_exceptions=(WebDriverException,)).until(
         lambda d: d.get(url + "/admin/review") or "Rejected (1)" in d.page_source
     )
