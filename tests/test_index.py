@@ -365,6 +365,36 @@ def test_a_late_committing_change_is_not_missed(catalog, local_store, owner):
     assert late in sync.index and sync.index.seq == base + 2 and not sync.gaps
 
 
+def test_a_build_reads_each_spec_once_and_still_waits_for_open_entries(catalog, local_store, owner):
+    """Entries logged just before a build are in what it read: its first catch-up does not
+    read those specs again. A seq missing among them (a transaction still open) is looked
+    for, and applied when it commits."""
+    rng = np.random.default_rng(9)
+    with catalog.session() as s:
+        ids = [_accept(s, owner, family_spec(rng, i % 3), f"m{i}") for i in range(12)]
+        top = max(q for q, _ in repo.index_changes_after(s, 0))
+        s.add(IndexChange(seq=top + 2, learnware_id=ids[0], op="add"))  # top + 1: still open
+
+    parsed: list[str] = []
+
+    class Counting(IndexSync):
+        def _parse(self, text):
+            parsed.append(text)
+            return super()._parse(text)
+
+    sync = Counting(catalog, local_store)
+    sync.start()
+    assert len(parsed) == 12  # once each, the entry at top + 2 included
+    assert sync.high == top + 2 and set(sync.gaps) == {top + 1} and sync.index.seq == top
+
+    with catalog.session() as s:
+        late = _accept(s, owner, family_spec(rng, 0), "late")
+        s.query(IndexChange).filter(IndexChange.learnware_id == late).delete()
+        s.add(IndexChange(seq=top + 1, learnware_id=late, op="add"))  # the open one commits
+    assert sync.catch_up() == 1
+    assert late in sync.index and not sync.gaps and sync.index.seq == top + 2
+
+
 def test_a_gap_that_never_fills_is_given_up_after_the_timeout(catalog, local_store, owner):
     rng = np.random.default_rng(7)
     with catalog.session() as s:

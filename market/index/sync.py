@@ -88,7 +88,6 @@ class IndexSync:
                     self.gaps = dict.fromkeys(gaps, now)
                 else:
                     self.index = self._build_from_catalog()
-                    self.high = self.index.seq
                     self._since_snapshot = len(self.index)
         self.catch_up()
         return self.index
@@ -97,11 +96,16 @@ class IndexSync:
         index = MarketIndex(self.config)
         with self.catalog.session(read_only=True) as s:
             # Entries logged in the last gap_timeout_s may belong to transactions that are
-            # still open; start before them so the first catch-up reads them again.
+            # still open. Those already in the log committed before the build reads the
+            # catalog, so it holds their changes; the seqs missing among them become gaps,
+            # which the catch-ups look for (a build right after a map version's specs were
+            # all logged does not read every spec twice).
             since = datetime.now(UTC) - timedelta(seconds=self.gap_timeout_s)
-            index.seq = repo.index_seq_floor(s, since)
+            self.high = repo.index_seq_floor(s, since)
+            seen = sorted({q for q, _ in repo.index_changes_after(s, self.high)})
             ids = self._all_ids(s)
         self._apply(index, ids)
+        self._advance(index, seen)
         log.info("index built from the catalog: %d learnwares", len(index))
         return index
 
@@ -145,10 +149,14 @@ class IndexSync:
                 del self.gaps[q]
         index.seq = min(self.gaps) - 1 if self.gaps else self.high
 
+    #: Learnwares read from the catalog at a time: their spec texts and parsed arrays are
+    #: what a build holds beyond the index.
+    load_batch = LOAD_BATCH
+
     def _apply(self, index: MarketIndex, learnware_ids: list[int]) -> None:
         """Make the index hold exactly the accepted specs of these learnwares."""
-        for start in range(0, len(learnware_ids), LOAD_BATCH):
-            batch = learnware_ids[start : start + LOAD_BATCH]
+        for start in range(0, len(learnware_ids), self.load_batch):
+            batch = learnware_ids[start : start + self.load_batch]
             with self.catalog.session(read_only=True) as s:
                 rows = self._entries(s, batch)
             found = {lid for lid, _ in rows}
