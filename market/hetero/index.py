@@ -32,7 +32,7 @@ class HeteroIndexSync(IndexSync):
     """The accepted learnwares' specs under map ``version``, in step with the catalog."""
 
     #: A hetero spec's JSON is about 130 kB (50 points × 128 floats), 13 times a table spec
-    #: of 10 columns: fewer at a time keep a build's text and parsed arrays near 30 MB.
+    #: of 10 columns: fewer at a time keep a build's texts and parsed arrays to tens of MB.
     load_batch = 200
 
     def __init__(
