@@ -44,6 +44,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ).start()
     yield
     await services.job_waiter.close()
+    services.catalog.dispose()  # its pooled connections (open files on SQLite)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

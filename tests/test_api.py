@@ -579,3 +579,24 @@ def test_json_logs_carry_the_ids():
     assert record["message"] == "queued check job abc" and record["level"] == "INFO"
     assert record["job_id"] == "abc" and record["learnware_id"] == "00000001"
     assert record["logger"] == "wharf.test-json-logs" and "time" in record
+
+
+def test_an_api_that_shuts_down_leaves_no_open_files(tmp_path):
+    """Its catalog's pooled connections close with it (on SQLite each is an open file)."""
+    import gc
+    import os
+
+    from wharf.api.app import create_app
+
+    def open_files() -> int:
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    settings = Settings(data_dir=tmp_path)
+    with TestClient(create_app(settings)) as client:  # what the first app sets up for good
+        client.get("/healthz")
+    before = open_files()
+    for _ in range(5):
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/healthz").status_code == 200
+    assert open_files() <= before
